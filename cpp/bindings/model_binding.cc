@@ -1,0 +1,219 @@
+// Binds rnncore::Model<T> and its tape for one dtype. Conversions and the
+// shape checks the core relies on; no math. Every compute call releases the
+// GIL.
+#include "model_binding.h"
+
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "rnncore/model.h"
+
+namespace py = pybind11;
+
+namespace rnncore {
+namespace bindings {
+namespace {
+
+template <typename T>
+using Array = py::array_t<T, py::array::c_style>;
+
+CellKind ParseCell(const std::string& s) {
+  if (s == "rnn") return CellKind::kRnn;
+  if (s == "lstm") return CellKind::kLstm;
+  if (s == "gru") return CellKind::kGru;
+  throw py::value_error("cell must be 'rnn', 'lstm' or 'gru', got '" + s + "'");
+}
+
+Activation ParseActivation(const std::string& s) {
+  if (s == "tanh") return Activation::kTanh;
+  if (s == "relu") return Activation::kRelu;
+  throw py::value_error("nonlinearity must be 'tanh' or 'relu', got '" + s + "'");
+}
+
+Norm ParseNorm(const std::string& s) {
+  if (s == "none") return Norm::kNone;
+  if (s == "layer") return Norm::kLayer;
+  if (s == "batch") return Norm::kBatch;
+  if (s == "batch_input") return Norm::kBatchInput;
+  throw py::value_error("norm must be 'none', 'layer', 'batch' or 'batch_input', got '" + s + "'");
+}
+
+void CheckShape(const py::array& a, std::initializer_list<Index> shape, const char* name) {
+  bool ok = a.ndim() == static_cast<py::ssize_t>(shape.size());
+  size_t i = 0;
+  for (Index d : shape) {
+    if (!ok) break;
+    ok = a.shape(i++) == d;
+  }
+  if (!ok) {
+    std::string want = "(";
+    for (Index d : shape) want += std::to_string(d) + ",";
+    want.back() = ')';
+    throw py::value_error(std::string(name) + " has the wrong shape; expected " + want);
+  }
+}
+
+template <typename T>
+const T* OptionalData(const std::optional<Array<T>>& a, std::initializer_list<Index> shape,
+                      const char* name) {
+  if (!a) return nullptr;
+  CheckShape(*a, shape, name);
+  return a->data();
+}
+
+template <typename T>
+struct Outputs {
+  Array<T> out, h_n;
+  std::optional<Array<T>> c_n;
+};
+
+template <typename T>
+void BindModelImpl(py::module_& m, const char* model_name, const char* tape_name) {
+  using ModelT = Model<T>;
+  using TapeT = ModelTape<T>;
+
+  py::class_<TapeT, std::shared_ptr<TapeT>>(m, tape_name, py::module_local(),
+                                            "What a training forward pass keeps for backward.")
+      .def_property_readonly("consumed", &TapeT::consumed, "Whether backward() used it.")
+      .def_property_readonly("steps", &TapeT::steps)
+      .def_property_readonly("batch", &TapeT::batch);
+
+  py::class_<ModelT, std::shared_ptr<ModelT>>(m, model_name, py::module_local(),
+                                              "A stack of recurrent layers (core object).")
+      .def(py::init([](const std::string& cell, Index input_size, Index hidden_size,
+                       Index num_layers, bool bidirectional, bool bias, Index proj_size,
+                       const std::string& nonlinearity, bool reset_after,
+                       const std::string& norm) {
+             ModelConfig c;
+             c.cell = ParseCell(cell);
+             c.input_size = input_size;
+             c.hidden_size = hidden_size;
+             c.num_layers = num_layers;
+             c.bidirectional = bidirectional;
+             c.bias = bias;
+             c.proj_size = proj_size;
+             c.activation = ParseActivation(nonlinearity);
+             c.reset_after = reset_after;
+             c.norm = ParseNorm(norm);
+             c.Validate();
+             return std::make_shared<ModelT>(c);
+           }),
+           py::kw_only(), py::arg("cell"), py::arg("input_size"), py::arg("hidden_size"),
+           py::arg("num_layers") = 1, py::arg("bidirectional") = false, py::arg("bias") = true,
+           py::arg("proj_size") = 0, py::arg("nonlinearity") = "tanh",
+           py::arg("reset_after") = true, py::arg("norm") = "none")
+      .def_property_readonly(
+          "layout",
+          [](const ModelT& self) {
+            py::list out;
+            for (const auto& p : self.layout())
+              out.append(py::make_tuple(p.name, py::tuple(py::cast(p.shape)), p.offset));
+            return out;
+          },
+          "List of (name, shape, offset) of the parameters in the flat buffer.")
+      .def(
+          "parameter_buffer",
+          [](py::object self) {
+            ModelT& model = self.cast<ModelT&>();
+            return py::array_t<T>({model.num_parameters()}, {sizeof(T)}, model.parameters(),
+                                  self);
+          },
+          "The flat parameter buffer as a live NumPy view.")
+      .def(
+          "gradient_buffer",
+          [](py::object self) {
+            ModelT& model = self.cast<ModelT&>();
+            return py::array_t<T>({model.num_parameters()}, {sizeof(T)}, model.gradients(),
+                                  self);
+          },
+          "The flat gradient buffer as a live NumPy view.")
+      .def(
+          "forward",
+          [](const ModelT& self, const Array<T>& x, const std::optional<Array<T>>& h0,
+             const std::optional<Array<T>>& c0,
+             const std::optional<py::array_t<std::int64_t, py::array::c_style>>& lengths,
+             bool train) {
+            const ModelConfig& c = self.config();
+            if (x.ndim() != 3 || x.shape(0) < 1 || x.shape(1) < 1 || x.shape(2) != c.input_size)
+              throw py::value_error("x must have shape (T, B, input_size) with T, B >= 1");
+            const Index steps = x.shape(0), batch = x.shape(1);
+            const Index S = c.num_layers * c.directions(), P = c.out_size();
+            const bool lstm = c.cell == CellKind::kLstm;
+            const T* h0p = OptionalData(h0, {S, batch, P}, "h_0");
+            const T* c0p = lstm ? OptionalData(c0, {S, batch, c.hidden_size}, "c_0") : nullptr;
+            const std::int64_t* lp = nullptr;
+            if (lengths) {
+              CheckShape(*lengths, {batch}, "lengths");
+              lp = lengths->data();
+            }
+            Array<T> out({steps, batch, c.directions() * P});
+            Array<T> h_n({S, batch, P});
+            std::optional<Array<T>> c_n;
+            if (lstm) c_n = Array<T>({S, batch, c.hidden_size});
+            T* cnp = c_n ? c_n->mutable_data() : nullptr;
+            std::shared_ptr<TapeT> tape;
+            if (train) tape = std::make_shared<TapeT>();
+            {
+              py::gil_scoped_release release;
+              if (train)
+                self.ForwardTrain(steps, batch, x.data(), h0p, c0p, lp, out.mutable_data(),
+                                  h_n.mutable_data(), cnp, tape.get());
+              else
+                self.Forward(steps, batch, x.data(), h0p, c0p, lp, out.mutable_data(),
+                             h_n.mutable_data(), cnp);
+            }
+            py::object c_obj = c_n ? py::object(*c_n) : py::object(py::none());
+            py::object t_obj = tape ? py::cast(tape) : py::object(py::none());
+            return py::make_tuple(out, h_n, c_obj, t_obj);
+          },
+          py::arg("x"), py::kw_only(), py::arg("h0") = py::none(), py::arg("c0") = py::none(),
+          py::arg("lengths") = py::none(), py::arg("train") = false,
+          "Runs the stack on time-major x (T, B, input_size). Returns (out, h_n, c_n or None, "
+          "tape or None).")
+      .def(
+          "backward",
+          [](ModelT& self, TapeT& tape, const std::optional<Array<T>>& dout,
+             const std::optional<Array<T>>& dh_n, const std::optional<Array<T>>& dc_n) {
+            const ModelConfig& c = self.config();
+            if (tape.owner() != &self)
+              throw py::value_error("tape was recorded by another module");
+            if (tape.consumed())
+              throw py::value_error("tape has already been used by backward()");
+            const Index steps = tape.steps(), batch = tape.batch();
+            const Index S = c.num_layers * c.directions(), P = c.out_size();
+            const bool lstm = c.cell == CellKind::kLstm;
+            const T* dop = OptionalData(dout, {steps, batch, c.directions() * P}, "grad_out");
+            const T* dhp = OptionalData(dh_n, {S, batch, P}, "grad_h_n");
+            const T* dcp = lstm ? OptionalData(dc_n, {S, batch, c.hidden_size}, "grad_c_n")
+                                : nullptr;
+            Array<T> dx({steps, batch, c.input_size});
+            Array<T> dh0({S, batch, P});
+            std::optional<Array<T>> dc0;
+            if (lstm) dc0 = Array<T>({S, batch, c.hidden_size});
+            T* dc0p = dc0 ? dc0->mutable_data() : nullptr;
+            {
+              py::gil_scoped_release release;
+              self.Backward(&tape, dop, dhp, dcp, dx.mutable_data(), dh0.mutable_data(), dc0p);
+            }
+            py::object c_obj = dc0 ? py::object(*dc0) : py::object(py::none());
+            return py::make_tuple(dx, dh0, c_obj);
+          },
+          py::arg("tape"), py::arg("grad_out") = py::none(), py::arg("grad_h_n") = py::none(),
+          py::arg("grad_c_n") = py::none(),
+          "Backpropagation through time. Returns (grad_x, grad_h0, grad_c0 or None) and adds "
+          "the parameter gradients into the gradient buffer.");
+}
+
+}  // namespace
+
+void BindModel(py::module_& m) {
+  BindModelImpl<float>(m, "ModelF32", "TapeF32");
+  BindModelImpl<double>(m, "ModelF64", "TapeF64");
+}
+
+}  // namespace bindings
+}  // namespace rnncore

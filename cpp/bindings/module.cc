@@ -1,0 +1,68 @@
+// The private extension module rnncore._core.
+#include <pybind11/pybind11.h>
+
+#include <Eigen/Core>
+#include <string>
+
+#include "model_binding.h"
+#include "rnncore/common.h"
+
+namespace py = pybind11;
+
+namespace {
+
+std::string CompilerString() {
+#if defined(__clang__)
+  return "clang " __clang_version__;
+#elif defined(__GNUC__)
+  return "gcc " __VERSION__;
+#elif defined(_MSC_VER)
+  return "msvc " + std::to_string(_MSC_VER);
+#else
+  return "unknown";
+#endif
+}
+
+bool CpuSupports(const std::string& isa) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  if (isa == "baseline") return true;
+  if (isa == "avx2")
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2");
+  if (isa == "avx512")
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+  return false;
+#else
+  return isa == "baseline";
+#endif
+}
+
+}  // namespace
+
+PYBIND11_MODULE(RNNCORE_MODULE_NAME, m) {
+  m.doc() = "rnncore's compiled core (private; use the rnncore package).";
+  m.attr("ISA") = RNNCORE_ISA_NAME;
+  m.attr("__version__") = RNNCORE_VERSION;
+  m.def("cpu_supports", &CpuSupports, py::arg("isa"),
+        "Whether this CPU can run the kernels compiled for isa ('baseline', 'avx2', 'avx512').");
+    rnncore::bindings::BindModel(m);
+  m.def(
+      "build_info",
+      []() {
+        py::dict d;
+        d["compiler"] = CompilerString();
+        d["eigen"] = std::to_string(EIGEN_WORLD_VERSION) + "." +
+                     std::to_string(EIGEN_MAJOR_VERSION) + "." +
+                     std::to_string(EIGEN_MINOR_VERSION);
+        d["simd"] = std::string(Eigen::SimdInstructionSetsInUse());
+#ifdef NDEBUG
+        d["optimized"] = true;
+#else
+        d["optimized"] = false;
+#endif
+        return d;
+      },
+      "Compiler, Eigen version and SIMD instruction sets of this build.");
+}

@@ -1,0 +1,124 @@
+// A stack of recurrent layers, optionally bidirectional: the unit the Python
+// classes wrap. Owns its parameters and their gradients as flat buffers laid
+// out as ParameterLayout says (PyTorch's names, shapes and order).
+//
+// Shapes (L layers, Dn = 2 if bidirectional else 1, P = out width):
+//   x    (T, B, input)        time-major, contiguous
+//   h0   (L * Dn, B, P)       layer-major, direction-minor; null = zeros
+//   c0   (L * Dn, B, H)       LSTM only; null = zeros
+//   out  (T, B, Dn * P)       last layer, directions concatenated
+//   lengths (B) in 1..T, or null (all T)
+#ifndef RNNCORE_MODEL_H_
+#define RNNCORE_MODEL_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "rnncore/cell.h"
+#include "rnncore/common.h"
+
+namespace rnncore {
+
+struct ModelConfig {
+  CellKind cell = CellKind::kLstm;
+  Index input_size = 0;
+  Index hidden_size = 0;
+  Index num_layers = 1;
+  bool bidirectional = false;
+  bool bias = true;
+  Index proj_size = 0;  // LSTM only
+  Activation activation = Activation::kTanh;  // RNN only
+  bool reset_after = true;                    // GRU only
+  Norm norm = Norm::kNone;
+
+  Index gates() const;
+  Index directions() const { return bidirectional ? 2 : 1; }
+  Index out_size() const { return proj_size > 0 ? proj_size : hidden_size; }
+  Index layer_input(Index layer) const {
+    return layer == 0 ? input_size : directions() * out_size();
+  }
+  // Checks the sizes and combinations; throws InvalidArgument.
+  void Validate() const;
+};
+
+// One named parameter tensor inside the flat buffer.
+struct ParamInfo {
+  std::string name;
+  std::vector<Index> shape;
+  Index offset = 0;
+  Index size() const;
+};
+
+std::vector<ParamInfo> ParameterLayout(const ModelConfig& config);
+
+template <typename T>
+class Model;
+
+// What Model::ForwardTrain keeps for Model::Backward. Single use, bound to the
+// model that made it.
+template <typename T>
+class ModelTape {
+ public:
+  bool consumed() const { return consumed_; }
+  const void* owner() const { return owner_; }
+  Index steps() const { return steps_; }
+  Index batch() const { return batch_; }
+
+ private:
+  friend class Model<T>;
+  const void* owner_ = nullptr;
+  bool consumed_ = false;
+  Index steps_ = 0, batch_ = 0;
+  std::vector<std::int64_t> lengths_;  // empty: all sequences have length T
+  std::vector<std::vector<T>> inputs_;  // per layer (T*B, layer_input), padding zeroed
+  std::vector<CellTape<T>> cells_;      // per layer * direction
+};
+
+template <typename T>
+class Model {
+ public:
+  explicit Model(const ModelConfig& config);
+
+  const ModelConfig& config() const { return config_; }
+  const std::vector<ParamInfo>& layout() const { return layout_; }
+  Index num_parameters() const { return static_cast<Index>(params_.size()); }
+  T* parameters() { return params_.data(); }
+  const T* parameters() const { return params_.data(); }
+  T* gradients() { return grads_.data(); }
+
+  // Inference. Thread-safe: may run concurrently on one model.
+  void Forward(Index steps, Index batch, const T* x, const T* h0, const T* c0,
+               const std::int64_t* lengths, T* out, T* h_n, T* c_n) const;
+
+  // Forward pass that records tape for Backward.
+  void ForwardTrain(Index steps, Index batch, const T* x, const T* h0, const T* c0,
+                    const std::int64_t* lengths, T* out, T* h_n, T* c_n,
+                    ModelTape<T>* tape) const;
+
+  // Backpropagation through time. dout (T, B, Dn*P) or null; dh_n, dc_n as
+  // h0 / c0 or null. Writes dx (T, B, input), dh0, dc0 (c0 for LSTM only, may
+  // be null otherwise) and ADDS parameter gradients into gradients(). Marks
+  // the tape consumed; throws InvalidArgument for a used or foreign tape.
+  void Backward(ModelTape<T>* tape, const T* dout, const T* dh_n, const T* dc_n, T* dx, T* dh0,
+                T* dc0);
+
+ private:
+  CellConfig LayerConfig(Index layer) const;
+  CellWeights<T> Weights(Index layer, Index dir) const;
+  CellGrads<T> Grads(Index layer, Index dir);
+  void Run(Index steps, Index batch, const T* x, const T* h0, const T* c0,
+           const std::int64_t* lengths, T* out, T* h_n, T* c_n, ModelTape<T>* tape) const;
+
+  ModelConfig config_;
+  std::vector<ParamInfo> layout_;
+  std::vector<T> params_, grads_;
+  // Per layer * direction: offsets of w_ih, w_hh, b_ih, b_hh, w_hr (-1: absent).
+  std::vector<std::vector<Index>> offsets_;
+  std::vector<T> zero_bias_;              // stands in for absent biases
+  std::vector<T> bias_grad_sink_;         // receives their gradients
+};
+
+}  // namespace rnncore
+
+#endif  // RNNCORE_MODEL_H_

@@ -1,0 +1,175 @@
+#include "rnncore/gru.h"
+
+#include "kernels/pointwise.h"
+#include "sequence_ops.h"
+
+namespace rnncore {
+namespace gru {
+
+using internal::CopyRow;
+
+template <typename T>
+void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h0, T* y,
+                         Index ldy, T* h_n, CellTape<T>* tape) const {
+  const Index steps = seq.steps(), B = seq.batch(), D = config_.input, H = config_.hidden;
+  const Index G = kGates * H;
+  const bool after = config_.reset_after;
+
+  std::vector<T> ax(static_cast<size_t>(steps * B * G));
+  internal::InputProjection(x, steps * B, D, ldx, w_.w_ih, G, ax.data());
+  std::vector<T> h = internal::InitialState(h0, B, H);
+  std::vector<T> h_new(static_cast<size_t>(B * H));
+  std::vector<T> ah(static_cast<size_t>(B * G));
+  std::vector<T> rh(after ? 0 : static_cast<size_t>(B * H));
+  std::vector<T> gates_buf(static_cast<size_t>(B * G)), aux_buf(static_cast<size_t>(B * H));
+  if (tape) {
+    internal::ResizeZero(tape->gates, steps * B * G);
+    internal::ResizeZero(tape->h_prev, steps * B * H);
+    internal::ResizeZero(tape->aux, steps * B * H);
+  }
+  // Where step rows go: the tape when training, a step buffer otherwise.
+  auto gates_at = [&](Index r, Index b) {
+    return tape ? tape->gates.data() + r * G : gates_buf.data() + b * G;
+  };
+  auto aux_at = [&](Index r, Index b) {
+    return tape ? tape->aux.data() + r * H : aux_buf.data() + b * H;
+  };
+
+  for (Index k = 0; k < steps; ++k) {
+    if (after) {
+      View(ah.data(), B, G).noalias() = CView(h.data(), B, H) * CView(w_.w_hh, G, H).transpose();
+      for (Index b = 0; b < B; ++b) {
+        const Index r = seq.Row(k, b);
+        if (r < 0) continue;
+        kernels::GruForward(H, ax.data() + r * G, ah.data() + b * G, w_.b_ih, w_.b_hh,
+                            h.data() + b * H, gates_at(r, b), aux_at(r, b),
+                            h_new.data() + b * H);
+      }
+    } else {
+      View(ah.data(), B, 2 * H).noalias() =
+          CView(h.data(), B, H) * CView(w_.w_hh, 2 * H, H).transpose();
+      for (Index b = 0; b < B; ++b) {
+        const Index r = seq.Row(k, b);
+        if (r < 0) continue;
+        kernels::GruResetBeforeGates(H, ax.data() + r * G, ah.data() + b * 2 * H, w_.b_ih,
+                                     w_.b_hh, h.data() + b * H, gates_at(r, b),
+                                     rh.data() + b * H);
+      }
+      // ah now (B, H): (r h) W_hn^T.
+      View(ah.data(), B, H).noalias() =
+          CView(rh.data(), B, H) * CView(w_.w_hh + 2 * H * H, H, H).transpose();
+      for (Index b = 0; b < B; ++b) {
+        const Index r = seq.Row(k, b);
+        if (r < 0) continue;
+        if (tape) CopyRow(rh.data() + b * H, tape->aux.data() + r * H, H);
+        kernels::GruResetBeforeOutput(H, ax.data() + r * G, ah.data() + b * H, w_.b_ih, w_.b_hh,
+                                      h.data() + b * H, gates_at(r, b), h_new.data() + b * H);
+      }
+    }
+    for (Index b = 0; b < B; ++b) {
+      const Index r = seq.Row(k, b);
+      if (r < 0) continue;
+      if (tape) CopyRow(h.data() + b * H, tape->h_prev.data() + r * H, H);
+      CopyRow(h_new.data() + b * H, h.data() + b * H, H);
+      CopyRow(h_new.data() + b * H, y + r * ldy, H);
+    }
+  }
+  std::copy(h.begin(), h.end(), h_n);
+}
+
+template <typename T>
+void ForwardPass<T>::Iterate(Index batch, const T* x, const T* h_prev, T* h) const {
+  const StepIndex seq(1, batch, nullptr, false);
+  std::vector<T> y(static_cast<size_t>(batch * config_.hidden));
+  Run(seq, x, config_.input, h_prev, y.data(), config_.hidden, h, nullptr);
+}
+
+template <typename T>
+void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const CellTape<T>& tape,
+                          const T* dy, Index ldy, T* dh, T* dx, Index lddx, bool accumulate_dx,
+                          const CellGrads<T>& grads) const {
+  const Index steps = seq.steps(), B = seq.batch(), D = config_.input, H = config_.hidden;
+  const Index G = kGates * H, rows = steps * B;
+  const bool after = config_.reset_after;
+
+  // Gradients of the input-side and recurrent-side pre-activations. They
+  // differ only in the n block of the reset_after form.
+  std::vector<T> dax(static_cast<size_t>(rows * G), T(0));
+  std::vector<T> dah(after ? static_cast<size_t>(rows * G) : 0, T(0));
+  std::vector<T> dax_step(static_cast<size_t>(B * G)), dah_step(static_cast<size_t>(B * G));
+  std::vector<T> direct(static_cast<size_t>(B * H)), drh(after ? 0 : static_cast<size_t>(B * H));
+  std::vector<T> dh_new(static_cast<size_t>(B * H));
+
+  for (Index k = steps - 1; k >= 0; --k) {
+    for (Index b = 0; b < B; ++b) {
+      const Index r = seq.Row(k, b);
+      if (r >= 0) VectorMap<T>(dh + b * H, H) += ConstVectorMap<T>(dy + r * ldy, H);
+    }
+    if (after) {
+      for (Index b = 0; b < B; ++b) {
+        const Index r = seq.Row(k, b);
+        T* ds = dah_step.data() + b * G;
+        if (r < 0) {
+          std::fill(ds, ds + G, T(0));
+          continue;
+        }
+        kernels::GruBackward(H, tape.gates.data() + r * G, tape.aux.data() + r * H,
+                             tape.h_prev.data() + r * H, dh + b * H, dax.data() + r * G, ds,
+                             direct.data() + b * H);
+        CopyRow(ds, dah.data() + r * G, G);
+      }
+      View(dh_new.data(), B, H).noalias() = CView(dah_step.data(), B, G) * CView(w_.w_hh, G, H);
+    } else {
+      for (Index b = 0; b < B; ++b) {
+        const Index r = seq.Row(k, b);
+        T* ds = dax_step.data() + b * G;
+        if (r < 0) {
+          std::fill(ds, ds + G, T(0));
+          continue;
+        }
+        kernels::GruResetBeforeBackwardOutput(H, tape.gates.data() + r * G,
+                                              tape.h_prev.data() + r * H, dh + b * H, ds);
+      }
+      // drh (B, H) = da_n W_hn
+      View(drh.data(), B, H).noalias() =
+          CView(dax_step.data() + 2 * H, B, H, G) * CView(w_.w_hh + 2 * H * H, H, H);
+      for (Index b = 0; b < B; ++b) {
+        const Index r = seq.Row(k, b);
+        if (r < 0) continue;
+        T* ds = dax_step.data() + b * G;
+        kernels::GruResetBeforeBackwardGates(H, tape.gates.data() + r * G,
+                                             tape.h_prev.data() + r * H, dh + b * H,
+                                             drh.data() + b * H, ds, direct.data() + b * H);
+        CopyRow(ds, dax.data() + r * G, G);
+      }
+      View(dh_new.data(), B, H).noalias() =
+          CView(dax_step.data(), B, 2 * H, G) * CView(w_.w_hh, 2 * H, H);
+    }
+    for (Index b = 0; b < B; ++b) {
+      if (seq.Row(k, b) < 0) continue;
+      VectorMap<T>(dh + b * H, H) =
+          ConstVectorMap<T>(dh_new.data() + b * H, H) + ConstVectorMap<T>(direct.data() + b * H, H);
+    }
+  }
+
+  const T* dah_all = after ? dah.data() : dax.data();
+  internal::InputSideGradients(rows, D, G, x, ldx, dax.data(), dah_all, w_, grads, dx, lddx,
+                               accumulate_dx);
+  if (after) {
+    View(grads.w_hh, G, H).noalias() +=
+        CView(dah.data(), rows, G).transpose() * CView(tape.h_prev.data(), rows, H);
+  } else {
+    View(grads.w_hh, 2 * H, H).noalias() +=
+        CView(dax.data(), rows, 2 * H, G).transpose() * CView(tape.h_prev.data(), rows, H);
+    View(grads.w_hh + 2 * H * H, H, H).noalias() +=
+        CView(dax.data() + 2 * H, rows, H, G).transpose() * CView(tape.aux.data(), rows, H);
+  }
+}
+
+template class ForwardPass<float>;
+template class ForwardPass<double>;
+template class BackwardPass<float>;
+template class BackwardPass<double>;
+
+}  // namespace gru
+}  // namespace rnncore

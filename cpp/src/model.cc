@@ -1,0 +1,290 @@
+#include "rnncore/model.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "rnncore/gru.h"
+#include "rnncore/lstm.h"
+#include "rnncore/rnn.h"
+
+namespace rnncore {
+
+namespace {
+enum Slot { kWih = 0, kWhh, kBih, kBhh, kWhr, kNumSlots };
+}  // namespace
+
+Index ModelConfig::gates() const {
+  switch (cell) {
+    case CellKind::kRnn:
+      return 1;
+    case CellKind::kLstm:
+      return 4;
+    case CellKind::kGru:
+      return 3;
+  }
+  return 0;
+}
+
+void ModelConfig::Validate() const {
+  Require(input_size > 0, "input_size must be positive");
+  Require(hidden_size > 0, "hidden_size must be positive");
+  Require(num_layers > 0, "num_layers must be positive");
+  Require(proj_size >= 0, "proj_size must be >= 0");
+  Require(proj_size == 0 || cell == CellKind::kLstm, "proj_size is only supported by the LSTM");
+  Require(proj_size < hidden_size, "proj_size must be smaller than hidden_size");
+  Require(norm == Norm::kNone, "normalized cells are not implemented yet");
+}
+
+Index ParamInfo::size() const {
+  Index n = 1;
+  for (Index d : shape) n *= d;
+  return n;
+}
+
+std::vector<ParamInfo> ParameterLayout(const ModelConfig& c) {
+  c.Validate();
+  std::vector<ParamInfo> layout;
+  Index offset = 0;
+  auto add = [&](std::string name, std::vector<Index> shape) {
+    ParamInfo p{std::move(name), std::move(shape), offset};
+    offset += p.size();
+    layout.push_back(std::move(p));
+  };
+  const Index gh = c.gates() * c.hidden_size;
+  for (Index l = 0; l < c.num_layers; ++l) {
+    for (Index d = 0; d < c.directions(); ++d) {
+      const std::string sfx = "_l" + std::to_string(l) + (d == 1 ? "_reverse" : "");
+      add("weight_ih" + sfx, {gh, c.layer_input(l)});
+      add("weight_hh" + sfx, {gh, c.out_size()});
+      if (c.bias) {
+        add("bias_ih" + sfx, {gh});
+        add("bias_hh" + sfx, {gh});
+      }
+      if (c.proj_size > 0) add("weight_hr" + sfx, {c.proj_size, c.hidden_size});
+    }
+  }
+  return layout;
+}
+
+template <typename T>
+Model<T>::Model(const ModelConfig& config) : config_(config), layout_(ParameterLayout(config)) {
+  Index total = 0;
+  for (const auto& p : layout_) total = std::max(total, p.offset + p.size());
+  params_.assign(static_cast<size_t>(total), T(0));
+  grads_.assign(static_cast<size_t>(total), T(0));
+  const Index gh = config_.gates() * config_.hidden_size;
+  zero_bias_.assign(static_cast<size_t>(gh), T(0));
+  bias_grad_sink_.assign(static_cast<size_t>(gh), T(0));
+  // Parameters come in layout order, layer by layer, direction by direction.
+  size_t i = 0;
+  for (Index l = 0; l < config_.num_layers; ++l) {
+    for (Index d = 0; d < config_.directions(); ++d) {
+      std::vector<Index> off(kNumSlots, -1);
+      off[kWih] = layout_[i++].offset;
+      off[kWhh] = layout_[i++].offset;
+      if (config_.bias) {
+        off[kBih] = layout_[i++].offset;
+        off[kBhh] = layout_[i++].offset;
+      }
+      if (config_.proj_size > 0) off[kWhr] = layout_[i++].offset;
+      offsets_.push_back(std::move(off));
+    }
+  }
+}
+
+template <typename T>
+CellConfig Model<T>::LayerConfig(Index layer) const {
+  CellConfig c;
+  c.input = config_.layer_input(layer);
+  c.hidden = config_.hidden_size;
+  c.proj = config_.proj_size;
+  c.activation = config_.activation;
+  c.reset_after = config_.reset_after;
+  return c;
+}
+
+template <typename T>
+CellWeights<T> Model<T>::Weights(Index layer, Index dir) const {
+  const auto& off = offsets_[static_cast<size_t>(layer * config_.directions() + dir)];
+  auto at = [&](int slot) { return off[slot] < 0 ? nullptr : params_.data() + off[slot]; };
+  CellWeights<T> w;
+  w.w_ih = at(kWih);
+  w.w_hh = at(kWhh);
+  w.b_ih = config_.bias ? at(kBih) : zero_bias_.data();
+  w.b_hh = config_.bias ? at(kBhh) : zero_bias_.data();
+  w.w_hr = at(kWhr);
+  return w;
+}
+
+template <typename T>
+CellGrads<T> Model<T>::Grads(Index layer, Index dir) {
+  const auto& off = offsets_[static_cast<size_t>(layer * config_.directions() + dir)];
+  auto at = [&](int slot) { return off[slot] < 0 ? nullptr : grads_.data() + off[slot]; };
+  CellGrads<T> g;
+  g.w_ih = at(kWih);
+  g.w_hh = at(kWhh);
+  g.b_ih = config_.bias ? at(kBih) : bias_grad_sink_.data();
+  g.b_hh = config_.bias ? at(kBhh) : bias_grad_sink_.data();
+  g.w_hr = at(kWhr);
+  return g;
+}
+
+template <typename T>
+void Model<T>::Forward(Index steps, Index batch, const T* x, const T* h0, const T* c0,
+                       const std::int64_t* lengths, T* out, T* h_n, T* c_n) const {
+  Run(steps, batch, x, h0, c0, lengths, out, h_n, c_n, nullptr);
+}
+
+template <typename T>
+void Model<T>::ForwardTrain(Index steps, Index batch, const T* x, const T* h0, const T* c0,
+                            const std::int64_t* lengths, T* out, T* h_n, T* c_n,
+                            ModelTape<T>* tape) const {
+  Require(tape != nullptr, "ForwardTrain needs a tape");
+  Run(steps, batch, x, h0, c0, lengths, out, h_n, c_n, tape);
+}
+
+template <typename T>
+void Model<T>::Run(Index steps, Index batch, const T* x, const T* h0, const T* c0,
+                   const std::int64_t* lengths, T* out, T* h_n, T* c_n,
+                   ModelTape<T>* tape) const {
+  Require(steps > 0 && batch > 0, "sequence length and batch size must be positive");
+  if (lengths)
+    for (Index b = 0; b < batch; ++b)
+      Require(lengths[b] >= 1 && lengths[b] <= steps, "lengths must be in 1..T");
+  const Index L = config_.num_layers, Dn = config_.directions();
+  const Index P = config_.out_size(), H = config_.hidden_size, rows = steps * batch;
+
+  if (tape) {
+    tape->owner_ = this;
+    tape->consumed_ = false;
+    tape->steps_ = steps;
+    tape->batch_ = batch;
+    tape->lengths_.assign(lengths ? lengths : nullptr, lengths ? lengths + batch : nullptr);
+    tape->inputs_.assign(static_cast<size_t>(L), {});
+    tape->cells_.assign(static_cast<size_t>(L * Dn), {});
+    // Layer 0's input, with padded positions zeroed so that padding (which
+    // may hold anything, NaN included) never reaches a gradient.
+    auto& in0 = tape->inputs_[0];
+    in0.assign(x, x + rows * config_.input_size);
+    if (lengths)
+      for (Index t = 0; t < steps; ++t)
+        for (Index b = 0; b < batch; ++b)
+          if (t >= lengths[b])
+            std::fill_n(in0.data() + (t * batch + b) * config_.input_size, config_.input_size,
+                        T(0));
+  }
+
+  std::vector<T> bufs[2];
+  const T* layer_in = tape ? tape->inputs_[0].data() : x;
+  for (Index l = 0; l < L; ++l) {
+    const Index width = Dn * P;
+    T* layer_out;
+    if (l == L - 1) {
+      layer_out = out;
+    } else if (tape) {
+      tape->inputs_[static_cast<size_t>(l + 1)].assign(static_cast<size_t>(rows * width), T(0));
+      layer_out = tape->inputs_[static_cast<size_t>(l + 1)].data();
+    } else {
+      bufs[l % 2].assign(static_cast<size_t>(rows * width), T(0));
+      layer_out = bufs[l % 2].data();
+    }
+    // Inactive positions stay zero.
+    if (l == L - 1) std::fill_n(layer_out, rows * width, T(0));
+    const CellConfig cc = LayerConfig(l);
+    for (Index d = 0; d < Dn; ++d) {
+      const Index s = l * Dn + d;
+      const StepIndex seq(steps, batch, lengths, d == 1);
+      CellTape<T>* ct = tape ? &tape->cells_[static_cast<size_t>(s)] : nullptr;
+      const T* hs0 = h0 ? h0 + s * batch * P : nullptr;
+      T* y = layer_out + d * P;
+      T* hn = h_n + s * batch * P;
+      const CellWeights<T> w = Weights(l, d);
+      switch (config_.cell) {
+        case CellKind::kRnn:
+          rnn::ForwardPass<T>(cc, w).Run(seq, layer_in, cc.input, hs0, y, width, hn, ct);
+          break;
+        case CellKind::kGru:
+          gru::ForwardPass<T>(cc, w).Run(seq, layer_in, cc.input, hs0, y, width, hn, ct);
+          break;
+        case CellKind::kLstm:
+          lstm::ForwardPass<T>(cc, w).Run(seq, layer_in, cc.input, hs0,
+                                          c0 ? c0 + s * batch * H : nullptr, y, width, hn,
+                                          c_n + s * batch * H, ct);
+          break;
+      }
+    }
+    layer_in = layer_out;
+  }
+}
+
+template <typename T>
+void Model<T>::Backward(ModelTape<T>* tape, const T* dout, const T* dh_n, const T* dc_n, T* dx,
+                        T* dh0, T* dc0) {
+  Require(tape != nullptr, "tape is required");
+  Require(tape->owner_ == this, "tape was recorded by another module");
+  Require(!tape->consumed_, "tape has already been used by backward()");
+  tape->consumed_ = true;
+  const Index steps = tape->steps_, batch = tape->batch_;
+  const Index L = config_.num_layers, Dn = config_.directions();
+  const Index P = config_.out_size(), H = config_.hidden_size, rows = steps * batch;
+  const std::int64_t* lengths = tape->lengths_.empty() ? nullptr : tape->lengths_.data();
+
+  // Gradient of the current layer's output; starts as dout.
+  std::vector<T> dy(static_cast<size_t>(rows * Dn * P), T(0));
+  if (dout) std::copy(dout, dout + rows * Dn * P, dy.begin());
+  std::vector<T> dlayer_in;
+  for (Index l = L - 1; l >= 0; --l) {
+    const CellConfig cc = LayerConfig(l);
+    const Index in = cc.input;
+    T* dxl;
+    if (l == 0) {
+      dxl = dx;
+    } else {
+      dlayer_in.assign(static_cast<size_t>(rows * in), T(0));
+      dxl = dlayer_in.data();
+    }
+    const T* xl = tape->inputs_[static_cast<size_t>(l)].data();
+    for (Index d = 0; d < Dn; ++d) {
+      const Index s = l * Dn + d;
+      const StepIndex seq(steps, batch, lengths, d == 1);
+      const CellTape<T>& ct = tape->cells_[static_cast<size_t>(s)];
+      T* dh = dh0 + s * batch * P;
+      if (dh_n)
+        std::copy(dh_n + s * batch * P, dh_n + (s + 1) * batch * P, dh);
+      else
+        std::fill_n(dh, batch * P, T(0));
+      const T* dyd = dy.data() + d * P;
+      const CellWeights<T> w = Weights(l, d);
+      const CellGrads<T> g = Grads(l, d);
+      switch (config_.cell) {
+        case CellKind::kRnn:
+          rnn::BackwardPass<T>(cc, w).Run(seq, xl, in, ct, dyd, Dn * P, dh, dxl, in, d == 1, g);
+          break;
+        case CellKind::kGru:
+          gru::BackwardPass<T>(cc, w).Run(seq, xl, in, ct, dyd, Dn * P, dh, dxl, in, d == 1, g);
+          break;
+        case CellKind::kLstm: {
+          T* dc = dc0 + s * batch * H;
+          if (dc_n)
+            std::copy(dc_n + s * batch * H, dc_n + (s + 1) * batch * H, dc);
+          else
+            std::fill_n(dc, batch * H, T(0));
+          lstm::BackwardPass<T>(cc, w).Run(seq, xl, in, ct, dyd, Dn * P, dh, dc, dxl, in, d == 1,
+                                           g);
+          break;
+        }
+      }
+    }
+    if (l > 0) dy.swap(dlayer_in);
+  }
+  // The tape's memory is no longer needed.
+  tape->inputs_.clear();
+  tape->inputs_.shrink_to_fit();
+  tape->cells_.clear();
+  tape->cells_.shrink_to_fit();
+}
+
+template class Model<float>;
+template class Model<double>;
+
+}  // namespace rnncore

@@ -1,0 +1,547 @@
+"""The public recurrent modules: rnncore.RNN, rnncore.LSTM, rnncore.GRU.
+
+They check arguments, own the mode and the parameter views, and turn user layouts
+(batch-first, unbatched, any dtype and strides) into the time-major contiguous arrays
+the compiled core takes. All computation happens in the core.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+
+from . import _init
+from . import _validation as v
+from ._loader import load_core
+
+_core = load_core()
+
+_NORMS = (None, "layer", "batch", "batch_input")
+_NORM_OPTIONS = {"ln_eps": 1e-5, "bn_eps": 1e-5, "bn_momentum": 0.1, "bn_gamma": 0.1}
+
+
+class Tape:
+    """What ``forward_train`` keeps for ``backward``. Opaque; usable once."""
+
+    __slots__ = ("_core_tape", "_module", "_batch_first", "_unbatched", "_hx_given")
+
+    def __init__(self, core_tape, module, batch_first, unbatched, hx_given):
+        self._core_tape = core_tape
+        self._module = module
+        self._batch_first = batch_first
+        self._unbatched = unbatched
+        self._hx_given = hx_given
+
+    @property
+    def consumed(self) -> bool:
+        """Whether ``backward`` has used this tape."""
+        return self._core_tape.consumed
+
+    def __repr__(self) -> str:
+        state = "consumed" if self.consumed else "unused"
+        return f"<rnncore.Tape T={self._core_tape.steps} B={self._core_tape.batch} {state}>"
+
+
+class _RecurrentBase:
+    """Shared machinery of RNN, LSTM and GRU."""
+
+    _cell: str = ""
+    _gates: int = 0
+
+    def __init__(
+        self,
+        input_size,
+        hidden_size,
+        num_layers,
+        bias,
+        batch_first,
+        dropout,
+        bidirectional,
+        norm,
+        dtype,
+        seed,
+        init,
+        *,
+        nonlinearity="tanh",
+        proj_size=0,
+        reset_after=True,
+        forget_bias=1.0,
+        update_bias=0.0,
+        norm_options=None,
+    ):
+        self.input_size = v.check_int("input_size", input_size, 1)
+        self.hidden_size = v.check_int("hidden_size", hidden_size, 1)
+        self.num_layers = v.check_int("num_layers", num_layers, 1)
+        self.bias = v.check_bool("bias", bias)
+        self.batch_first = v.check_bool("batch_first", batch_first)
+        self.bidirectional = v.check_bool("bidirectional", bidirectional)
+        self.dropout = v.check_float("dropout", dropout, 0.0, 1.0, high_open=True)
+        self.dtype = v.parse_dtype(dtype)
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        self.proj_size = v.check_int("proj_size", proj_size, 0)
+        if self.proj_size >= self.hidden_size:
+            raise ValueError(
+                f"proj_size must be smaller than hidden_size ({self.hidden_size}), "
+                f"got {self.proj_size}"
+            )
+        self.reset_after = v.check_bool("reset_after", reset_after)
+        if norm not in _NORMS:
+            raise ValueError(f"norm must be one of {_NORMS}, got {norm!r}")
+        self.norm = norm
+        options = dict(_NORM_OPTIONS)
+        for key, value in (norm_options or {}).items():
+            if key not in _NORM_OPTIONS:
+                raise TypeError(f"unexpected keyword argument {key!r}")
+            options[key] = v.check_float(key, value, 0.0, np.inf, high_open=True)
+        self.norm_options = options
+        if init not in ("default", "torch"):
+            raise ValueError(f"init must be 'default' or 'torch', got {init!r}")
+        if seed is not None:
+            seed = v.check_int("seed", seed, 0)
+        self.forget_bias = float(forget_bias)
+        self.update_bias = float(update_bias)
+        if norm is not None:
+            raise NotImplementedError(
+                f"norm={norm!r} is not available in this version of rnncore yet"
+            )
+        if self.dropout > 0.0:
+            raise NotImplementedError(
+                "dropout between layers is not available in this version of rnncore yet"
+            )
+
+        core_class = _core.ModelF64 if self.dtype == np.float64 else _core.ModelF32
+        self._model = core_class(
+            cell=self._cell,
+            input_size=self.input_size,
+            hidden_size=self.hidden_size,
+            num_layers=self.num_layers,
+            bidirectional=self.bidirectional,
+            bias=self.bias,
+            proj_size=self.proj_size,
+            nonlinearity=self.nonlinearity,
+            reset_after=self.reset_after,
+            norm="none",
+        )
+        self._params = self._views(self._model.parameter_buffer())
+        self._grads = self._views(self._model.gradient_buffer())
+        self.training = True
+        _init.init_parameters(
+            self._params,
+            cell=self._cell,
+            hidden_size=self.hidden_size,
+            gates=self._gates,
+            scheme=init,
+            rng=np.random.default_rng(seed),
+            forget_bias=self.forget_bias,
+            update_bias=self.update_bias,
+        )
+
+    # ------------------------------------------------------------------ params
+    def _views(self, flat: np.ndarray) -> OrderedDict:
+        out = OrderedDict()
+        for name, shape, offset in self._model.layout:
+            size = int(np.prod(shape))
+            out[name] = flat[offset : offset + size].reshape(shape)
+        return out
+
+    def parameters(self) -> OrderedDict:
+        """Ordered dict name -> live NumPy view (writing into it changes the model)."""
+        return OrderedDict(self._params)
+
+    @property
+    def grads(self) -> OrderedDict:
+        """Accumulated parameter gradients, same keys and shapes as ``parameters()``."""
+        return OrderedDict(self._grads)
+
+    def zero_grad(self) -> None:
+        """Sets every accumulated gradient to zero."""
+        self._model.gradient_buffer()[...] = 0
+
+    def num_parameters(self) -> int:
+        """The number of trainable scalars."""
+        return int(sum(p.size for p in self._params.values()))
+
+    def state_dict(self) -> OrderedDict:
+        """Copies of the parameters (and buffers), by name."""
+        return OrderedDict((k, p.copy()) for k, p in self._params.items())
+
+    def load_state_dict(self, state_dict, strict: bool = True) -> None:
+        """Copies arrays (or PyTorch tensors) into the parameters.
+
+        Args:
+            state_dict: mapping name -> array-like of the parameter's shape.
+            strict: when True, every parameter must be present and nothing else.
+
+        Raises:
+            KeyError: missing or unexpected names (strict), all listed.
+            ValueError: entries of the wrong shape, all listed.
+            TypeError: entries that are not real arrays.
+        """
+        if not hasattr(state_dict, "keys"):
+            raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
+        keys = list(state_dict.keys())
+        missing = [k for k in self._params if k not in state_dict]
+        unexpected = [k for k in keys if k not in self._params]
+        if strict and (missing or unexpected):
+            raise KeyError(
+                f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}"
+            )
+        arrays, wrong = {}, []
+        for k in keys:
+            if k not in self._params:
+                continue
+            arr = v.real_array(f"state_dict[{k!r}]", state_dict[k])
+            if arr.shape != self._params[k].shape:
+                wrong.append(f"{k}: expected {self._params[k].shape}, got {arr.shape}")
+            arrays[k] = arr
+        if wrong:
+            raise ValueError("load_state_dict: wrong shapes: " + "; ".join(wrong))
+        for k, arr in arrays.items():
+            self._params[k][...] = arr
+
+    # -------------------------------------------------------------------- mode
+    def train(self, mode: bool = True):
+        """Sets training mode (or eval mode with ``mode=False``); returns self."""
+        self.training = v.check_bool("mode", mode)
+        return self
+
+    def eval(self):
+        """Sets eval mode; returns self."""
+        return self.train(False)
+
+    # ------------------------------------------------------------------- calls
+    @property
+    def _num_states(self) -> int:
+        return self.num_layers * (2 if self.bidirectional else 1)
+
+    @property
+    def _out_size(self) -> int:
+        return self.proj_size if self.proj_size else self.hidden_size
+
+    def _prepare_x(self, x):
+        x = v.real_array("x", x)
+        if x.ndim == 2:
+            unbatched = True
+            x = x[:, None, :]
+        elif x.ndim == 3:
+            unbatched = False
+            if self.batch_first:
+                x = x.transpose(1, 0, 2)
+        else:
+            layout = "(B, T, input_size)" if self.batch_first else "(T, B, input_size)"
+            raise ValueError(
+                f"x must have shape {layout} or (T, input_size), got {x.ndim} dimensions"
+            )
+        steps, batch, features = x.shape
+        if features != self.input_size:
+            raise ValueError(
+                f"x must have {self.input_size} features on its last axis, got {features}"
+            )
+        if steps < 1 or batch < 1:
+            raise ValueError(f"x must have at least one time step and one sequence: {x.shape}")
+        return np.ascontiguousarray(x, dtype=self.dtype), unbatched
+
+    def _state(self, name, value, batch, width, unbatched):
+        if value is None:
+            return None
+        arr = v.real_array(name, value)
+        if unbatched:
+            v.check_shape(name, arr, (self._num_states, width))
+            arr = arr[:, None, :]
+        else:
+            v.check_shape(name, arr, (self._num_states, batch, width))
+        return np.ascontiguousarray(arr, dtype=self.dtype)
+
+    def _prepare(self, x, hx, lengths):
+        x, unbatched = self._prepare_x(x)
+        steps, batch, _ = x.shape
+        if lengths is not None:
+            if unbatched:
+                raise ValueError("lengths is not supported with unbatched (2-D) x")
+            lengths = v.lengths_array(lengths, batch, steps)
+        h0, c0 = self._split_hx(hx)
+        h0 = self._state("h_0", h0, batch, self._out_size, unbatched)
+        c0 = self._state("c_0", c0, batch, self.hidden_size, unbatched)
+        return x, h0, c0, lengths, unbatched
+
+    def _split_hx(self, hx):
+        if hx is not None and isinstance(hx, (tuple, list)):
+            raise TypeError(f"hx must be an array or None for {type(self).__name__}")
+        return hx, None
+
+    def _to_user(self, out, h_n, c_n, unbatched):
+        if unbatched:
+            out = out[:, 0, :]
+            h_n = h_n[:, 0, :]
+            c_n = None if c_n is None else c_n[:, 0, :]
+        elif self.batch_first:
+            out = out.transpose(1, 0, 2)
+        return out, h_n, c_n
+
+    def _pack_states(self, h, c):
+        return h
+
+    def _run(self, x, hx, lengths, train):
+        x, h0, c0, lengths, unbatched = self._prepare(x, hx, lengths)
+        out, h_n, c_n, tape = self._model.forward(x, h0=h0, c0=c0, lengths=lengths, train=train)
+        out, h_n, c_n = self._to_user(out, h_n, c_n, unbatched)
+        return out, self._pack_states(h_n, c_n), tape, unbatched, hx is not None
+
+    def __call__(self, x, hx=None, lengths=None):
+        """Runs the module (inference: nothing is kept for backward).
+
+        Args:
+            x: ``(T, B, input_size)``, ``(B, T, input_size)`` with ``batch_first``, or
+                unbatched ``(T, input_size)``; any real dtype and strides.
+            hx: initial state ``(D * num_layers, B, H_out)`` (LSTM: a ``(h_0, c_0)``
+                pair) or None for zeros.
+            lengths: optional integer array ``(B,)`` with values in ``1..T``.
+
+        Returns:
+            ``(out, h_n)``; for the LSTM ``(out, (h_n, c_n))``.
+
+        Raises:
+            ValueError: wrong shapes or values. TypeError: wrong types.
+        """
+        out, states, _, _, _ = self._run(x, hx, lengths, train=False)
+        return out, states
+
+    forward = __call__
+
+    def forward_train(self, x, hx=None, lengths=None):
+        """Like calling the module, and also returns the tape ``backward`` needs.
+
+        Returns:
+            ``(out, h_n, tape)``; for the LSTM ``h_n`` is the ``(h_n, c_n)`` pair.
+        """
+        out, states, core_tape, unbatched, hx_given = self._run(x, hx, lengths, train=True)
+        return out, states, Tape(core_tape, self, self.batch_first, unbatched, hx_given)
+
+    def _grad_state(self, name, value, tape, batch, width):
+        return self._state(name, value, batch, width, tape._unbatched)
+
+    def _split_grad_h(self, grad_h_n):
+        if grad_h_n is not None and isinstance(grad_h_n, (tuple, list)):
+            raise TypeError(f"grad_h_n must be an array or None for {type(self).__name__}")
+        return grad_h_n, None
+
+    def backward(self, tape, grad_out, grad_h_n=None):
+        """Backpropagation through time over what ``forward_train`` recorded.
+
+        Args:
+            tape: the tape from ``forward_train`` of this module; usable once.
+            grad_out: gradient of the loss w.r.t. ``out`` (its shape), or None.
+            grad_h_n: gradient w.r.t. ``h_n`` (LSTM: ``(grad_h_n, grad_c_n)``, either
+                part None), or None.
+
+        Returns:
+            ``(grad_x, grad_hx)``: ``grad_x`` in the layout of ``x``, ``grad_hx`` in the
+            structure of ``hx`` (LSTM: ``(grad_h_0, grad_c_0)``). Parameter gradients are
+            ADDED into ``self.grads``.
+
+        Raises:
+            TypeError: ``tape`` is not a Tape. ValueError: the tape is used or belongs to
+            another module, or a gradient has the wrong shape.
+        """
+        if not isinstance(tape, Tape):
+            raise TypeError(f"tape must be an rnncore Tape, got {type(tape).__name__}")
+        if tape._module is not self:
+            raise ValueError("tape was recorded by another module")
+        if tape.consumed:
+            raise ValueError("tape has already been used by backward()")
+        steps, batch = tape._core_tape.steps, tape._core_tape.batch
+        width = (2 if self.bidirectional else 1) * self._out_size
+        dout = None
+        if grad_out is not None:
+            dout = v.real_array("grad_out", grad_out)
+            if tape._unbatched:
+                v.check_shape("grad_out", dout, (steps, width))
+                dout = dout[:, None, :]
+            elif tape._batch_first:
+                v.check_shape("grad_out", dout, (batch, steps, width))
+                dout = dout.transpose(1, 0, 2)
+            else:
+                v.check_shape("grad_out", dout, (steps, batch, width))
+            dout = np.ascontiguousarray(dout, dtype=self.dtype)
+        gh, gc = self._split_grad_h(grad_h_n)
+        gh = self._grad_state("grad_h_n", gh, tape, batch, self._out_size)
+        gc = self._grad_state("grad_c_n", gc, tape, batch, self.hidden_size)
+        dx, dh0, dc0 = self._model.backward(
+            tape._core_tape, grad_out=dout, grad_h_n=gh, grad_c_n=gc
+        )
+        if tape._unbatched:
+            dx, dh0 = dx[:, 0, :], dh0[:, 0, :]
+            dc0 = None if dc0 is None else dc0[:, 0, :]
+        elif tape._batch_first:
+            dx = dx.transpose(1, 0, 2)
+        return dx, self._pack_states(dh0, dc0)
+
+    # ------------------------------------------------------------------- torch
+    @classmethod
+    def from_torch(cls, module):
+        """Builds an equivalent module from a ``torch.nn`` RNN/LSTM/GRU (weights, options, mode).
+
+        Raises:
+            TypeError: ``module`` is not the matching torch class.
+        """
+        import torch  # noqa: PLC0415 - torch is optional; imported only here
+
+        expected = getattr(torch.nn, cls.__name__)
+        if not isinstance(module, expected):
+            raise TypeError(f"from_torch expects a torch.nn.{cls.__name__}, got {type(module)}")
+        weight = next(iter(module.parameters()))
+        dtype = "float64" if weight.dtype == torch.float64 else "float32"
+        kwargs = dict(
+            num_layers=module.num_layers,
+            bias=module.bias,
+            batch_first=module.batch_first,
+            dropout=float(module.dropout),
+            bidirectional=module.bidirectional,
+            dtype=dtype,
+        )
+        kwargs.update(cls._torch_options(module))
+        m = cls(module.input_size, module.hidden_size, **kwargs)
+        m.load_state_dict(module.state_dict())
+        m.train(bool(module.training))
+        return m
+
+    @classmethod
+    def _torch_options(cls, module) -> dict:
+        return {}
+
+    def __repr__(self) -> str:
+        opts = [f"{self.input_size}", f"{self.hidden_size}"]
+        if self.num_layers != 1:
+            opts.append(f"num_layers={self.num_layers}")
+        if self.bidirectional:
+            opts.append("bidirectional=True")
+        if self.batch_first:
+            opts.append("batch_first=True")
+        opts.append(f"dtype={self.dtype.name}")
+        return f"rnncore.{type(self).__name__}({', '.join(opts)})"
+
+
+class RNN(_RecurrentBase):
+    """Elman RNN, ``h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)``.
+
+    Layouts and semantics follow ``torch.nn.RNN``; see the package documentation.
+    """
+
+    _cell = "rnn"
+    _gates = 1
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        norm: str | None = None,
+        dtype: Any = "float32",
+        seed: int | None = None,
+        *,
+        init: str = "default",
+        **norm_options,
+    ):
+        super().__init__(
+            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+            norm, dtype, seed, init, nonlinearity=nonlinearity, norm_options=norm_options,
+        )  # fmt: skip
+
+    @classmethod
+    def _torch_options(cls, module) -> dict:
+        return {"nonlinearity": module.nonlinearity}
+
+
+class LSTM(_RecurrentBase):
+    """LSTM with gates i, f, g, o and optional projection, as ``torch.nn.LSTM``.
+
+    ``hx`` and the returned state are ``(h, c)`` pairs.
+    """
+
+    _cell = "lstm"
+    _gates = 4
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        norm: str | None = None,
+        dtype: Any = "float32",
+        seed: int | None = None,
+        *,
+        init: str = "default",
+        forget_bias: float = 1.0,
+        **norm_options,
+    ):
+        super().__init__(
+            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+            norm, dtype, seed, init, proj_size=proj_size, forget_bias=forget_bias,
+            norm_options=norm_options,
+        )  # fmt: skip
+
+    def _split_hx(self, hx):
+        if hx is None:
+            return None, None
+        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+            raise TypeError("hx must be None or a (h_0, c_0) pair for the LSTM")
+        return hx[0], hx[1]
+
+    def _split_grad_h(self, grad_h_n):
+        if grad_h_n is None:
+            return None, None
+        if not isinstance(grad_h_n, (tuple, list)) or len(grad_h_n) != 2:
+            raise TypeError("grad_h_n must be None or a (grad_h_n, grad_c_n) pair for the LSTM")
+        return grad_h_n[0], grad_h_n[1]
+
+    def _pack_states(self, h, c):
+        return (h, c)
+
+    @classmethod
+    def _torch_options(cls, module) -> dict:
+        return {"proj_size": module.proj_size}
+
+
+class GRU(_RecurrentBase):
+    """GRU with gates r, z, n. ``reset_after=True`` is PyTorch's / cuDNN's form."""
+
+    _cell = "gru"
+    _gates = 3
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        reset_after: bool = True,
+        norm: str | None = None,
+        dtype: Any = "float32",
+        seed: int | None = None,
+        *,
+        init: str = "default",
+        update_bias: float = 0.0,
+        **norm_options,
+    ):
+        super().__init__(
+            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+            norm, dtype, seed, init, reset_after=reset_after, update_bias=update_bias,
+            norm_options=norm_options,
+        )  # fmt: skip
