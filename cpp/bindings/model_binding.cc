@@ -65,11 +65,32 @@ const T* OptionalData(const std::optional<Array<T>>& a, std::initializer_list<In
   return a->data();
 }
 
+// A new C-contiguous array whose data starts on the core's alignment, so that
+// results never depend on where NumPy happened to put a buffer.
 template <typename T>
-struct Outputs {
-  Array<T> out, h_n;
-  std::optional<Array<T>> c_n;
-};
+Array<T> NewArray(std::initializer_list<Index> shape) {
+  std::size_t n = 1;
+  std::vector<py::ssize_t> dims;
+  for (Index d : shape) {
+    n *= static_cast<std::size_t>(d);
+    dims.push_back(static_cast<py::ssize_t>(d));
+  }
+  T* p = AlignedAllocator<T>().allocate(n);
+  py::capsule owner(p, [](void* q) { std::free(q); });
+  return Array<T>(dims, p, owner);
+}
+
+// a itself when aligned, else an aligned copy.
+template <typename T>
+Array<T> Aligned(const Array<T>& a) {
+  if (IsAligned(a.data())) return a;
+  std::size_t n = static_cast<std::size_t>(a.size());
+  T* p = AlignedAllocator<T>().allocate(n == 0 ? 1 : n);
+  std::copy(a.data(), a.data() + n, p);
+  py::capsule owner(p, [](void* q) { std::free(q); });
+  std::vector<py::ssize_t> dims(a.shape(), a.shape() + a.ndim());
+  return Array<T>(dims, p, owner);
+}
 
 template <typename T>
 void BindModelImpl(py::module_& m, const char* model_name, const char* tape_name) {
@@ -133,11 +154,12 @@ void BindModelImpl(py::module_& m, const char* model_name, const char* tape_name
           "The flat gradient buffer as a live NumPy view.")
       .def(
           "forward",
-          [](const ModelT& self, const Array<T>& x, const std::optional<Array<T>>& h0,
+          [](const ModelT& self, const Array<T>& x_in, const std::optional<Array<T>>& h0,
              const std::optional<Array<T>>& c0,
              const std::optional<py::array_t<std::int64_t, py::array::c_style>>& lengths,
              bool train) {
             const ModelConfig& c = self.config();
+            const Array<T> x = Aligned(x_in);
             if (x.ndim() != 3 || x.shape(0) < 1 || x.shape(1) < 1 || x.shape(2) != c.input_size)
               throw py::value_error("x must have shape (T, B, input_size) with T, B >= 1");
             const Index steps = x.shape(0), batch = x.shape(1);
@@ -150,10 +172,10 @@ void BindModelImpl(py::module_& m, const char* model_name, const char* tape_name
               CheckShape(*lengths, {batch}, "lengths");
               lp = lengths->data();
             }
-            Array<T> out({steps, batch, c.directions() * P});
-            Array<T> h_n({S, batch, P});
+            Array<T> out = NewArray<T>({steps, batch, c.directions() * P});
+            Array<T> h_n = NewArray<T>({S, batch, P});
             std::optional<Array<T>> c_n;
-            if (lstm) c_n = Array<T>({S, batch, c.hidden_size});
+            if (lstm) c_n = NewArray<T>({S, batch, c.hidden_size});
             T* cnp = c_n ? c_n->mutable_data() : nullptr;
             std::shared_ptr<TapeT> tape;
             if (train) tape = std::make_shared<TapeT>();
@@ -190,10 +212,10 @@ void BindModelImpl(py::module_& m, const char* model_name, const char* tape_name
             const T* dhp = OptionalData(dh_n, {S, batch, P}, "grad_h_n");
             const T* dcp = lstm ? OptionalData(dc_n, {S, batch, c.hidden_size}, "grad_c_n")
                                 : nullptr;
-            Array<T> dx({steps, batch, c.input_size});
-            Array<T> dh0({S, batch, P});
+            Array<T> dx = NewArray<T>({steps, batch, c.input_size});
+            Array<T> dh0 = NewArray<T>({S, batch, P});
             std::optional<Array<T>> dc0;
-            if (lstm) dc0 = Array<T>({S, batch, c.hidden_size});
+            if (lstm) dc0 = NewArray<T>({S, batch, c.hidden_size});
             T* dc0p = dc0 ? dc0->mutable_data() : nullptr;
             {
               py::gil_scoped_release release;

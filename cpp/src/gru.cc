@@ -15,13 +15,13 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
   const Index G = kGates * H;
   const bool after = config_.reset_after;
 
-  std::vector<T> ax(static_cast<size_t>(steps * B * G));
+  Buffer<T> ax(static_cast<size_t>(steps * B * G));
   internal::InputProjection(x, steps * B, D, ldx, w_.w_ih, G, ax.data());
-  std::vector<T> h = internal::InitialState(h0, B, H);
-  std::vector<T> h_new(static_cast<size_t>(B * H));
-  std::vector<T> ah(static_cast<size_t>(B * G));
-  std::vector<T> rh(after ? 0 : static_cast<size_t>(B * H));
-  std::vector<T> gates_buf(static_cast<size_t>(B * G)), aux_buf(static_cast<size_t>(B * H));
+  Buffer<T> h = internal::InitialState(h0, B, H);
+  Buffer<T> h_new(static_cast<size_t>(B * H));
+  Buffer<T> ah(static_cast<size_t>(B * G));
+  Buffer<T> rh(after ? 0 : static_cast<size_t>(B * H));
+  Buffer<T> gates_buf(static_cast<size_t>(B * G)), aux_buf(static_cast<size_t>(B * H));
   if (tape) {
     internal::ResizeZero(tape->gates, steps * B * G);
     internal::ResizeZero(tape->h_prev, steps * B * H);
@@ -80,7 +80,7 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
 template <typename T>
 void ForwardPass<T>::Iterate(Index batch, const T* x, const T* h_prev, T* h) const {
   const StepIndex seq(1, batch, nullptr, false);
-  std::vector<T> y(static_cast<size_t>(batch * config_.hidden));
+  Buffer<T> y(static_cast<size_t>(batch * config_.hidden));
   Run(seq, x, config_.input, h_prev, y.data(), config_.hidden, h, nullptr);
 }
 
@@ -94,11 +94,11 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
 
   // Gradients of the input-side and recurrent-side pre-activations. They
   // differ only in the n block of the reset_after form.
-  std::vector<T> dax(static_cast<size_t>(rows * G), T(0));
-  std::vector<T> dah(after ? static_cast<size_t>(rows * G) : 0, T(0));
-  std::vector<T> dax_step(static_cast<size_t>(B * G)), dah_step(static_cast<size_t>(B * G));
-  std::vector<T> direct(static_cast<size_t>(B * H)), drh(after ? 0 : static_cast<size_t>(B * H));
-  std::vector<T> dh_new(static_cast<size_t>(B * H));
+  Buffer<T> dax(static_cast<size_t>(rows * G), T(0));
+  Buffer<T> dah(after ? static_cast<size_t>(rows * G) : 0, T(0));
+  Buffer<T> dax_step(static_cast<size_t>(B * G)), dah_step(static_cast<size_t>(B * G));
+  Buffer<T> direct(static_cast<size_t>(B * H)), drh(after ? 0 : static_cast<size_t>(B * H));
+  Buffer<T> dh_new(static_cast<size_t>(B * H));
 
   for (Index k = steps - 1; k >= 0; --k) {
     for (Index b = 0; b < B; ++b) {

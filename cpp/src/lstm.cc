@@ -15,16 +15,16 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
   const Index P = config_.out(), G = kGates * H;
   const bool proj = config_.proj > 0;
 
-  std::vector<T> ax(static_cast<size_t>(steps * B * G));
+  Buffer<T> ax(static_cast<size_t>(steps * B * G));
   internal::InputProjection(x, steps * B, D, ldx, w_.w_ih, G, ax.data());
-  std::vector<T> bias(static_cast<size_t>(G));
+  Buffer<T> bias(static_cast<size_t>(G));
   VectorMap<T>(bias.data(), G) = ConstVectorMap<T>(w_.b_ih, G) + ConstVectorMap<T>(w_.b_hh, G);
 
-  std::vector<T> h = internal::InitialState(h0, B, P);
-  std::vector<T> c = internal::InitialState(c0, B, H);
-  std::vector<T> ah(static_cast<size_t>(B * G)), m(static_cast<size_t>(B * H));
-  std::vector<T> hp(proj ? static_cast<size_t>(B * P) : 0);
-  std::vector<T> gates_row(static_cast<size_t>(G)), tc_row(static_cast<size_t>(H));
+  Buffer<T> h = internal::InitialState(h0, B, P);
+  Buffer<T> c = internal::InitialState(c0, B, H);
+  Buffer<T> ah(static_cast<size_t>(B * G)), m(static_cast<size_t>(B * H));
+  Buffer<T> hp(proj ? static_cast<size_t>(B * P) : 0);
+  Buffer<T> gates_row(static_cast<size_t>(G)), tc_row(static_cast<size_t>(H));
   if (tape) {
     internal::ResizeZero(tape->gates, steps * B * G);
     internal::ResizeZero(tape->h_prev, steps * B * P);
@@ -68,7 +68,7 @@ template <typename T>
 void ForwardPass<T>::Iterate(Index batch, const T* x, const T* h_prev, const T* c_prev, T* h,
                              T* c) const {
   const StepIndex seq(1, batch, nullptr, false);
-  std::vector<T> y(static_cast<size_t>(batch * config_.out()));
+  Buffer<T> y(static_cast<size_t>(batch * config_.out()));
   Run(seq, x, config_.input, h_prev, c_prev, y.data(), config_.out(), h, c, nullptr);
 }
 
@@ -80,10 +80,10 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
   const Index P = config_.out(), G = kGates * H, rows = steps * B;
   const bool proj = config_.proj > 0;
 
-  std::vector<T> da(static_cast<size_t>(rows * G), T(0));
-  std::vector<T> dstep(static_cast<size_t>(B * G)), dh_new(static_cast<size_t>(B * P));
-  std::vector<T> dm_buf(proj ? static_cast<size_t>(B * H) : 0);
-  std::vector<T> dh_out(proj ? static_cast<size_t>(rows * P) : 0, T(0));
+  Buffer<T> da(static_cast<size_t>(rows * G), T(0));
+  Buffer<T> dstep(static_cast<size_t>(B * G)), dh_new(static_cast<size_t>(B * P));
+  Buffer<T> dm_buf(proj ? static_cast<size_t>(B * H) : 0);
+  Buffer<T> dh_out(proj ? static_cast<size_t>(rows * P) : 0, T(0));
 
   for (Index k = steps - 1; k >= 0; --k) {
     for (Index b = 0; b < B; ++b) {
@@ -121,7 +121,7 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
       CView(da.data(), rows, G).transpose() * CView(tape.h_prev.data(), rows, P);
   if (proj) {
     // m = o * tanh(c), zero at inactive positions (their gates are zero).
-    std::vector<T> m(static_cast<size_t>(rows * H));
+    Buffer<T> m(static_cast<size_t>(rows * H));
     for (Index r = 0; r < rows; ++r)
       kernels::A(m.data() + r * H, H) =
           kernels::A(tape.gates.data() + r * G + 3 * H, H) * kernels::A(tape.aux.data() + r * H, H);

@@ -174,7 +174,7 @@ void Model<T>::Run(Index steps, Index batch, const T* x, const T* h0, const T* c
                         T(0));
   }
 
-  std::vector<T> bufs[2];
+  Buffer<T> bufs[2];
   const T* layer_in = tape ? tape->inputs_[0].data() : x;
   for (Index l = 0; l < L; ++l) {
     const Index width = Dn * P;
@@ -230,9 +230,9 @@ void Model<T>::Backward(ModelTape<T>* tape, const T* dout, const T* dh_n, const 
   const std::int64_t* lengths = tape->lengths_.empty() ? nullptr : tape->lengths_.data();
 
   // Gradient of the current layer's output; starts as dout.
-  std::vector<T> dy(static_cast<size_t>(rows * Dn * P), T(0));
+  Buffer<T> dy(static_cast<size_t>(rows * Dn * P), T(0));
   if (dout) std::copy(dout, dout + rows * Dn * P, dy.begin());
-  std::vector<T> dlayer_in;
+  Buffer<T> dlayer_in;
   for (Index l = L - 1; l >= 0; --l) {
     const CellConfig cc = LayerConfig(l);
     const Index in = cc.input;

@@ -13,13 +13,13 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
                          Index ldy, T* h_n, CellTape<T>* tape) const {
   const Index steps = seq.steps(), B = seq.batch(), D = config_.input, H = config_.hidden;
 
-  std::vector<T> ax(static_cast<size_t>(steps * B * H));
+  Buffer<T> ax(static_cast<size_t>(steps * B * H));
   internal::InputProjection(x, steps * B, D, ldx, w_.w_ih, H, ax.data());
-  std::vector<T> bias(static_cast<size_t>(H));
+  Buffer<T> bias(static_cast<size_t>(H));
   VectorMap<T>(bias.data(), H) = ConstVectorMap<T>(w_.b_ih, H) + ConstVectorMap<T>(w_.b_hh, H);
 
-  std::vector<T> h = internal::InitialState(h0, B, H);
-  std::vector<T> ah(static_cast<size_t>(B * H));
+  Buffer<T> h = internal::InitialState(h0, B, H);
+  Buffer<T> ah(static_cast<size_t>(B * H));
   if (tape) {
     internal::ResizeZero(tape->h_prev, steps * B * H);
     internal::ResizeZero(tape->aux, steps * B * H);
@@ -43,7 +43,7 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
 template <typename T>
 void ForwardPass<T>::Iterate(Index batch, const T* x, const T* h_prev, T* h) const {
   const StepIndex seq(1, batch, nullptr, false);
-  std::vector<T> y(static_cast<size_t>(batch * config_.hidden));
+  Buffer<T> y(static_cast<size_t>(batch * config_.hidden));
   Run(seq, x, config_.input, h_prev, y.data(), config_.hidden, h, nullptr);
 }
 
@@ -54,8 +54,8 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
   const Index steps = seq.steps(), B = seq.batch(), D = config_.input, H = config_.hidden;
   const Index rows = steps * B;
 
-  std::vector<T> da(static_cast<size_t>(rows * H), T(0));
-  std::vector<T> dstep(static_cast<size_t>(B * H)), dh_new(static_cast<size_t>(B * H));
+  Buffer<T> da(static_cast<size_t>(rows * H), T(0));
+  Buffer<T> dstep(static_cast<size_t>(B * H)), dh_new(static_cast<size_t>(B * H));
   for (Index k = steps - 1; k >= 0; --k) {
     for (Index b = 0; b < B; ++b) {
       const Index r = seq.Row(k, b);

@@ -27,14 +27,14 @@ void InputProjection(const T* x, Index rows, Index D, Index ldx, const T* w, Ind
 
 // The step-state h (B, n): initial value or zeros.
 template <typename T>
-std::vector<T> InitialState(const T* init, Index batch, Index n) {
-  std::vector<T> s(static_cast<size_t>(batch * n), T(0));
+Buffer<T> InitialState(const T* init, Index batch, Index n) {
+  Buffer<T> s(static_cast<size_t>(batch * n), T(0));
   if (init) std::copy(init, init + batch * n, s.begin());
   return s;
 }
 
 template <typename T>
-void ResizeZero(std::vector<T>& v, Index n) {
+void ResizeZero(Buffer<T>& v, Index n) {
   v.assign(static_cast<size_t>(n), T(0));
 }
 

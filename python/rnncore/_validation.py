@@ -39,7 +39,9 @@ def parse_dtype(dtype: Any) -> np.dtype:
     try:
         dt = np.dtype(dtype)
     except TypeError as e:
-        raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from e
+        # A string that names no dtype is a bad value; anything else a bad type.
+        error = ValueError if isinstance(dtype, str) else TypeError
+        raise error(f"dtype must be 'float32' or 'float64', got {dtype!r}") from e
     if dt not in _DTYPES:
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     return dt

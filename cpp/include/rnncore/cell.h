@@ -51,7 +51,7 @@ struct CellGrads {
 // The layer input x is kept by the caller (it is shared by both directions).
 template <typename T>
 struct CellTape {
-  std::vector<T> gates, h_prev, c_prev, aux;
+  Buffer<T> gates, h_prev, c_prev, aux;
 };
 
 }  // namespace rnncore

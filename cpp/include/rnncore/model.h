@@ -71,7 +71,7 @@ class ModelTape {
   bool consumed_ = false;
   Index steps_ = 0, batch_ = 0;
   std::vector<std::int64_t> lengths_;  // empty: all sequences have length T
-  std::vector<std::vector<T>> inputs_;  // per layer (T*B, layer_input), padding zeroed
+  std::vector<Buffer<T>> inputs_;  // per layer (T*B, layer_input), padding zeroed
   std::vector<CellTape<T>> cells_;      // per layer * direction
 };
 
@@ -112,11 +112,11 @@ class Model {
 
   ModelConfig config_;
   std::vector<ParamInfo> layout_;
-  std::vector<T> params_, grads_;
+  Buffer<T> params_, grads_;
   // Per layer * direction: offsets of w_ih, w_hh, b_ih, b_hh, w_hr (-1: absent).
   std::vector<std::vector<Index>> offsets_;
-  std::vector<T> zero_bias_;              // stands in for absent biases
-  std::vector<T> bias_grad_sink_;         // receives their gradients
+  Buffer<T> zero_bias_;              // stands in for absent biases
+  Buffer<T> bias_grad_sink_;         // receives their gradients
 };
 
 }  // namespace rnncore
