@@ -1,5 +1,8 @@
 """Independent pure-NumPy float64 reference of the rnncore forward pass.
 
+Slow and simple on purpose: the self-check (``python -m rnncore``) and the test suite compare
+the compiled core against it. Use it to read the equations in code, or to check a model.
+
 Written from spec/api.md and spec/normalization.md (section 3, ``norm=None``), not from the C++
 code, so that tests can compare the fast path against it. Everything is computed in float64 with
 plain NumPy (no fused kernels, no hoisted GEMMs) and favours clarity over speed.

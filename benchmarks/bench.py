@@ -1,0 +1,1025 @@
+#!/usr/bin/env python
+"""Benchmark rnncore against PyTorch and ONNX Runtime on the same inputs and weights.
+
+Every case (a cell, a mode, sizes and a thread count) is run by every backend that supports
+it, in one process, one backend after the other, on the same input array and the same
+weights. Once per case the outputs (and, for training steps, all gradients) are compared
+across backends; a disagreement is printed as ``MISMATCH`` and makes the exit status 1.
+
+Modes:
+    infer:  eval-mode forward over a whole sequence (``torch.inference_mode`` for torch).
+    train:  one training step: forward that keeps what BPTT needs, then backward
+            (rnncore ``forward_train`` + ``backward``; torch autograd ``out.backward``),
+            parameter gradients zeroed first, gradient w.r.t. the input computed too.
+    stream: T calls on single time steps (batch 1), the state carried from call to call;
+            the time reported is for all T calls.
+
+Usage:
+    python benchmarks/bench.py [--quick] [--csv PATH] [--threads 1,2] [--cells lstm,gru,rnn]
+                               [--repeats N] [--modes infer,train,stream] [--backends ...]
+
+Adding rows: extend ``default_cases``/``quick_cases`` (or add a new case set) with ``Case``
+entries. Adding a cell variant (e.g. a layer-normalized LSTM): add a ``CellSpec`` to
+``CELLS``; backends that cannot run it say so in ``supports``. Adding a backend: subclass
+``Backend`` and append it to ``BACKENDS``. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+
+import onnx_models  # noqa: E402  (needs the path set above when imported from elsewhere)
+
+# --------------------------------------------------------------------------------------------
+# Cells and cases
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class CellSpec:
+    """A recurrent cell variant that cases can name.
+
+    Attributes:
+        kind: Base cell: ``"lstm"``, ``"gru"`` or ``"rnn"``.
+        gates: Number of gate blocks ``G`` (4, 3, 1).
+        label: Short name printed in the table.
+        kwargs: Extra constructor keywords shared by rnncore and torch (e.g. nonlinearity).
+        norm: Normalization (``None`` or e.g. ``"layer"``); backends decide if they support it.
+    """
+
+    kind: str
+    gates: int
+    label: str
+    kwargs: tuple[tuple[str, Any], ...] = ()
+    norm: str | None = None
+
+
+CELLS: dict[str, CellSpec] = {
+    "lstm": CellSpec("lstm", 4, "lstm"),
+    "gru": CellSpec("gru", 3, "gru"),
+    "rnn": CellSpec("rnn", 1, "rnn", (("nonlinearity", "tanh"),)),
+    "rnn_relu": CellSpec("rnn", 1, "rnn-relu", (("nonlinearity", "relu"),)),
+}
+
+#: Cells run when ``--cells`` is not given.
+DEFAULT_CELLS = ("lstm", "gru", "rnn")
+MODES = ("infer", "train", "stream")
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One benchmark row.
+
+    Attributes:
+        cell: Key into ``CELLS``.
+        mode: ``"infer"``, ``"train"`` or ``"stream"``.
+        T: Sequence length (for ``"stream"``: number of single-step calls).
+        B: Batch size.
+        H: Hidden size.
+        D: Input size; ``None`` means ``H``.
+        threads: Thread count given to every backend.
+    """
+
+    cell: str
+    mode: str
+    T: int
+    B: int
+    H: int
+    D: int | None = None
+    threads: int = 1
+
+    @property
+    def spec(self) -> CellSpec:
+        """The cell variant."""
+        return CELLS[self.cell]
+
+    @property
+    def input_size(self) -> int:
+        """Input feature size."""
+        return self.H if self.D is None else self.D
+
+    @property
+    def name(self) -> str:
+        """Row label, e.g. ``lstm infer T=100 B=16 H=256``."""
+        t = f"T={self.T}x1" if self.mode == "stream" else f"T={self.T}"
+        d = "" if self.D is None else f" D={self.D}"
+        return f"{self.spec.label} {self.mode} {t} B={self.B} H={self.H}{d}"
+
+    def flops(self) -> float:
+        """FLOPs of the input and recurrent GEMMs of one forward pass: 2*T*B*G*H*(D+H)."""
+        return 2.0 * self.T * self.B * self.spec.gates * self.H * (self.input_size + self.H)
+
+
+def default_cases(cells: Sequence[str], threads: Sequence[int]) -> list[Case]:
+    """The default benchmark set.
+
+    Inference for hidden 64/256/512 x batch 1/16/64 at T=100, a training step at batch 64,
+    hidden 256, and a streamed single-step sequence at batch 1, hidden 256.
+
+    Args:
+        cells: Keys into ``CELLS``.
+        threads: Thread counts; every case is run at each.
+
+    Returns:
+        The list of cases, in run order.
+    """
+    cases = []
+    for th in threads:
+        for cell in cells:
+            for h in (64, 256, 512):
+                for b in (1, 16, 64):
+                    cases.append(Case(cell, "infer", T=100, B=b, H=h, threads=th))
+            cases.append(Case(cell, "train", T=100, B=64, H=256, threads=th))
+            cases.append(Case(cell, "stream", T=100, B=1, H=256, threads=th))
+    return cases
+
+
+def quick_cases(cells: Sequence[str], threads: Sequence[int]) -> list[Case]:
+    """A small smoke-test set (well under a minute for all cells).
+
+    Args:
+        cells: Keys into ``CELLS``.
+        threads: Thread counts; every case is run at each.
+
+    Returns:
+        The list of cases, in run order.
+    """
+    cases = []
+    for th in threads:
+        for cell in cells:
+            cases.append(Case(cell, "infer", T=20, B=1, H=64, threads=th))
+            cases.append(Case(cell, "infer", T=20, B=16, H=128, threads=th))
+            cases.append(Case(cell, "train", T=20, B=16, H=64, threads=th))
+            cases.append(Case(cell, "stream", T=20, B=1, H=64, threads=th))
+    return cases
+
+
+CASE_SETS: dict[str, Callable[[Sequence[str], Sequence[int]], list[Case]]] = {
+    "default": default_cases,
+    "quick": quick_cases,
+}
+
+# --------------------------------------------------------------------------------------------
+# Data and weights
+# --------------------------------------------------------------------------------------------
+
+
+def make_data(case: Case, seed: int) -> dict[str, np.ndarray]:
+    """Inputs shared by all backends: ``x`` ``(T, B, D)`` and ``grad_out`` ``(T, B, H)``."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((case.T, case.B, case.input_size), dtype=np.float32)
+    grad_out = rng.standard_normal((case.T, case.B, case.H), dtype=np.float32)
+    return {"x": x, "grad_out": grad_out}
+
+
+def numpy_params(case: Case, seed: int) -> dict[str, np.ndarray]:
+    """PyTorch-style U(-1/sqrt(H), 1/sqrt(H)) weights, used when neither rnncore nor torch runs.
+
+    Args:
+        case: The case (only plain cells: weight/bias ih/hh of layer 0).
+        seed: Random seed.
+
+    Returns:
+        Parameters by PyTorch name.
+    """
+    rng = np.random.default_rng(seed + 1)
+    gh, d, h = case.spec.gates * case.H, case.input_size, case.H
+    k = 1.0 / math.sqrt(h)
+    shapes = {"weight_ih_l0": (gh, d), "weight_hh_l0": (gh, h), "bias_ih_l0": (gh,)}
+    shapes["bias_hh_l0"] = (gh,)
+    return {n: rng.uniform(-k, k, s).astype(np.float32) for n, s in shapes.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Backends
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Runner:
+    """A prepared benchmark call.
+
+    Attributes:
+        fn: The timed call (no arguments); returns whatever ``collect`` needs.
+        collect: Turns ``fn``'s result into named NumPy arrays for the cross-backend check
+            (``out``, ``h_n``, ``c_n``, ``grad_x``, ``grad.<param>``).
+    """
+
+    fn: Callable[[], Any]
+    collect: Callable[[Any], dict[str, np.ndarray]]
+
+
+class Backend:
+    """Base class of a benchmarked implementation.
+
+    Subclasses set ``name``, implement ``_probe`` (import, return the module), ``supports``
+    and ``build``, and may implement ``set_threads`` and ``init_params``.
+    """
+
+    name = "?"
+    #: Whether this backend counts as a peer in the ratio (rnncore is the subject).
+    peer = True
+
+    def __init__(self) -> None:
+        self.mod = None
+        self.note = ""
+        try:
+            self.mod = self._probe()
+        except Exception as e:  # noqa: BLE001 -- any import failure means "skip"
+            self.note = f"{self.name} unavailable: {type(e).__name__}: {e}"
+
+    @property
+    def available(self) -> bool:
+        """Whether the backend imported."""
+        return self.mod is not None
+
+    def _probe(self):
+        raise NotImplementedError
+
+    def version(self) -> str:
+        """Version string for the header."""
+        return getattr(self.mod, "__version__", "?")
+
+    def set_threads(self, n: int) -> str:
+        """Sets the thread count for the next case; returns a note ("" when honoured)."""
+        return ""
+
+    def supports(self, case: Case) -> bool:
+        """Whether this backend can run ``case``."""
+        raise NotImplementedError
+
+    def init_params(self, case: Case, seed: int) -> dict[str, np.ndarray] | None:
+        """Creates the case's weights (PyTorch names), or None if this backend cannot."""
+        return None
+
+    def build(self, case: Case, params: Mapping[str, np.ndarray], data) -> Runner:
+        """Prepares the timed call for ``case`` with the given weights and inputs."""
+        raise NotImplementedError
+
+
+def _state_dict(out_state, kind: str) -> dict[str, np.ndarray]:
+    if kind == "lstm":
+        h, c = out_state
+        return {"h_n": np.asarray(h), "c_n": np.asarray(c)}
+    return {"h_n": np.asarray(out_state)}
+
+
+class RncoreBackend(Backend):
+    """rnncore, following spec/api.md."""
+
+    name = "rnncore"
+    peer = False
+    _CLASSES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
+
+    def _probe(self):
+        import rnncore
+
+        return rnncore
+
+    def set_threads(self, n: int) -> str:
+        if hasattr(self.mod, "set_num_threads"):
+            self.mod.set_num_threads(n)
+            return ""
+        return "rnncore threads n/a"
+
+    def supports(self, case: Case) -> bool:
+        return hasattr(self.mod, self._CLASSES[case.spec.kind])
+
+    def _make(self, case: Case, **kw):
+        cls = getattr(self.mod, self._CLASSES[case.spec.kind])
+        opts = dict(case.spec.kwargs)
+        if case.spec.norm is not None:
+            opts["norm"] = case.spec.norm
+        return cls(case.input_size, case.H, dtype="float32", **opts, **kw)
+
+    def init_params(self, case, seed):
+        m = self._make(case, seed=seed)
+        return {k: np.array(v, dtype=np.float32) for k, v in m.state_dict().items()}
+
+    def build(self, case, params, data):
+        m = self._make(case)
+        m.load_state_dict(params)
+        kind = case.spec.kind
+        x = data["x"]
+        if case.mode == "infer":
+            m.eval()
+
+            def collect(res):
+                out, st = res
+                return {"out": np.asarray(out), **_state_dict(st, kind)}
+
+            return Runner(lambda: m(x), collect)
+        if case.mode == "stream":
+            m.eval()
+            steps = [x[t : t + 1] for t in range(case.T)]
+
+            def stream():
+                st, outs = None, []
+                for xt in steps:
+                    out, st = m(xt, st)
+                    outs.append(out)
+                return outs, st
+
+            def collect(res):
+                outs, st = res
+                return {"out": np.concatenate(outs, axis=0), **_state_dict(st, kind)}
+
+            return Runner(stream, collect)
+        # train
+        m.train()
+        gout = data["grad_out"]
+
+        def step():
+            m.zero_grad()
+            out, st, tape = m.forward_train(x)
+            gx, _ = m.backward(tape, gout)
+            return out, st, gx
+
+        def collect(res):
+            out, st, gx = res
+            d = {"out": np.asarray(out), **_state_dict(st, kind), "grad_x": np.asarray(gx)}
+            d.update({f"grad.{k}": np.array(v) for k, v in m.grads.items()})
+            return d
+
+        return Runner(step, collect)
+
+
+class TorchBackend(Backend):
+    """PyTorch ``torch.nn.LSTM/GRU/RNN`` (eager, CPU)."""
+
+    name = "torch"
+    _CLASSES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
+
+    def _probe(self):
+        import torch
+
+        return torch
+
+    def set_threads(self, n: int) -> str:
+        self.mod.set_num_threads(n)
+        return ""
+
+    def supports(self, case: Case) -> bool:
+        # A layer-normalized variant written with torch ops would be dispatched from here.
+        return case.spec.norm is None
+
+    def _make(self, case: Case):
+        cls = getattr(self.mod.nn, self._CLASSES[case.spec.kind])
+        return cls(case.input_size, case.H, **dict(case.spec.kwargs))
+
+    def init_params(self, case, seed):
+        self.mod.manual_seed(seed)
+        m = self._make(case)
+        return {k: v.detach().numpy().copy() for k, v in m.state_dict().items()}
+
+    def build(self, case, params, data):
+        torch = self.mod
+        m = self._make(case)
+        m.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in params.items()})
+        kind = case.spec.kind
+
+        def states(st):
+            if kind == "lstm":
+                return (st[0].detach().numpy(), st[1].detach().numpy())
+            return st.detach().numpy()
+
+        if case.mode == "infer":
+            m.eval()
+            xt = torch.from_numpy(data["x"])
+
+            def fwd():
+                with torch.inference_mode():
+                    return m(xt)
+
+            def collect(res):
+                out, st = res
+                return {"out": out.numpy(), **_state_dict(states(st), kind)}
+
+            return Runner(fwd, collect)
+        if case.mode == "stream":
+            m.eval()
+            xt = torch.from_numpy(data["x"])
+            steps = [xt[t : t + 1] for t in range(case.T)]
+
+            def stream():
+                with torch.inference_mode():
+                    st, outs = None, []
+                    for s in steps:
+                        out, st = m(s, st)
+                        outs.append(out)
+                    return outs, st
+
+            def collect(res):
+                outs, st = res
+                out = np.concatenate([o.numpy() for o in outs], axis=0)
+                return {"out": out, **_state_dict(states(st), kind)}
+
+            return Runner(stream, collect)
+        # train
+        m.train()
+        xt = torch.from_numpy(data["x"].copy()).requires_grad_(True)
+        gout = torch.from_numpy(data["grad_out"])
+
+        def step():
+            m.zero_grad(set_to_none=True)
+            xt.grad = None
+            out, st = m(xt)
+            out.backward(gout)
+            return out, st
+
+        def collect(res):
+            out, st = res
+            d = {"out": out.detach().numpy(), **_state_dict(states(st), kind)}
+            d["grad_x"] = xt.grad.numpy().copy()
+            d.update({f"grad.{k}": p.grad.numpy().copy() for k, p in m.named_parameters()})
+            return d
+
+        return Runner(step, collect)
+
+
+class OrtBackend(Backend):
+    """ONNX Runtime (CPU provider) running a graph of one ONNX LSTM/GRU/RNN node."""
+
+    name = "ort"
+
+    def _probe(self):
+        import onnx  # noqa: F401 -- needed to build the graphs
+        import onnxruntime
+
+        return onnxruntime
+
+    def supports(self, case: Case) -> bool:
+        return case.spec.norm is None and case.mode in ("infer", "stream")
+
+    def build(self, case, params, data):
+        kind = case.spec.kind
+        nl = dict(case.spec.kwargs).get("nonlinearity", "tanh")
+        model = onnx_models.build_rnn_model(kind, params, nonlinearity=nl)
+        sess = onnx_models.make_session(model, case.threads)  # intra-op threads = case.threads
+        x = data["x"]
+        zeros = np.zeros((1, case.B, case.H), np.float32)
+
+        def collect_states(res):
+            d = {"h_n": res[1]}
+            if kind == "lstm":
+                d["c_n"] = res[2]
+            return d
+
+        if case.mode == "infer":
+            feeds = {"X": x, "initial_h": zeros}
+            if kind == "lstm":
+                feeds["initial_c"] = zeros
+
+            def collect(res):
+                return {"out": res[0][:, 0], **collect_states(res)}
+
+            return Runner(lambda: sess.run(None, feeds), collect)
+
+        steps = [x[t : t + 1] for t in range(case.T)]
+
+        def stream():
+            feeds = {"initial_h": zeros}
+            if kind == "lstm":
+                feeds["initial_c"] = zeros
+            outs, res = [], None
+            for s in steps:
+                feeds["X"] = s
+                res = sess.run(None, feeds)
+                feeds["initial_h"] = res[1]
+                if kind == "lstm":
+                    feeds["initial_c"] = res[2]
+                outs.append(res[0])
+            return outs, res
+
+        def collect(r):
+            outs, res = r
+            return {"out": np.concatenate([o[:, 0] for o in outs], axis=0), **collect_states(res)}
+
+        return Runner(stream, collect)
+
+    def version(self) -> str:
+        return self.mod.__version__
+
+
+#: Backend registry: the order is the column order; the first that can create weights does.
+BACKENDS: list[type[Backend]] = [RncoreBackend, TorchBackend, OrtBackend]
+
+# --------------------------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Timing:
+    """Per-call times in seconds."""
+
+    median: float
+    min: float
+    repeats: int
+    number: int
+
+
+def measure(
+    fn: Callable[[], Any],
+    target_s: float,
+    repeats: int | None = None,
+    min_repeats: int = 7,
+    max_repeats: int = 15,
+    warmup: int = 2,
+) -> Timing:
+    """Times ``fn`` with ``time.perf_counter`` after warm-up calls.
+
+    The number of timed repeats is chosen so the whole measurement takes about ``target_s``
+    (clamped to ``[min_repeats, max_repeats]``) unless ``repeats`` is given; calls much
+    shorter than ``target_s / repeats`` are grouped ``number`` at a time into one timed
+    repeat, so timer overhead does not matter.
+
+    Args:
+        fn: The call to time.
+        target_s: Wanted total measuring time in seconds.
+        repeats: Fixed number of timed repeats, or None for adaptive.
+        min_repeats: Lower bound of adaptive repeats.
+        max_repeats: Upper bound of adaptive repeats.
+        warmup: Untimed calls first (the last one estimates the call time).
+
+    Returns:
+        Median and minimum time per call.
+    """
+    est = float("inf")
+    for _ in range(max(1, warmup)):
+        t0 = time.perf_counter()
+        fn()
+        est = time.perf_counter() - t0
+    est = max(est, 1e-7)
+    if repeats is None:
+        repeats = int(min(max(round(target_s / est), min_repeats), max_repeats))
+    number = max(1, int(target_s / (repeats * est)))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        times.append((time.perf_counter() - t0) / number)
+    return Timing(statistics.median(times), min(times), repeats, number)
+
+
+_PEAK_CODE = textwrap.dedent(
+    """
+    import statistics, sys, time
+    import numpy as np
+    n, threads, with_torch = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    c = np.empty((n, n), np.float32)
+
+    def gflops(fn):
+        for _ in range(3):
+            fn()
+        ts = []
+        for _ in range(15):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        return 2.0 * n**3 / statistics.median(ts) / 1e9
+
+    print("numpy", gflops(lambda: np.matmul(a, b, out=c)))
+    if with_torch:
+        try:
+            import torch
+        except ImportError:
+            sys.exit(0)
+        torch.set_num_threads(threads)
+        ta, tb, tc = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(c)
+        print("torch", gflops(lambda: torch.mm(ta, tb, out=tc)))
+        try:  # oneDNN's GEMM (what torch's CPU LSTM/GRU use); private API, so optional
+            am, bm = ta.to_mkldnn(), tb.to_mkldnn()
+            print("onednn", gflops(lambda: torch._C._nn.mkldnn_linear(am, bm)))
+        except Exception:
+            pass
+    """
+)
+
+
+def sgemm_peak(threads: int, n: int = 1024, with_torch: bool = True) -> dict[str, float]:
+    """Median GFLOP/s of an ``n x n`` float32 matmul with ``threads`` threads.
+
+    NumPy's BLAS always; with ``with_torch`` also ``torch.mm`` (MKL) and oneDNN's GEMM through
+    torch. A single BLAS can sit well below the CPU's peak (OpenBLAS's and MKL's AVX2 kernels
+    on an AVX-512 AMD CPU reach about half of what oneDNN reaches), so the best of them is
+    the reference for "%peak". Runs in a subprocess so the BLAS thread count can be set
+    through the environment before NumPy loads.
+
+    Args:
+        threads: GEMM thread count.
+        n: Matrix size.
+        with_torch: Whether to measure ``torch.mm`` as well.
+
+    Returns:
+        GFLOP/s by library (``"numpy"``, ``"torch"``, ``"onednn"``); empty on failure.
+    """
+    env = dict(os.environ)
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(threads)
+    args = [sys.executable, "-c", _PEAK_CODE, str(n), str(threads), "1" if with_torch else "0"]
+    try:
+        r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    except Exception as e:  # noqa: BLE001 -- the peak is informative only
+        print(f"note: SGEMM peak measurement failed ({type(e).__name__}: {e})", file=sys.stderr)
+        return {}
+    peaks = {}
+    for line in r.stdout.splitlines():
+        lib, _, val = line.partition(" ")
+        try:
+            peaks[lib] = float(val)
+        except ValueError:
+            pass
+    if r.returncode != 0 or "numpy" not in peaks:
+        print(f"note: SGEMM peak measurement failed: {r.stderr.strip()[-300:]}", file=sys.stderr)
+    return peaks
+
+
+# --------------------------------------------------------------------------------------------
+# Cross-backend check
+# --------------------------------------------------------------------------------------------
+
+#: float32 tolerance of the cross-check, relative to max(1, largest |reference| of the array):
+#: outputs and states are bounded by 1 in magnitude, so 1e-3 is a plain absolute tolerance
+#: there (float32 differences between correct implementations are ~1e-6); gradients are sums
+#: over T*B terms whose rounding error grows with their magnitude, hence the scaling.
+CHECK_TOL = 1e-3
+
+
+def compare(ref: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray]) -> tuple[bool, str]:
+    """Compares the arrays two backends produced, on the names both have.
+
+    Args:
+        ref: Reference backend's arrays.
+        got: Other backend's arrays.
+
+    Returns:
+        ``(ok, worst)``: whether every common array is within ``CHECK_TOL`` and a description
+        of the worst array (name and scaled error).
+    """
+    worst_name, worst = "", 0.0
+    for k in ref.keys() & got.keys():
+        a, b = np.asarray(got[k], np.float64), np.asarray(ref[k], np.float64)
+        if a.shape != b.shape:
+            return False, f"{k}: shape {a.shape} vs {b.shape}"
+        scale = max(1.0, float(np.max(np.abs(b)))) if b.size else 1.0
+        err = float(np.max(np.abs(a - b))) / scale if a.size else 0.0
+        if not np.isfinite(err):
+            return False, f"{k}: non-finite"
+        if err >= worst:
+            worst_name, worst = k, err
+    if not (ref.keys() & got.keys()):
+        return False, "nothing to compare"
+    return worst <= CHECK_TOL, f"{worst_name} {worst:.1e}"
+
+
+# --------------------------------------------------------------------------------------------
+# Running and reporting
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Row:
+    """Results of one case."""
+
+    case: Case
+    timings: dict[str, Timing | None]
+    notes: list[str]
+    check: str
+    ok: bool
+
+
+def run_case(
+    case: Case,
+    backends: Sequence[Backend],
+    seed: int,
+    target_s: float,
+    repeats: int | None,
+) -> Row:
+    """Runs one case on every backend that supports it and cross-checks the outputs.
+
+    Args:
+        case: The case.
+        backends: Backend instances (unavailable ones are skipped).
+        seed: Seed for inputs and weights.
+        target_s: Wanted measuring time per backend.
+        repeats: Fixed repeats, or None for adaptive.
+
+    Returns:
+        The row.
+    """
+    data = make_data(case, seed)
+    active = [b for b in backends if b.available and b.supports(case)]
+    params, notes, errors, ok = None, [], [], True
+    for b in active:  # rnncore first: its initialization is used by everybody
+        try:
+            params = b.init_params(case, seed)
+        except Exception as e:  # noqa: BLE001
+            notes.append(f"{b.name} ERROR in init_params: {type(e).__name__}: {e}")
+            errors.append(f"ERROR {b.name} (init)")
+            ok = False
+        if params is not None:
+            break
+    if params is None:
+        params = numpy_params(case, seed)
+
+    timings: dict[str, Timing | None] = {b.name: None for b in backends}
+    outputs: dict[str, dict[str, np.ndarray]] = {}
+    for b in active:
+        note = b.set_threads(case.threads)
+        if note:
+            notes.append(note)
+        try:
+            runner = b.build(case, params, data)
+            outputs[b.name] = runner.collect(runner.fn())
+            timings[b.name] = measure(runner.fn, target_s, repeats)
+            del runner  # release the backend's module/session (and its thread pool) now
+            if case.threads > 1:
+                time.sleep(0.05)  # let spinning worker threads park before the next backend
+        except Exception as e:  # noqa: BLE001 -- report and go on with the other backends
+            notes.append(f"{b.name} ERROR: {type(e).__name__}: {e}")
+            errors.append(f"ERROR {b.name}")
+            traceback.print_exc(file=sys.stderr)
+            ok = False
+
+    ref_name = "torch" if "torch" in outputs else next(iter(outputs), None)
+    agree, mismatches = [], []
+    for name, got in outputs.items():
+        if name == ref_name:
+            continue
+        good, worst = compare(outputs[ref_name], got)
+        if good:
+            agree.append(f"{name}~{ref_name} {worst.split()[-1]}")
+        else:
+            mismatches.append(f"MISMATCH {name} vs {ref_name}: {worst}")
+    if mismatches or errors:
+        ok = False
+        check = "; ".join(mismatches + errors)
+    elif agree:
+        check = "ok (" + ", ".join(agree) + ")"
+    else:
+        check = "-"
+    return Row(case, timings, notes, check, ok)
+
+
+def _fmt(v: float | None, spec: str, width: int) -> str:
+    return f"{'-':>{width}}" if v is None else f"{v:{width}{spec}}"
+
+
+class Report:
+    """Prints rows as they finish and collects CSV records."""
+
+    def __init__(self, backends: Sequence[Backend], peaks: Mapping[int, float | None], show_min):
+        self.names = [b.name for b in backends]
+        self.peers = [b.name for b in backends if b.peer]
+        self.peaks = peaks
+        self.show_min = show_min
+        self.records: list[dict[str, Any]] = []
+        self.width = 34
+
+    def header(self) -> None:
+        """Prints the column header."""
+        cols = [f"{'case':<{self.width}}", f"{'thr':>3}"]
+        cols += [f"{n + ' ms':>{21 if self.show_min else 11}}" for n in self.names]
+        cols += [f"{'ratio':>6}", f"{'best':>7}", f"{'GFLOP/s':>8}", f"{'%peak':>6}", "  check"]
+        line = " ".join(cols)
+        print(line)
+        print("-" * len(line))
+
+    def add(self, row: Row) -> None:
+        """Prints one row and records it for the CSV."""
+        c = row.case
+        med = {n: (t.median * 1e3 if t else None) for n, t in row.timings.items()}
+        mn = {n: (t.min * 1e3 if t else None) for n, t in row.timings.items()}
+        peers = {n: med[n] for n in self.peers if med.get(n) is not None}
+        best = min(peers, key=peers.get) if peers else None
+        rc = med.get("rnncore")
+        ratio = rc / peers[best] if (rc is not None and best) else None
+        gflops = pct = None
+        if rc is not None and c.mode in ("infer", "stream"):
+            gflops = c.flops() / (rc * 1e-3) / 1e9
+            peak = self.peaks.get(c.threads)
+            pct = 100.0 * gflops / peak if peak else None
+
+        cols = [f"{c.name:<{self.width}}", f"{c.threads:>3}"]
+        for n in self.names:
+            if self.show_min:
+                cols.append(f"{_fmt(med[n], '.3f', 10)}/{_fmt(mn[n], '.3f', 10)}")
+            else:
+                cols.append(_fmt(med[n], ".3f", 11))
+        cols += [
+            _fmt(ratio, ".2f", 6),
+            f"{best or '-':>7}",
+            _fmt(gflops, ".1f", 8),
+            _fmt(pct, ".1f", 6),
+            "  " + row.check,
+        ]
+        print(" ".join(cols), flush=True)
+        for note in row.notes:
+            if note != "rnncore threads n/a":  # said once in the header
+                print(f"{'':<{self.width}}  note: {note}", flush=True)
+
+        rec: dict[str, Any] = {
+            "case": c.name,
+            "cell": c.cell,
+            "mode": c.mode,
+            "T": c.T,
+            "B": c.B,
+            "H": c.H,
+            "D": c.input_size,
+            "threads": c.threads,
+        }
+        for n in self.names:
+            t = row.timings.get(n)
+            rec[f"{n}_ms_median"] = None if t is None else t.median * 1e3
+            rec[f"{n}_ms_min"] = None if t is None else t.min * 1e3
+            rec[f"{n}_repeats"] = None if t is None else f"{t.repeats}x{t.number}"
+            if n != "rnncore":
+                rec[f"{n}_over_rnncore"] = (
+                    med[n] / rc if (rc is not None and med.get(n) is not None) else None
+                )
+        rec.update(
+            {
+                "ratio": ratio,
+                "best_peer": best,
+                "rnncore_gflops": gflops,
+                "pct_peak": pct,
+                "sgemm_peak_gflops": self.peaks.get(c.threads),
+                "check": row.check,
+                "notes": "; ".join(row.notes),
+            }
+        )
+        self.records.append(rec)
+
+    def write_csv(self, path: str) -> None:
+        """Writes every recorded row to ``path``."""
+        if not self.records:
+            return
+        fields = list(self.records[0].keys())
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            for rec in self.records:
+                w.writerow({k: _csv_value(v) for k, v in rec.items()})
+
+
+def _csv_value(v):
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return "" if v is None else v
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _int_list(s: str) -> list[int]:
+    vals = [int(v) for v in s.split(",") if v.strip()]
+    if not vals or min(vals) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {s!r}")
+    return vals
+
+
+def _name_list(choices: Sequence[str]):
+    def parse(s: str) -> list[str]:
+        vals = [v.strip() for v in s.split(",") if v.strip()]
+        bad = [v for v in vals if v not in choices]
+        if bad or not vals:
+            raise argparse.ArgumentTypeError(f"unknown {bad or s!r}; choose from {list(choices)}")
+        return vals
+
+    return parse
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parses the command line."""
+    p = argparse.ArgumentParser(
+        description="Benchmark rnncore against PyTorch and ONNX Runtime (same inputs, weights).",
+    )
+    p.add_argument("--quick", action="store_true", help="small smoke-test set (CI)")
+    p.add_argument("--csv", metavar="PATH", help="write the results as CSV")
+    p.add_argument(
+        "--threads", type=_int_list, default=[1], help="comma-separated thread counts [1]"
+    )
+    p.add_argument(
+        "--cells",
+        type=_name_list(list(CELLS)),
+        default=list(DEFAULT_CELLS),
+        help=f"comma-separated cells from {list(CELLS)} [{','.join(DEFAULT_CELLS)}]",
+    )
+    p.add_argument("--modes", type=_name_list(MODES), default=list(MODES), help="filter modes")
+    p.add_argument(
+        "--backends",
+        type=_name_list([b.name for b in BACKENDS]),
+        default=[b.name for b in BACKENDS],
+        help="comma-separated backends [all]",
+    )
+    p.add_argument("--repeats", type=int, help="timed repeats per case (default: adaptive 7-15)")
+    p.add_argument(
+        "--target-time",
+        type=float,
+        help="seconds of timed calls per case and backend [0.5; 0.1 with --quick]",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed for inputs and weights [0]")
+    p.add_argument("--show-min", action="store_true", help="print median/min in the table")
+    p.add_argument("--no-peak", action="store_true", help="skip the NumPy SGEMM peak")
+    p.add_argument("--list", action="store_true", help="list the cases and exit")
+    args = p.parse_args(argv)
+    if args.repeats is not None and args.repeats < 1:
+        p.error("--repeats must be >= 1")
+    if args.target_time is None:
+        args.target_time = 0.1 if args.quick else 0.5
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the benchmark; returns the exit status (1 on a mismatch or a backend error)."""
+    args = parse_args(argv)
+    cases = CASE_SETS["quick" if args.quick else "default"](args.cells, args.threads)
+    cases = [c for c in cases if c.mode in args.modes]
+    if args.list:
+        for c in cases:
+            print(f"{c.name:<36} threads={c.threads}  GEMM GFLOP={c.flops() / 1e9:.3f}")
+        return 0
+
+    backends = [cls() for cls in BACKENDS if cls.name in args.backends]
+    cores = _usable_cores()
+    print(f"machine: {_cpu_name()}, {cores} usable cores, {platform.platform()}")
+    print(f"python {platform.python_version()}, numpy {np.__version__}")
+    for b in backends:
+        print(f"{b.name}: {b.version() if b.available else 'SKIPPED (' + b.note + ')'}")
+    rc = next((b for b in backends if b.name == "rnncore" and b.available), None)
+    if rc is not None and not hasattr(rc.mod, "set_num_threads"):
+        print("note: rnncore.set_num_threads missing: rnncore threads n/a (its default is used)")
+    if max(args.threads) > cores:
+        print(f"warning: {max(args.threads)} threads requested, {cores} cores usable")
+
+    peaks: dict[int, float | None] = {}
+    if not args.no_peak:
+        for th in args.threads:
+            libs = sgemm_peak(th, with_torch="torch" in args.backends)
+            peaks[th] = max(libs.values()) if libs else None
+            if libs:
+                each = ", ".join(f"{k} {v:.1f}" for k, v in libs.items())
+                print(f"SGEMM 1024^3, {th} thread(s): {each} GFLOP/s; %peak uses the best")
+    print(
+        "times: ms per call (stream: all T single-step calls), median of the timed repeats; "
+        "ratio = rnncore / best peer (<1: rnncore faster); GFLOP/s counts 2*T*B*G*H*(D+H)."
+    )
+    print()
+
+    report = Report(backends, peaks, args.show_min)
+    report.header()
+    failures = 0
+    t_start = time.perf_counter()
+    for case in cases:
+        row = run_case(case, backends, args.seed, args.target_time, args.repeats)
+        report.add(row)
+        failures += not row.ok
+    print(f"\n{len(cases)} cases in {time.perf_counter() - t_start:.1f} s", end="")
+    print(f", {failures} with a MISMATCH or an error" if failures else ", all checks passed")
+    if args.csv:
+        report.write_csv(args.csv)
+        print(f"CSV written to {args.csv}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

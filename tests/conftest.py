@@ -1,0 +1,37 @@
+"""Pytest configuration shared by the rnncore tests.
+
+Shared helpers live in ``tests/rnn_testing.py`` (configurations, module factory, loss, central
+differences) and ``rnncore.reference`` (the NumPy reference); this file makes them importable
+under any pytest import mode and provides the fixtures.
+"""
+
+import importlib
+import importlib.util
+import os
+import sys
+
+import numpy as np
+import pytest
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+
+
+@pytest.fixture
+def rc():
+    """The rnncore package.
+
+    Tests using it are skipped only when no ``rnncore`` is installed at all; an installed but
+    broken package (e.g. a missing compiled extension) makes them fail instead of skip.
+    """
+    if importlib.util.find_spec("rnncore") is None:
+        pytest.skip("rnncore is not installed")
+    return importlib.import_module("rnncore")
+
+
+@pytest.fixture
+def rng(request):
+    """A NumPy generator seeded from the test's id, so every test is reproducible on its own."""
+    seed = sum(ord(ch) * (i + 1) for i, ch in enumerate(request.node.nodeid)) % (2**32)
+    return np.random.default_rng(seed)

@@ -1,0 +1,352 @@
+"""Shared helpers for the rnncore tests: configurations, module factory, inputs, the reference
+call, the scalar loss used for gradient checks and central differences.
+
+Kept free of test functions so that later tests (normalized cells, PyTorch parity, ...) can
+import it: ``from rnn_testing import ...`` (tests/ is put on ``sys.path`` by conftest.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+from rnncore.reference import GATES, StepNorms, make_params, reference_forward
+
+# The cell variants every test sweeps: id -> Config overrides.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "rnn_tanh": {"cell": "rnn", "nonlinearity": "tanh"},
+    "rnn_relu": {"cell": "rnn", "nonlinearity": "relu"},
+    "lstm": {"cell": "lstm"},
+    "lstm_proj": {"cell": "lstm", "proj_size": 2},
+    "gru": {"cell": "gru"},
+    "gru_reset_before": {"cell": "gru", "reset_after": False},
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything that defines a module's architecture (not its parameter values)."""
+
+    cell: str
+    input_size: int = 3
+    hidden_size: int = 4
+    num_layers: int = 1
+    bidirectional: bool = False
+    batch_first: bool = False
+    bias: bool = True
+    proj_size: int = 0
+    nonlinearity: str = "tanh"
+    reset_after: bool = True
+
+    @classmethod
+    def from_variant(cls, variant: str, **kw) -> Config:
+        """Builds a config from a ``VARIANTS`` id plus overrides."""
+        return cls(**{**VARIANTS[variant], **kw})
+
+    def replace(self, **kw) -> Config:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **kw)
+
+    @property
+    def is_lstm(self) -> bool:
+        """Whether states are ``(h, c)`` pairs."""
+        return self.cell == "lstm"
+
+    @property
+    def num_directions(self) -> int:
+        """``D``: 2 when bidirectional."""
+        return 2 if self.bidirectional else 1
+
+    @property
+    def h_out(self) -> int:
+        """Width of ``h`` (``proj_size`` when set)."""
+        return self.proj_size if self.proj_size > 0 else self.hidden_size
+
+    @property
+    def gates(self) -> int:
+        """``G``."""
+        return GATES[self.cell]
+
+    def module_kwargs(self) -> dict[str, Any]:
+        """Constructor keyword arguments of the rnncore class (besides ``dtype``)."""
+        kw = dict(
+            num_layers=self.num_layers,
+            bias=self.bias,
+            batch_first=self.batch_first,
+            bidirectional=self.bidirectional,
+        )
+        if self.cell == "rnn":
+            kw["nonlinearity"] = self.nonlinearity
+        elif self.cell == "lstm":
+            kw["proj_size"] = self.proj_size
+        else:
+            kw["reset_after"] = self.reset_after
+        return kw
+
+    def reference_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``reference.reference_forward``."""
+        return dict(
+            num_layers=self.num_layers,
+            bidirectional=self.bidirectional,
+            batch_first=self.batch_first,
+            proj_size=self.proj_size,
+            nonlinearity=self.nonlinearity,
+            reset_after=self.reset_after,
+            bias=self.bias,
+        )
+
+    def make_params(self, rng: np.random.Generator, scale: float | None = None):
+        """Random float64 parameters with PyTorch names."""
+        return make_params(
+            self.cell,
+            self.input_size,
+            self.hidden_size,
+            self.num_layers,
+            self.bidirectional,
+            self.proj_size,
+            self.bias,
+            rng,
+            scale,
+        )
+
+    def x_shape(self, t_len: int, batch: int | None) -> tuple[int, ...]:
+        """Shape of ``x`` (``batch=None``: unbatched)."""
+        if batch is None:
+            return (t_len, self.input_size)
+        if self.batch_first:
+            return (batch, t_len, self.input_size)
+        return (t_len, batch, self.input_size)
+
+    def state_shapes(self, batch: int | None) -> list[tuple[int, ...]]:
+        """Shapes of ``[h]`` or ``[h, c]`` (``batch=None``: unbatched)."""
+        lead = (self.num_layers * self.num_directions,) + (() if batch is None else (batch,))
+        shapes = [lead + (self.h_out,)]
+        if self.is_lstm:
+            shapes.append(lead + (self.hidden_size,))
+        return shapes
+
+
+def make_module(rc, cfg: Config, dtype: str, params=None):
+    """Builds the rnncore module for ``cfg`` and loads ``params`` (if given)."""
+    cls = {"rnn": rc.RNN, "lstm": rc.LSTM, "gru": rc.GRU}[cfg.cell]
+    m = cls(cfg.input_size, cfg.hidden_size, dtype=dtype, **cfg.module_kwargs())
+    if params is not None:
+        m.load_state_dict(params)
+    return m
+
+
+def lengths_for(kind: str | None, t_len: int, batch: int) -> np.ndarray | None:
+    """``None``; ``"mixed"`` (one full-length sequence, one of length 1, others between);
+    ``"short"`` (no sequence reaches ``T``, so trailing steps are padding for everyone)."""
+    if kind is None:
+        return None
+    if kind == "mixed":
+        base = [t_len, 1, max(1, t_len - 2), max(1, t_len - 1)]
+    elif kind == "short":
+        base = [t_len - 1, 1, max(1, t_len - 3), t_len - 2]
+    else:
+        raise ValueError(kind)
+    return np.array([base[b % len(base)] for b in range(batch)], dtype=np.int64)
+
+
+def pack_states(cfg: Config, states: list[np.ndarray] | None):
+    """``[h]`` / ``[h, c]`` -> the ``hx`` argument (``h`` or ``(h, c)``)."""
+    if states is None:
+        return None
+    return (states[0], states[1]) if cfg.is_lstm else states[0]
+
+
+def unpack_states(cfg: Config, hx) -> list[np.ndarray]:
+    """The ``h_n`` return value / ``hx`` argument -> ``[h]`` or ``[h, c]``."""
+    return [hx[0], hx[1]] if cfg.is_lstm else [hx]
+
+
+def make_inputs(
+    cfg: Config,
+    rng: np.random.Generator,
+    t_len: int,
+    batch: int | None,
+    lengths_kind: str | None = None,
+    with_hx: bool = True,
+    dtype=np.float64,
+):
+    """Random ``x``, state list (or ``None``) and ``lengths`` of the given dtype."""
+    x = rng.standard_normal(cfg.x_shape(t_len, batch)).astype(dtype)
+    states = None
+    if with_hx:
+        states = [(0.5 * rng.standard_normal(s)).astype(dtype) for s in cfg.state_shapes(batch)]
+    lengths = None if batch is None else lengths_for(lengths_kind, t_len, batch)
+    return x, states, lengths
+
+
+def reference(cfg: Config, params, x, states, lengths, **kw):
+    """Float64 reference: returns ``(out, [h_n] or [h_n, c_n])``."""
+    out, hn = reference_forward(
+        cfg.cell, params, x, pack_states(cfg, states), lengths, **cfg.reference_kwargs(), **kw
+    )
+    return out, unpack_states(cfg, hn)
+
+
+def relu_margin(cfg: Config, params, x, states, lengths) -> float:
+    """Smallest ``|pre-activation|`` of a ReLU RNN over all active steps (inf for other cells).
+
+    Central differences across a ReLU kink are meaningless; gradient checks require this to be
+    well above the finite-difference step. Uses the reference's ``pre`` hook to see the sums.
+    """
+    if not (cfg.cell == "rnn" and cfg.nonlinearity == "relu"):
+        return float("inf")
+    p = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
+    smallest = [float("inf")]
+
+    def step_norms(layer, direction, _k, active):
+        sfx = "_reverse" if direction else ""
+        b = p[f"bias_ih_l{layer}{sfx}"] + p[f"bias_hh_l{layer}{sfx}"] if cfg.bias else 0.0
+
+        def record(a):
+            smallest[0] = min(smallest[0], float(np.abs((a + b)[active]).min()))
+            return a
+
+        return StepNorms(pre=record)
+
+    reference(cfg, p, x, states, lengths, step_norms=step_norms)
+    return smallest[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradient checks.
+
+
+def make_seeds(cfg: Config, rng: np.random.Generator, out_shape, batch: int | None):
+    """Fixed random weights ``R`` of the scalar loss: ``[Ro, Rh]`` or ``[Ro, Rh, Rc]``."""
+    return [rng.standard_normal(out_shape)] + [
+        rng.standard_normal(s) for s in cfg.state_shapes(batch)
+    ]
+
+
+def loss_value(out, final_states: list[np.ndarray], seeds: list[np.ndarray | None]) -> float:
+    """``L = sum(out*Ro) + sum(h_n*Rh) (+ sum(c_n*Rc))``; a ``None`` seed drops its term."""
+    total = 0.0
+    for arr, r in zip([out] + list(final_states), seeds):
+        if r is not None:
+            total += float(np.sum(np.asarray(arr, dtype=np.float64) * r))
+    return total
+
+
+def module_loss(m, cfg: Config, x, states, lengths, seeds) -> float:
+    """Runs ``m`` (plain call) and returns the loss."""
+    out, hn = m(x, pack_states(cfg, states), lengths)
+    return loss_value(out, unpack_states(cfg, hn), seeds)
+
+
+def analytic_gradients(m, cfg: Config, x, states, lengths, seeds):
+    """``zero_grad``, ``forward_train``, ``backward`` with the loss's seeds (``None`` seeds are
+    passed as ``None`` gradients).
+
+    Returns:
+        ``(grad_x, [grad_h0] or [grad_h0, grad_c0], {name: grad copy})``.
+    """
+    m.zero_grad()
+    _out, _hn, tape = m.forward_train(x, pack_states(cfg, states), lengths)
+    grad_out = seeds[0]
+    if cfg.is_lstm:
+        # (gh, gc) with either part None; both None -> grad_h_n=None
+        grad_hn = None if seeds[1] is None and seeds[2] is None else (seeds[1], seeds[2])
+    else:
+        grad_hn = seeds[1]
+    grad_x, grad_hx = m.backward(tape, grad_out, grad_hn)
+    grads = {k: np.array(v, copy=True) for k, v in m.grads.items()}
+    return grad_x, unpack_states(cfg, grad_hx), grads
+
+
+def central_difference(f: Callable[[], float], arr: np.ndarray, idx, step: float) -> float:
+    """``(f(arr[idx] + step) - f(arr[idx] - step)) / (2 step)``, restoring ``arr[idx]`` exactly.
+
+    ``arr`` may be a live parameter view: it is modified in place around each call to ``f``.
+    """
+    orig = arr[idx].copy()
+    try:
+        arr[idx] = orig + step
+        plus = f()
+        arr[idx] = orig - step
+        minus = f()
+    finally:
+        arr[idx] = orig
+    return (plus - minus) / (2.0 * step)
+
+
+def sample_indices(shape, rng: np.random.Generator, k: int) -> list[tuple[int, ...]]:
+    """Up to ``k`` distinct random multi-indices of an array of ``shape`` (all if fewer)."""
+    size = int(np.prod(shape))
+    flat = np.arange(size) if size <= k else rng.choice(size, size=k, replace=False)
+    return [tuple(int(i) for i in np.unravel_index(j, shape)) for j in flat]
+
+
+# Central differences with step h = 1e-6 in float64: truncation error ~ h^2 |L'''| / 6 ~ 1e-13;
+# rounding error ~ (a few ulp of the loss's partial sums, sum |terms| <= ~50) / (2h)
+# ~ 50 * 2.2e-16 * 4 / 2e-6 ~ 2e-8 at worst (measured: <= 2e-9 against an exact autograd
+# implementation on these sizes). atol 1e-7 is 5x the bound and 50x the measurement; rtol 1e-6
+# covers large entries. A real BPTT bug (a missed step, a wrong gate derivative, a dropped term)
+# is >= 1e-3, and a 1e-5 relative error on one tensor is already caught.
+GRAD_STEP = 1e-6
+GRAD_ATOL = 1e-7
+GRAD_RTOL = 1e-6
+
+
+def check_gradients(
+    m,
+    cfg: Config,
+    x,
+    states,
+    lengths,
+    seeds,
+    rng: np.random.Generator,
+    entries: int = 10,
+    step: float = GRAD_STEP,
+    atol: float = GRAD_ATOL,
+    rtol: float = GRAD_RTOL,
+) -> int:
+    """Checks grad_x, the initial-state gradients and every parameter's gradient of ``m``.
+
+    ``states=None`` checks the gradient with respect to the (implicit) zero initial state,
+    which ``backward`` must still return. ``entries`` random entries per tensor (at least one
+    per tensor; all of a small tensor) are compared with central differences.
+
+    Returns:
+        The number of entries compared (all passed; on failure an AssertionError lists them).
+    """
+    batch = None if x.ndim == 2 else x.shape[0 if cfg.batch_first else 1]
+    grad_x, grad_states, grads = analytic_gradients(m, cfg, x, states, lengths, seeds)
+
+    assert grad_x.shape == x.shape
+    assert [g.shape for g in grad_states] == cfg.state_shapes(batch)
+    assert set(grads) == set(m.parameters())
+
+    xw = np.array(x, dtype=np.float64, copy=True)
+    sw = [
+        np.array(s, dtype=np.float64, copy=True) if states is not None else np.zeros(shape)
+        for s, shape in zip(states or [None] * len(grad_states), cfg.state_shapes(batch))
+    ]
+
+    def f():
+        return module_loss(m, cfg, xw, sw, lengths, seeds)
+
+    targets = [("x", xw, grad_x)]
+    targets += [(f"hx[{i}]", s, g) for i, (s, g) in enumerate(zip(sw, grad_states))]
+    params = m.parameters()
+    targets += [(name, params[name], grads[name]) for name in params]
+
+    failures, checked = [], 0
+    for name, arr, grad in targets:
+        assert grad.shape == arr.shape, name
+        for idx in sample_indices(arr.shape, rng, entries):
+            num = central_difference(f, arr, idx, step)
+            ana = float(grad[idx])
+            checked += 1
+            if not abs(ana - num) <= atol + rtol * abs(num):
+                failures.append(f"{name}{list(idx)}: backward {ana:.10g} vs numeric {num:.10g}")
+    assert not failures, f"{len(failures)}/{checked} gradient entries differ:\n" + "\n".join(
+        failures[:30]
+    )
+    return checked

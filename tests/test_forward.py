@@ -1,0 +1,149 @@
+"""rnncore's forward pass against the independent NumPy reference (tests/reference.py).
+
+Tolerances, relative to ``scale = max(1, max|reference|)`` (ReLU outputs can exceed 1):
+
+* float64: 1e-12. The computation is <= T*L = 12 sequential cell steps deep, each a dot product
+  over <= in+H ~ 10 terms plus a transcendental function; rounding error is therefore bounded by
+  roughly (10 + a few ulp of a vectorized exp/tanh) * 12 steps ~ 200 eps64 ~ 4e-14 (the
+  recurrences here are contractive, Jacobian norm <~ 1). 1e-12 leaves > 20x margin and is
+  nine orders of magnitude below the effect of any logic error (>= 1e-3).
+* float32: 3e-5. The same bound with eps32 = 1.19e-7 gives ~200 eps32 ~ 2.4e-5; PyTorch's float32
+  modules measured against the reference on these sizes stay within ~1.5 eps32, so this only
+  leaves room for fast approximate exp/tanh, and is still 30x below a logic error. Inputs and
+  parameters are rounded to float32 before the reference sees them, so only rnncore's float32
+  arithmetic is measured.
+"""
+
+import numpy as np
+import pytest
+from rnn_testing import VARIANTS, Config, make_inputs, make_module, pack_states, reference
+
+TOLERANCE = {"float64": 1e-12, "float32": 3e-5}  # see module docstring
+T, B = 6, 4
+
+
+def assert_close(actual, expected, dtype, what):
+    """``|a - e| <= tol * (max(1, max|e|) + |e|)`` elementwise, plus exact dtype and shape."""
+    assert isinstance(actual, np.ndarray), what
+    assert actual.dtype == np.dtype(dtype), f"{what}: dtype {actual.dtype}, expected {dtype}"
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} vs {expected.shape}"
+    tol = TOLERANCE[dtype]
+    scale = max(1.0, float(np.abs(expected).max()))
+    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale, err_msg=what)
+
+
+def _setup(cfg, rng, dtype, batch, lengths_kind, with_hx):
+    """Params and inputs in ``dtype``; float64 copies of exactly the same values for the ref."""
+    params = {k: v.astype(dtype) for k, v in cfg.make_params(rng, scale=0.6).items()}
+    x, states, lengths = make_inputs(cfg, rng, T, batch, lengths_kind, with_hx, dtype=dtype)
+    return params, x, states, lengths
+
+
+def _run_and_compare(rc, cfg, dtype, params, x, states, lengths):
+    m = make_module(rc, cfg, dtype, params)
+    inputs = [a for a in [x, lengths] + list(states or []) if a is not None]
+    copies = [np.array(a, copy=True) for a in inputs]
+    out, hn = m(x, pack_states(cfg, states), lengths)
+    # no input is modified (api.md)
+    for before, after in zip(copies, inputs):
+        assert after.dtype == before.dtype
+        np.testing.assert_array_equal(after, before)
+
+    ref_out, ref_states = reference(cfg, params, x, states, lengths)
+    assert_close(out, ref_out, dtype, "out")
+    if cfg.is_lstm:
+        assert isinstance(hn, tuple) and len(hn) == 2
+        assert_close(hn[0], ref_states[0], dtype, "h_n")
+        assert_close(hn[1], ref_states[1], dtype, "c_n")
+    else:
+        assert_close(hn, ref_states[0], dtype, "h_n")
+    return out
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("with_hx", [False, True], ids=["nohx", "hx"])
+@pytest.mark.parametrize("batch_first", [False, True], ids=["tmajor", "bfirst"])
+@pytest.mark.parametrize("lengths_kind", [None, "mixed", "short"], ids=["nolen", "mixed", "short"])
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("num_layers", [1, 2], ids=["L1", "L2"])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_forward_matches_reference(
+    rc, rng, variant, num_layers, bidirectional, lengths_kind, batch_first, with_hx, bias, dtype
+):
+    cfg = Config.from_variant(
+        variant,
+        num_layers=num_layers,
+        bidirectional=bidirectional,
+        batch_first=batch_first,
+        bias=bias,
+    )
+    params, x, states, lengths = _setup(cfg, rng, dtype, B, lengths_kind, with_hx)
+    out = _run_and_compare(rc, cfg, dtype, params, x, states, lengths)
+    assert out.shape == cfg.x_shape(T, B)[:2] + (cfg.num_directions * cfg.h_out,)
+    if lengths is not None:
+        # outputs past each sequence's end are exactly zero, not merely small
+        for b, ln in enumerate(lengths):
+            tail = out[b, ln:] if batch_first else out[ln:, b]
+            assert np.all(tail == 0.0), f"out past lengths[{b}]={ln} is not exactly 0"
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("with_hx", [False, True], ids=["nohx", "hx"])
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("num_layers", [1, 2], ids=["L1", "L2"])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_forward_unbatched_matches_reference(
+    rc, rng, variant, num_layers, bidirectional, with_hx, dtype
+):
+    cfg = Config.from_variant(variant, num_layers=num_layers, bidirectional=bidirectional)
+    params, x, states, _ = _setup(cfg, rng, dtype, None, None, with_hx)
+    out = _run_and_compare(rc, cfg, dtype, params, x, states, None)
+    assert out.shape == (T, cfg.num_directions * cfg.h_out)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_batch_first_is_a_transpose_of_time_major(rc, rng, variant):
+    """The batch-first module on x.transpose(1, 0, 2) gives the transposed time-major output and
+    the same states (checked against the reference for both layouts, plus the relation)."""
+    cfg = Config.from_variant(variant, num_layers=2, bidirectional=True)
+    params = cfg.make_params(rng, scale=0.6)
+    x, states, lengths = make_inputs(cfg, rng, T, B, "mixed", True)
+    out_t = _run_and_compare(rc, cfg, "float64", params, x, states, lengths)
+    cfg_b = cfg.replace(batch_first=True)
+    xb = np.ascontiguousarray(x.transpose(1, 0, 2))
+    out_b = _run_and_compare(rc, cfg_b, "float64", params, xb, states, lengths)
+    np.testing.assert_allclose(out_b, out_t.transpose(1, 0, 2), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_non_contiguous_and_other_dtype_inputs(rc, rng, variant):
+    """Strided views and a different real dtype are accepted and give the reference result."""
+    cfg = Config.from_variant(variant, num_layers=2, bidirectional=True)
+    params = cfg.make_params(rng, scale=0.6)
+    big = rng.standard_normal((2 * T, B, 2 * cfg.input_size)).astype(np.float32)
+    x = big[::2, :, ::2]  # non-contiguous float32 view, fed to a float64 module
+    assert not x.flags.c_contiguous
+    _, states, lengths = make_inputs(cfg, rng, T, B, "short", True)
+    states = [np.asfortranarray(s) for s in states]
+    big_before = big.copy()
+    _run_and_compare(rc, cfg, "float64", params, x, states, lengths)
+    np.testing.assert_array_equal(big, big_before)
+
+
+def test_hidden_state_is_threaded_between_calls(rc, rng):
+    """Feeding h_n of the first half as hx of the second half equals one call on the whole."""
+    cfg = Config.from_variant("lstm", num_layers=2)
+    params = cfg.make_params(rng, scale=0.6)
+    m = make_module(rc, cfg, "float64", params)
+    x, _, _ = make_inputs(cfg, rng, T, B, None, False)
+    out_all, (h_all, c_all) = m(x)
+    out1, hc1 = m(x[:3])
+    out2, (h2, c2) = m(x[3:], hc1)
+    ref_out, ref_states = reference(cfg, params, x, None, None)
+    assert_close(out_all, ref_out, "float64", "out")
+    np.testing.assert_allclose(np.concatenate([out1, out2]), ref_out, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(h2, ref_states[0], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(c2, ref_states[1], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(h_all, ref_states[0], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(c_all, ref_states[1], rtol=0, atol=1e-12)
