@@ -12,7 +12,15 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
-from rnncore.reference import GATES, StepNorms, make_params, reference_forward
+
+from rnncore.reference import (
+    BATCH_NORMS,
+    GATES,
+    StepNorms,
+    init_buffers,
+    make_params,
+    reference_forward,
+)
 
 # The cell variants every test sweeps: id -> Config overrides.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -23,6 +31,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "gru": {"cell": "gru"},
     "gru_reset_before": {"cell": "gru", "reset_after": False},
 }
+
+# The variants that take a ``norm`` (the original GRU, reset_after=False, is norm=None only) and
+# the norms (spec/normalization.md).
+NORM_VARIANTS = [v for v in VARIANTS if v != "gru_reset_before"]
+NORMS = ["layer", "batch", "batch_input"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +52,10 @@ class Config:
     proj_size: int = 0
     nonlinearity: str = "tanh"
     reset_after: bool = True
+    norm: str | None = None
+    # extra constructor options of the normalized cells, e.g. (("ln_eps", 1e-3),): ln_eps,
+    # bn_eps, bn_momentum (also passed to the reference) and bn_gamma (constructor only)
+    norm_options: tuple[tuple[str, float], ...] = ()
 
     @classmethod
     def from_variant(cls, variant: str, **kw) -> Config:
@@ -69,6 +86,11 @@ class Config:
         """``G``."""
         return GATES[self.cell]
 
+    @property
+    def is_batch_norm(self) -> bool:
+        """Whether the module has running statistics (``norm`` "batch" or "batch_input")."""
+        return self.norm in BATCH_NORMS
+
     def module_kwargs(self) -> dict[str, Any]:
         """Constructor keyword arguments of the rnncore class (besides ``dtype``)."""
         kw = dict(
@@ -83,6 +105,9 @@ class Config:
             kw["proj_size"] = self.proj_size
         else:
             kw["reset_after"] = self.reset_after
+        if self.norm is not None:
+            kw["norm"] = self.norm
+        kw.update(dict(self.norm_options))
         return kw
 
     def reference_kwargs(self) -> dict[str, Any]:
@@ -95,10 +120,13 @@ class Config:
             nonlinearity=self.nonlinearity,
             reset_after=self.reset_after,
             bias=self.bias,
+            norm=self.norm,
+            **{k: v for k, v in self.norm_options if k != "bn_gamma"},
         )
 
     def make_params(self, rng: np.random.Generator, scale: float | None = None):
-        """Random float64 parameters with PyTorch names."""
+        """Random float64 parameters with PyTorch names (with random normalization gains and
+        shifts when ``norm`` is set; see ``reference.make_params``)."""
         return make_params(
             self.cell,
             self.input_size,
@@ -109,6 +137,7 @@ class Config:
             self.bias,
             rng,
             scale,
+            self.norm,
         )
 
     def x_shape(self, t_len: int, batch: int | None) -> tuple[int, ...]:
@@ -129,10 +158,19 @@ class Config:
 
 
 def make_module(rc, cfg: Config, dtype: str, params=None):
-    """Builds the rnncore module for ``cfg`` and loads ``params`` (if given)."""
+    """Builds the rnncore module for ``cfg`` and loads ``params`` (if given).
+
+    For the batch norms, buffers missing from ``params`` are loaded as the never-trained ones
+    (``reference.init_buffers``), so that a strict ``load_state_dict`` gets every entry.
+    """
     cls = {"rnn": rc.RNN, "lstm": rc.LSTM, "gru": rc.GRU}[cfg.cell]
     m = cls(cfg.input_size, cfg.hidden_size, dtype=dtype, **cfg.module_kwargs())
     if params is not None:
+        if cfg.is_batch_norm:
+            init = init_buffers(
+                cfg.cell, cfg.hidden_size, cfg.num_layers, cfg.bidirectional, cfg.norm
+            )
+            params = {**{k: v.astype(dtype) for k, v in init.items()}, **params}
         m.load_state_dict(params)
     return m
 
@@ -181,19 +219,46 @@ def make_inputs(
     return x, states, lengths
 
 
-def reference(cfg: Config, params, x, states, lengths, **kw):
-    """Float64 reference: returns ``(out, [h_n] or [h_n, c_n])``."""
-    out, hn = reference_forward(
+def reference_with_buffers(cfg: Config, params, x, states, lengths, **kw):
+    """Float64 reference: returns ``(out, [h_n] or [h_n, c_n], buffers)``; ``buffers`` is the
+    dict of running statistics after the call (``{}`` for norms without them). ``kw`` goes to
+    ``reference_forward`` (``training``, ``buffers``, ``step_norms``, ...)."""
+    res = reference_forward(
         cfg.cell, params, x, pack_states(cfg, states), lengths, **cfg.reference_kwargs(), **kw
     )
-    return out, unpack_states(cfg, hn)
+    bufs = res[2] if len(res) == 3 else {}
+    return res[0], unpack_states(cfg, res[1]), bufs
 
 
-def relu_margin(cfg: Config, params, x, states, lengths) -> float:
+def reference(cfg: Config, params, x, states, lengths, **kw):
+    """Float64 reference: returns ``(out, [h_n] or [h_n, c_n])``."""
+    out, states_out, _ = reference_with_buffers(cfg, params, x, states, lengths, **kw)
+    return out, states_out
+
+
+def random_buffers(
+    cfg: Config, rng: np.random.Generator, rows: int | None = None
+) -> dict[str, np.ndarray]:
+    """Random running statistics for ``cfg`` (mean ``U(-0.5, 0.5)``, variance ``U(0.5, 2)``):
+    ``(rows, width)`` for ``norm="batch"``, ``(G*H,)`` for ``"batch_input"``; ``{}`` otherwise."""
+    init = init_buffers(cfg.cell, cfg.hidden_size, cfg.num_layers, cfg.bidirectional, cfg.norm)
+    out = {}
+    for name, value in init.items():
+        shape = value.shape if cfg.norm == "batch_input" else (rows, value.shape[1])
+        if "_mean_" in name:
+            out[name] = rng.uniform(-0.5, 0.5, shape)
+        else:
+            out[name] = rng.uniform(0.5, 2.0, shape)
+    return out
+
+
+def relu_margin(cfg: Config, params, x, states, lengths, **kw) -> float:
     """Smallest ``|pre-activation|`` of a ReLU RNN over all active steps (inf for other cells).
 
     Central differences across a ReLU kink are meaningless; gradient checks require this to be
-    well above the finite-difference step. Uses the reference's ``pre`` hook to see the sums.
+    well above the finite-difference step. Uses the reference's ``pre`` hook to see the sums
+    (applied after the reference's normalization, so it sees the normalized sum; ``kw`` such as
+    ``training``/``buffers`` goes to the reference).
     """
     if not (cfg.cell == "rnn" and cfg.nonlinearity == "relu"):
         return float("inf")
@@ -210,7 +275,7 @@ def relu_margin(cfg: Config, params, x, states, lengths) -> float:
 
         return StepNorms(pre=record)
 
-    reference(cfg, p, x, states, lengths, step_norms=step_norms)
+    reference(cfg, p, x, states, lengths, step_norms=step_norms, **kw)
     return smallest[0]
 
 

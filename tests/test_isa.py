@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-rc = pytest.importorskip("rnncore")
+import rnncore as rc
 
 _PROBE = """
 import sys, numpy as np, rnncore as rc

@@ -6,6 +6,7 @@
 
 #include "model_binding.h"
 #include "rnncore/common.h"
+#include "rnncore/runtime.h"
 
 namespace py = pybind11;
 
@@ -48,6 +49,9 @@ PYBIND11_MODULE(RNNCORE_MODULE_NAME, m) {
   m.def("cpu_supports", &CpuSupports, py::arg("isa"),
         "Whether this CPU can run the kernels compiled for isa ('baseline', 'avx2', 'avx512').");
     rnncore::bindings::BindModel(m);
+  m.def("get_num_threads", &rnncore::GetNumThreads, "Threads used by compute calls.");
+  m.def("set_num_threads", &rnncore::SetNumThreads, py::arg("n"),
+        "Sets the threads used by compute calls (n >= 1).");
   m.def(
       "build_info",
       []() {

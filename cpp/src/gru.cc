@@ -37,7 +37,7 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
 
   for (Index k = 0; k < steps; ++k) {
     if (after) {
-      View(ah.data(), B, G).noalias() = CView(h.data(), B, H) * CView(w_.w_hh, G, H).transpose();
+      internal::StepProduct(h.data(), B, H, w_.w_hh, G, ah.data(), G);
       for (Index b = 0; b < B; ++b) {
         const Index r = seq.Row(k, b);
         if (r < 0) continue;
@@ -46,8 +46,7 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
                             h_new.data() + b * H);
       }
     } else {
-      View(ah.data(), B, 2 * H).noalias() =
-          CView(h.data(), B, H) * CView(w_.w_hh, 2 * H, H).transpose();
+      internal::StepProduct(h.data(), B, H, w_.w_hh, 2 * H, ah.data(), 2 * H);
       for (Index b = 0; b < B; ++b) {
         const Index r = seq.Row(k, b);
         if (r < 0) continue;
@@ -56,8 +55,7 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
                                      rh.data() + b * H);
       }
       // ah now (B, H): (r h) W_hn^T.
-      View(ah.data(), B, H).noalias() =
-          CView(rh.data(), B, H) * CView(w_.w_hh + 2 * H * H, H, H).transpose();
+      internal::StepProduct(rh.data(), B, H, w_.w_hh + 2 * H * H, H, ah.data(), H);
       for (Index b = 0; b < B; ++b) {
         const Index r = seq.Row(k, b);
         if (r < 0) continue;
@@ -118,7 +116,7 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
                              direct.data() + b * H);
         CopyRow(ds, dah.data() + r * G, G);
       }
-      View(dh_new.data(), B, H).noalias() = CView(dah_step.data(), B, G) * CView(w_.w_hh, G, H);
+      internal::StepProductT(dah_step.data(), B, G, G, w_.w_hh, H, dh_new.data());
     } else {
       for (Index b = 0; b < B; ++b) {
         const Index r = seq.Row(k, b);
@@ -131,8 +129,8 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
                                               tape.h_prev.data() + r * H, dh + b * H, ds);
       }
       // drh (B, H) = da_n W_hn
-      View(drh.data(), B, H).noalias() =
-          CView(dax_step.data() + 2 * H, B, H, G) * CView(w_.w_hh + 2 * H * H, H, H);
+      internal::StepProductT(dax_step.data() + 2 * H, B, H, G, w_.w_hh + 2 * H * H, H,
+                             drh.data());
       for (Index b = 0; b < B; ++b) {
         const Index r = seq.Row(k, b);
         if (r < 0) continue;
@@ -142,8 +140,7 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
                                              drh.data() + b * H, ds, direct.data() + b * H);
         CopyRow(ds, dax.data() + r * G, G);
       }
-      View(dh_new.data(), B, H).noalias() =
-          CView(dax_step.data(), B, 2 * H, G) * CView(w_.w_hh, 2 * H, H);
+      internal::StepProductT(dax_step.data(), B, 2 * H, G, w_.w_hh, H, dh_new.data());
     }
     for (Index b = 0; b < B; ++b) {
       if (seq.Row(k, b) < 0) continue;
@@ -156,13 +153,11 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
   internal::InputSideGradients(rows, D, G, x, ldx, dax.data(), dah_all, w_, grads, dx, lddx,
                                accumulate_dx);
   if (after) {
-    View(grads.w_hh, G, H).noalias() +=
-        CView(dah.data(), rows, G).transpose() * CView(tape.h_prev.data(), rows, H);
+    internal::WeightGradient(dah.data(), rows, G, G, tape.h_prev.data(), H, H, grads.w_hh);
   } else {
-    View(grads.w_hh, 2 * H, H).noalias() +=
-        CView(dax.data(), rows, 2 * H, G).transpose() * CView(tape.h_prev.data(), rows, H);
-    View(grads.w_hh + 2 * H * H, H, H).noalias() +=
-        CView(dax.data() + 2 * H, rows, H, G).transpose() * CView(tape.aux.data(), rows, H);
+    internal::WeightGradient(dax.data(), rows, 2 * H, G, tape.h_prev.data(), H, H, grads.w_hh);
+    internal::WeightGradient(dax.data() + 2 * H, rows, H, G, tape.aux.data(), H, H,
+                             grads.w_hh + 2 * H * H);
   }
 }
 

@@ -33,7 +33,7 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
   }
 
   for (Index k = 0; k < steps; ++k) {
-    View(ah.data(), B, G).noalias() = CView(h.data(), B, P) * CView(w_.w_hh, G, P).transpose();
+    internal::StepProduct(h.data(), B, P, w_.w_hh, G, ah.data(), G);
     for (Index b = 0; b < B; ++b) {
       const Index r = seq.Row(k, b);
       if (r < 0) continue;
@@ -50,7 +50,7 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
     }
     const T* out = m.data();
     if (proj) {
-      View(hp.data(), B, P).noalias() = CView(m.data(), B, H) * CView(w_.w_hr, P, H).transpose();
+      internal::StepProduct(m.data(), B, H, w_.w_hr, P, hp.data(), P);
       out = hp.data();
     }
     for (Index b = 0; b < B; ++b) {
@@ -92,7 +92,7 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
     }
     const T* dm = dh;
     if (proj) {
-      View(dm_buf.data(), B, H).noalias() = CView(dh, B, P) * CView(w_.w_hr, P, H);
+      internal::StepProductT(dh, B, P, P, w_.w_hr, H, dm_buf.data());
       dm = dm_buf.data();
       for (Index b = 0; b < B; ++b) {
         const Index r = seq.Row(k, b);
@@ -110,23 +110,21 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
                             tape.aux.data() + r * H, dm + b * H, dc + b * H, ds);
       CopyRow(ds, da.data() + r * G, G);
     }
-    View(dh_new.data(), B, P).noalias() = CView(dstep.data(), B, G) * CView(w_.w_hh, G, P);
+    internal::StepProductT(dstep.data(), B, G, G, w_.w_hh, P, dh_new.data());
     for (Index b = 0; b < B; ++b)
       if (seq.Row(k, b) >= 0) CopyRow(dh_new.data() + b * P, dh + b * P, P);
   }
 
   internal::InputSideGradients(rows, D, G, x, ldx, da.data(), da.data(), w_, grads, dx, lddx,
                                accumulate_dx);
-  View(grads.w_hh, G, P).noalias() +=
-      CView(da.data(), rows, G).transpose() * CView(tape.h_prev.data(), rows, P);
+  internal::WeightGradient(da.data(), rows, G, G, tape.h_prev.data(), P, P, grads.w_hh);
   if (proj) {
     // m = o * tanh(c), zero at inactive positions (their gates are zero).
     Buffer<T> m(static_cast<size_t>(rows * H));
     for (Index r = 0; r < rows; ++r)
       kernels::A(m.data() + r * H, H) =
           kernels::A(tape.gates.data() + r * G + 3 * H, H) * kernels::A(tape.aux.data() + r * H, H);
-    View(grads.w_hr, P, H).noalias() +=
-        CView(dh_out.data(), rows, P).transpose() * CView(m.data(), rows, H);
+    internal::WeightGradient(dh_out.data(), rows, P, P, m.data(), H, H, grads.w_hr);
   }
 }
 

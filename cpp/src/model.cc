@@ -6,6 +6,7 @@
 #include "rnncore/gru.h"
 #include "rnncore/lstm.h"
 #include "rnncore/rnn.h"
+#include "rnncore/runtime.h"
 
 namespace rnncore {
 
@@ -26,9 +27,10 @@ Index ModelConfig::gates() const {
 }
 
 void ModelConfig::Validate() const {
-  Require(input_size > 0, "input_size must be positive");
-  Require(hidden_size > 0, "hidden_size must be positive");
-  Require(num_layers > 0, "num_layers must be positive");
+  constexpr Index kMaxDim = (Index(1) << 31) - 1;
+  Require(input_size > 0 && input_size <= kMaxDim, "input_size must be in 1..2^31-1");
+  Require(hidden_size > 0 && hidden_size <= kMaxDim, "hidden_size must be in 1..2^31-1");
+  Require(num_layers > 0 && num_layers <= kMaxDim, "num_layers must be in 1..2^31-1");
   Require(proj_size >= 0, "proj_size must be >= 0");
   Require(proj_size == 0 || cell == CellKind::kLstm, "proj_size is only supported by the LSTM");
   Require(proj_size < hidden_size, "proj_size must be smaller than hidden_size");
@@ -47,7 +49,15 @@ std::vector<ParamInfo> ParameterLayout(const ModelConfig& c) {
   Index offset = 0;
   auto add = [&](std::string name, std::vector<Index> shape) {
     ParamInfo p{std::move(name), std::move(shape), offset};
-    offset += p.size();
+    // Sizes are < 2^31 each; refuse totals that would not fit in memory
+    // addresses long before they could overflow.
+    Index size = 1;
+    for (Index d : p.shape) {
+      Require(size <= (Index(1) << 40) / d, "the model is too large: " + p.name);
+      size *= d;
+    }
+    Require(offset <= (Index(1) << 40) - size, "the model is too large");
+    offset += size;
     layout.push_back(std::move(p));
   };
   const Index gh = c.gates() * c.hidden_size;
@@ -74,7 +84,8 @@ Model<T>::Model(const ModelConfig& config) : config_(config), layout_(ParameterL
   grads_.assign(static_cast<size_t>(total), T(0));
   const Index gh = config_.gates() * config_.hidden_size;
   zero_bias_.assign(static_cast<size_t>(gh), T(0));
-  bias_grad_sink_.assign(static_cast<size_t>(gh), T(0));
+  bias_grad_sink_.assign(static_cast<size_t>(gh * config_.num_layers * config_.directions()),
+                         T(0));
   // Parameters come in layout order, layer by layer, direction by direction.
   size_t i = 0;
   for (Index l = 0; l < config_.num_layers; ++l) {
@@ -123,8 +134,12 @@ CellGrads<T> Model<T>::Grads(Index layer, Index dir) {
   CellGrads<T> g;
   g.w_ih = at(kWih);
   g.w_hh = at(kWhh);
-  g.b_ih = config_.bias ? at(kBih) : bias_grad_sink_.data();
-  g.b_hh = config_.bias ? at(kBhh) : bias_grad_sink_.data();
+  // Without biases, each direction's bias gradients go to a sink of its own
+  // (directions run concurrently).
+  T* sink = bias_grad_sink_.data() +
+            (layer * config_.directions() + dir) * config_.gates() * config_.hidden_size;
+  g.b_ih = config_.bias ? at(kBih) : sink;
+  g.b_hh = config_.bias ? at(kBhh) : sink;
   g.w_hr = at(kWhr);
   return g;
 }
@@ -191,7 +206,8 @@ void Model<T>::Run(Index steps, Index batch, const T* x, const T* h0, const T* c
     // Inactive positions stay zero.
     if (l == L - 1) std::fill_n(layer_out, rows * width, T(0));
     const CellConfig cc = LayerConfig(l);
-    for (Index d = 0; d < Dn; ++d) {
+    // The directions are independent: run them side by side.
+    ParallelFor(Dn, [&](Index d) {
       const Index s = l * Dn + d;
       const StepIndex seq(steps, batch, lengths, d == 1);
       CellTape<T>* ct = tape ? &tape->cells_[static_cast<size_t>(s)] : nullptr;
@@ -212,7 +228,7 @@ void Model<T>::Run(Index steps, Index batch, const T* x, const T* h0, const T* c
                                           c_n + s * batch * H, ct);
           break;
       }
-    }
+    });
     layer_in = layer_out;
   }
 }
@@ -232,7 +248,7 @@ void Model<T>::Backward(ModelTape<T>* tape, const T* dout, const T* dh_n, const 
   // Gradient of the current layer's output; starts as dout.
   Buffer<T> dy(static_cast<size_t>(rows * Dn * P), T(0));
   if (dout) std::copy(dout, dout + rows * Dn * P, dy.begin());
-  Buffer<T> dlayer_in;
+  Buffer<T> dlayer_in, dx_rev;
   for (Index l = L - 1; l >= 0; --l) {
     const CellConfig cc = LayerConfig(l);
     const Index in = cc.input;
@@ -244,7 +260,11 @@ void Model<T>::Backward(ModelTape<T>* tape, const T* dout, const T* dh_n, const 
       dxl = dlayer_in.data();
     }
     const T* xl = tape->inputs_[static_cast<size_t>(l)].data();
-    for (Index d = 0; d < Dn; ++d) {
+    // Directions run side by side; the reverse one writes its input gradient
+    // to its own buffer, added afterwards (always in this order).
+    if (Dn == 2) dx_rev.assign(static_cast<size_t>(rows * in), T(0));
+    ParallelFor(Dn, [&](Index d) {
+      T* dxd = d == 0 ? dxl : dx_rev.data();
       const Index s = l * Dn + d;
       const StepIndex seq(steps, batch, lengths, d == 1);
       const CellTape<T>& ct = tape->cells_[static_cast<size_t>(s)];
@@ -258,10 +278,10 @@ void Model<T>::Backward(ModelTape<T>* tape, const T* dout, const T* dh_n, const 
       const CellGrads<T> g = Grads(l, d);
       switch (config_.cell) {
         case CellKind::kRnn:
-          rnn::BackwardPass<T>(cc, w).Run(seq, xl, in, ct, dyd, Dn * P, dh, dxl, in, d == 1, g);
+          rnn::BackwardPass<T>(cc, w).Run(seq, xl, in, ct, dyd, Dn * P, dh, dxd, in, false, g);
           break;
         case CellKind::kGru:
-          gru::BackwardPass<T>(cc, w).Run(seq, xl, in, ct, dyd, Dn * P, dh, dxl, in, d == 1, g);
+          gru::BackwardPass<T>(cc, w).Run(seq, xl, in, ct, dyd, Dn * P, dh, dxd, in, false, g);
           break;
         case CellKind::kLstm: {
           T* dc = dc0 + s * batch * H;
@@ -269,12 +289,12 @@ void Model<T>::Backward(ModelTape<T>* tape, const T* dout, const T* dh_n, const 
             std::copy(dc_n + s * batch * H, dc_n + (s + 1) * batch * H, dc);
           else
             std::fill_n(dc, batch * H, T(0));
-          lstm::BackwardPass<T>(cc, w).Run(seq, xl, in, ct, dyd, Dn * P, dh, dc, dxl, in, d == 1,
-                                           g);
+          lstm::BackwardPass<T>(cc, w).Run(seq, xl, in, ct, dyd, Dn * P, dh, dc, dxd, in, false, g);
           break;
         }
       }
-    }
+    });
+    if (Dn == 2) VectorMap<T>(dxl, rows * in) += ConstVectorMap<T>(dx_rev.data(), rows * in);
     if (l > 0) dy.swap(dlayer_in);
   }
   // The tape's memory is no longer needed.

@@ -25,7 +25,7 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
     internal::ResizeZero(tape->aux, steps * B * H);
   }
   for (Index k = 0; k < steps; ++k) {
-    View(ah.data(), B, H).noalias() = CView(h.data(), B, H) * CView(w_.w_hh, H, H).transpose();
+    internal::StepProduct(h.data(), B, H, w_.w_hh, H, ah.data(), H);
     for (Index b = 0; b < B; ++b) {
       const Index r = seq.Row(k, b);
       if (r < 0) continue;
@@ -68,14 +68,13 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
       kernels::RnnBackward(H, config_.activation, tape.aux.data() + r * H, dh + b * H, ds);
       CopyRow(ds, da.data() + r * H, H);
     }
-    View(dh_new.data(), B, H).noalias() = CView(dstep.data(), B, H) * CView(w_.w_hh, H, H);
+    internal::StepProductT(dstep.data(), B, H, H, w_.w_hh, H, dh_new.data());
     for (Index b = 0; b < B; ++b)
       if (seq.Row(k, b) >= 0) CopyRow(dh_new.data() + b * H, dh + b * H, H);
   }
   internal::InputSideGradients(rows, D, H, x, ldx, da.data(), da.data(), w_, grads, dx, lddx,
                                accumulate_dx);
-  View(grads.w_hh, H, H).noalias() +=
-      CView(da.data(), rows, H).transpose() * CView(tape.h_prev.data(), rows, H);
+  internal::WeightGradient(da.data(), rows, H, H, tape.h_prev.data(), H, H, grads.w_hh);
 }
 
 template class ForwardPass<float>;

@@ -10,9 +10,30 @@
 
 #include "rnncore/cell.h"
 #include "rnncore/common.h"
+#include "rnncore/runtime.h"
 
 namespace rnncore {
 namespace internal {
+
+// Chunk sizes for splitting work over threads. They depend on nothing but the
+// problem, so a chunk's result never depends on the thread count.
+constexpr Index kRowChunk = 256;     // rows of (T*B, .) matrices
+constexpr Index kUnitChunk = 256;    // rows of weight-gradient matrices
+constexpr Index kStepChunk = 128;    // output columns of a per-step product
+// A per-step product is split only when it has at least this many
+// multiply-adds: below it, waking threads costs more than it saves.
+constexpr Index kStepParallelMacs = Index(1) << 23;
+
+inline Index NumChunks(Index n, Index chunk) { return (n + chunk - 1) / chunk; }
+
+// fn(begin, count) over [0, n) in fixed chunks, in parallel.
+template <typename F>
+void ForChunks(Index n, Index chunk, F&& fn) {
+  ParallelFor(NumChunks(n, chunk), [&](Index c) {
+    const Index begin = c * chunk;
+    fn(begin, std::min(chunk, n - begin));
+  });
+}
 
 template <typename T>
 inline void CopyRow(const T* src, T* dst, Index n) {
@@ -22,7 +43,48 @@ inline void CopyRow(const T* src, T* dst, Index n) {
 // out (rows, N) = x (rows, D; stride ldx) w^T, w (N, D).
 template <typename T>
 void InputProjection(const T* x, Index rows, Index D, Index ldx, const T* w, Index N, T* out) {
-  View(out, rows, N).noalias() = CView(x, rows, D, ldx) * CView(w, N, D).transpose();
+  ForChunks(rows, kRowChunk, [&](Index r0, Index n) {
+    View(out + r0 * N, n, N).noalias() =
+        CView(x + r0 * ldx, n, D, ldx) * CView(w, N, D).transpose();
+  });
+}
+
+// The recurrent product of one step: out (B, N; stride ldo) = h (B, P) w^T,
+// w (N, P). Large steps are split over output columns.
+template <typename T>
+void StepProduct(const T* h, Index B, Index P, const T* w, Index N, T* out, Index ldo) {
+  if (B * P * N < kStepParallelMacs) {
+    View(out, B, N, ldo).noalias() = CView(h, B, P) * CView(w, N, P).transpose();
+    return;
+  }
+  ForChunks(N, kStepChunk, [&](Index c0, Index n) {
+    View(out + c0, B, n, ldo).noalias() = CView(h, B, P) * CView(w + c0 * P, n, P).transpose();
+  });
+}
+
+// The backward counterpart: out (B, P) = d (B, N; stride ldd) w, w (N, P).
+// Split over output columns (of P) when large; the reduction over N is never
+// split, so it keeps one order.
+template <typename T>
+void StepProductT(const T* d, Index B, Index N, Index ldd, const T* w, Index P, T* out) {
+  if (B * P * N < kStepParallelMacs) {
+    View(out, B, P).noalias() = CView(d, B, N, ldd) * CView(w, N, P);
+    return;
+  }
+  ForChunks(P, kStepChunk, [&](Index c0, Index n) {
+    View(out + c0, B, n, P).noalias() = CView(d, B, N, ldd) * CView(w + c0, N, n, P);
+  });
+}
+
+// dw (N, K) += da^T (N x rows) x (rows, K), da with row stride ldda, x with
+// row stride ldx. Split over the rows of dw.
+template <typename T>
+void WeightGradient(const T* da, Index rows, Index N, Index ldda, const T* x, Index K, Index ldx,
+                    T* dw) {
+  ForChunks(N, kUnitChunk, [&](Index n0, Index n) {
+    View(dw + n0 * K, n, K).noalias() +=
+        CView(da + n0, rows, n, ldda).transpose() * CView(x, rows, K, ldx);
+  });
 }
 
 // The step-state h (B, n): initial value or zeros.
@@ -46,15 +108,16 @@ template <typename T>
 void InputSideGradients(Index rows, Index D, Index N, const T* x, Index ldx, const T* dax,
                         const T* dah, const CellWeights<T>& w, const CellGrads<T>& g, T* dx,
                         Index lddx, bool accumulate_dx) {
-  auto DAX = CView(dax, rows, N);
-  View(g.w_ih, N, D).noalias() += DAX.transpose() * CView(x, rows, D, ldx);
-  VectorMap<T>(g.b_ih, N) += DAX.colwise().sum();
+  WeightGradient(dax, rows, N, N, x, D, ldx, g.w_ih);
+  VectorMap<T>(g.b_ih, N) += CView(dax, rows, N).colwise().sum();
   VectorMap<T>(g.b_hh, N) += CView(dah, rows, N).colwise().sum();
-  auto DX = View(dx, rows, D, lddx);
-  if (accumulate_dx)
-    DX.noalias() += DAX * CView(w.w_ih, N, D);
-  else
-    DX.noalias() = DAX * CView(w.w_ih, N, D);
+  ForChunks(rows, kRowChunk, [&](Index r0, Index n) {
+    auto DX = View(dx + r0 * lddx, n, D, lddx);
+    if (accumulate_dx)
+      DX.noalias() += CView(dax + r0 * N, n, N) * CView(w.w_ih, N, D);
+    else
+      DX.noalias() = CView(dax + r0 * N, n, N) * CView(w.w_ih, N, D);
+  });
 }
 
 }  // namespace internal

@@ -6,11 +6,39 @@ by a C++/Eigen core, behind NumPy-facing classes that follow ``torch.nn``'s layo
 
 from __future__ import annotations
 
+from . import _validation
 from ._loader import available_isas, supported_isas
 from ._modules import GRU, LSTM, RNN, Tape, _core
 
 __version__ = _core.__version__
-__all__ = ["GRU", "LSTM", "RNN", "Tape", "__version__", "build_info"]
+__all__ = [
+    "GRU",
+    "LSTM",
+    "RNN",
+    "Tape",
+    "__version__",
+    "build_info",
+    "get_num_threads",
+    "set_num_threads",
+]
+
+
+def get_num_threads() -> int:
+    """The number of threads compute calls use.
+
+    The default is the environment variable ``RNNCORE_NUM_THREADS`` when set, else the
+    number of cores this process may run on. Results never depend on it.
+    """
+    return int(_core.get_num_threads())
+
+
+def set_num_threads(n: int) -> None:
+    """Sets the number of threads compute calls use (for the whole process).
+
+    Raises:
+        TypeError: ``n`` is not an int. ValueError: ``n < 1``.
+    """
+    _core.set_num_threads(_validation.check_int("n", n, 1))
 
 
 def build_info() -> dict:
@@ -26,4 +54,5 @@ def build_info() -> dict:
     info["isa"] = _core.ISA
     info["isas_built"] = available_isas()
     info["isas_supported"] = supported_isas()
+    info["threads"] = get_num_threads()
     return info

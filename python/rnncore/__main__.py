@@ -48,13 +48,20 @@ CASES = [
 def print_info() -> None:
     info = rnncore.build_info()
     print(f"rnncore {info['version']}")
-    print(f"  compiler      {info['compiler']}, Eigen {info['eigen']}, "
-          f"{'optimized' if info['optimized'] else 'NOT optimized'}")
+    print(
+        f"  compiler      {info['compiler']}, Eigen {info['eigen']}, "
+        f"{'optimized' if info['optimized'] else 'NOT optimized'}"
+    )
     print(f"  kernels       {info['isa']} (SIMD: {info['simd']})")
-    print(f"  built for     {', '.join(info['isas_built'])}; "
-          f"this CPU runs {', '.join(info['isas_supported'])}")
-    print(f"  threads       1 (cores available: {len(os.sched_getaffinity(0))})"
-          if hasattr(os, "sched_getaffinity") else "  threads       1")
+    print(
+        f"  built for     {', '.join(info['isas_built'])}; "
+        f"this CPU runs {', '.join(info['isas_supported'])}"
+    )
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(
+        f"  threads       {info['threads']} (cores available: {cores}; "
+        f"set with RNNCORE_NUM_THREADS or rnncore.set_num_threads)"
+    )
     print(f"  python        {sys.version.split()[0]}, numpy {np.__version__}")
 
 
@@ -126,8 +133,10 @@ def selfcheck() -> bool:
         good = fwd < FORWARD_TOL and grad < GRADIENT_TOL
         ok &= good
         print(f"  {name:<24}{fwd:>12.1e}{grad:>12.1e}   {'ok' if good else 'FAILED'}")
-    print(f"\n{'All checks passed' if ok else 'SOME CHECKS FAILED'} "
-          f"({time.perf_counter() - start:.2f} s).")
+    print(
+        f"\n{'All checks passed' if ok else 'SOME CHECKS FAILED'} "
+        f"({time.perf_counter() - start:.2f} s)."
+    )
     return ok
 
 

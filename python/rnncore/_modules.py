@@ -18,6 +18,8 @@ from ._loader import load_core
 
 _core = load_core()
 
+_MAX_DIM = 2**31 - 1
+_MAX_BYTES = 2**40
 _NORMS = (None, "layer", "batch", "batch_input")
 _NORM_OPTIONS = {"ln_eps": 1e-5, "bn_eps": 1e-5, "bn_momentum": 0.1, "bn_gamma": 0.1}
 
@@ -102,6 +104,7 @@ class _RecurrentBase:
             raise ValueError(f"init must be 'default' or 'torch', got {init!r}")
         if seed is not None:
             seed = v.check_int("seed", seed, 0)
+        self._check_size()
         self.forget_bias = float(forget_bias)
         self.update_bias = float(update_bias)
         if norm is not None:
@@ -139,6 +142,23 @@ class _RecurrentBase:
             forget_bias=self.forget_bias,
             update_bias=self.update_bias,
         )
+
+    def _check_size(self) -> None:
+        """Refuses models whose parameter count cannot be allocated, naming the culprit."""
+        for name in ("input_size", "hidden_size", "num_layers"):
+            if getattr(self, name) > _MAX_DIM:
+                raise ValueError(f"{name} must be at most {_MAX_DIM}, got {getattr(self, name)}")
+        g, h, p = self._gates, self.hidden_size, self._out_size
+        d = 2 if self.bidirectional else 1
+        count = 0
+        for k in range(self.num_layers):
+            inp = self.input_size if k == 0 else d * p
+            count += d * (g * h * (inp + p + 2) + self.proj_size * h)
+        if count * self.dtype.itemsize > _MAX_BYTES:
+            raise MemoryError(
+                f"a model with input_size={self.input_size}, hidden_size={self.hidden_size}, "
+                f"num_layers={self.num_layers} has {count} parameters: too many to allocate"
+            )
 
     # ------------------------------------------------------------------ params
     def _views(self, flat: np.ndarray) -> OrderedDict:
@@ -187,9 +207,7 @@ class _RecurrentBase:
         missing = [k for k in self._params if k not in state_dict]
         unexpected = [k for k in keys if k not in self._params]
         if strict and (missing or unexpected):
-            raise KeyError(
-                f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}"
-            )
+            raise KeyError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
         arrays, wrong = {}, []
         for k in keys:
             if k not in self._params:

@@ -36,6 +36,8 @@ def check_bool(name: str, value: Any) -> bool:
 
 
 def parse_dtype(dtype: Any) -> np.dtype:
+    if dtype is None:  # np.dtype(None) would silently mean float64
+        raise TypeError("dtype must be 'float32' or 'float64', got None")
     try:
         dt = np.dtype(dtype)
     except TypeError as e:
@@ -61,9 +63,7 @@ def real_array(name: str, value: Any) -> np.ndarray:
     except Exception as e:  # noqa: BLE001 - any failure to convert is a type error here
         raise TypeError(f"{name} must be an array of real numbers: {e}") from e
     if arr.dtype.kind not in "iuf":
-        raise TypeError(
-            f"{name} must have a real (integer or floating) dtype, got {arr.dtype}"
-        )
+        raise TypeError(f"{name} must have a real (integer or floating) dtype, got {arr.dtype}")
     return arr
 
 

@@ -1,24 +1,28 @@
-"""Independent pure-NumPy float64 reference of the rnncore forward pass.
+"""Independent pure-NumPy float64 reference of the rnncore forward pass, normalized cells included.
 
 Slow and simple on purpose: the self-check (``python -m rnncore``) and the test suite compare
 the compiled core against it. Use it to read the equations in code, or to check a model.
 
-Written from spec/api.md and spec/normalization.md (section 3, ``norm=None``), not from the C++
-code, so that tests can compare the fast path against it. Everything is computed in float64 with
-plain NumPy (no fused kernels, no hoisted GEMMs) and favours clarity over speed.
+Written from spec/api.md and spec/normalization.md (sections 1-3), not from the C++ code, so
+that tests can compare the fast path against it. Everything is computed in float64 with plain
+NumPy (no fused kernels, no hoisted GEMMs) and favours clarity over speed.
 
-Structure, so that normalized cells can be slotted in later:
+Structure:
 
+* ``layer_norm``, ``batch_statistics``, ``batch_norm`` (and their ``*_backward``, the formulas of
+  spec section 1, for tests of the invariants) and ``update_running_stats`` are the two
+  normalizations.
 * ``rnn_cell``, ``lstm_cell``, ``gru_cell`` compute ONE time step from the step input and the
   previous state. They take an optional :class:`StepNorms` whose callables are applied exactly
   where spec/normalization.md places ``N_x``, ``N_h``, ``N_c`` (and the RNN's layer norm of the
   sum); with ``None`` they are identities and the cells are the plain ``norm=None`` cells.
 * ``run_direction`` runs one direction of one layer over a (time-major) sequence with
   packed-sequence semantics for ``lengths``; it can ask a ``step_norms`` callback for the
-  ``StepNorms`` of every step (the callback sees the layer, the direction, the step counter and
-  the mask of active sequences, which is what per-time-step batch statistics need).
-* ``reference_forward`` handles layouts, stacking and directions and returns what the public
-  modules return.
+  ``StepNorms`` of every step (the callback sees the step counter and the mask of active
+  sequences, which is what per-time-step batch statistics need).
+* ``reference_forward`` handles layouts, stacking and directions, builds the ``StepNorms`` of
+  ``norm="layer"|"batch"|"batch_input"`` (training or eval mode, running statistics) and
+  returns what the public modules return (plus the updated buffers for the batch norms).
 """
 
 from __future__ import annotations
@@ -73,6 +77,159 @@ def sigmoid(a: Array) -> Array:
     e = np.exp(a[~pos])
     out[~pos] = e / (1.0 + e)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The two normalizations (spec/normalization.md section 1).
+
+NORMS = (None, "layer", "batch", "batch_input")
+BATCH_NORMS = ("batch", "batch_input")
+
+
+def layer_norm(a: Array, gamma: Array, beta: Array | None = None, eps: float = 1e-5) -> Array:
+    """Layer norm of every row (last axis): ``LN(a; gamma, beta)``, or ``LN0`` without ``beta``.
+
+    Args:
+        a: ``(..., N)``.
+        gamma: Gains ``(N,)``.
+        beta: Shifts ``(N,)`` or ``None`` (``LN0``, no shift).
+        eps: ``epsilon`` added to the biased variance.
+
+    Returns:
+        ``gamma * (a - mean) / sqrt(var + eps) (+ beta)``, same shape as ``a``.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    mu = a.mean(axis=-1, keepdims=True)
+    dev = a - mu
+    var = (dev * dev).mean(axis=-1, keepdims=True)  # two passes, biased
+    y = gamma * (dev / np.sqrt(var + eps))
+    return y if beta is None else y + beta
+
+
+def layer_norm_backward(
+    a: Array, gamma: Array, dy: Array, eps: float = 1e-5
+) -> tuple[Array, Array, Array]:
+    """Backward of :func:`layer_norm` with the formulas of spec section 1.
+
+    Args:
+        a: The input ``(..., N)``.
+        gamma: Gains ``(N,)``.
+        dy: ``dL/dy``, same shape as ``a``.
+        eps: As in the forward.
+
+    Returns:
+        ``(dL/da, dL/dgamma, dL/dbeta)``; the parameter gradients are summed over all rows.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    mu = a.mean(axis=-1, keepdims=True)
+    var = ((a - mu) ** 2).mean(axis=-1, keepdims=True)
+    r = 1.0 / np.sqrt(var + eps)
+    a_hat = (a - mu) * r
+    g_hat = gamma * dy
+    da = r * (
+        g_hat - g_hat.mean(axis=-1, keepdims=True) - a_hat * (g_hat * a_hat).mean(-1, keepdims=True)
+    )
+    lead = tuple(range(a.ndim - 1))
+    return da, (dy * a_hat).sum(axis=lead), dy.sum(axis=lead)
+
+
+def batch_statistics(a: Array, mask: Array | None = None) -> tuple[Array, Array, int]:
+    """Mean and biased variance of every column over the rows selected by ``mask``.
+
+    Args:
+        a: ``(..., N)``; all leading axes are "rows" (``(B, N)`` for one step,
+            ``(T, B, N)`` for the sequence-wise statistics of ``batch_input``).
+        mask: Boolean array of ``a.shape[:-1]`` selecting the active rows (``None``: all).
+
+    Returns:
+        ``(mean (N,), var (N,), n)``: the variance is biased (divided by ``n``) and computed in
+        two passes; ``n`` is the number of active rows.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    rows = a.reshape(-1, a.shape[-1]) if mask is None else a[np.asarray(mask, dtype=bool)]
+    n = rows.shape[0]
+    if n == 0:
+        raise ValueError("batch statistics of an empty set of rows")
+    mean = rows.mean(axis=0)
+    var = ((rows - mean) ** 2).mean(axis=0)
+    return mean, var, n
+
+
+def batch_norm(
+    a: Array, gamma: Array, beta: Array | None, mean: Array, var: Array, eps: float = 1e-5
+) -> Array:
+    """``gamma * (a - mean) / sqrt(var + eps) + beta`` (columns along the last axis).
+
+    With the batch statistics this is the training-mode batch norm; with the running statistics
+    it is the eval-mode affine map.
+
+    Args:
+        a: ``(..., N)``.
+        gamma: Gains ``(N,)``.
+        beta: Shifts ``(N,)`` or ``None`` (no shift).
+        mean: ``(N,)``.
+        var: ``(N,)``, biased batch variance or running variance.
+        eps: ``epsilon``.
+
+    Returns:
+        Same shape as ``a``.
+    """
+    y = gamma * ((np.asarray(a, dtype=np.float64) - mean) / np.sqrt(var + eps))
+    return y if beta is None else y + beta
+
+
+def batch_norm_backward(
+    a: Array, gamma: Array, dy: Array, mask: Array | None = None, eps: float = 1e-5
+) -> tuple[Array, Array, Array]:
+    """Training-mode backward of :func:`batch_norm` with the batch statistics of the active
+    rows (spec section 1); inactive rows get zero gradients and contribute nothing.
+
+    Args:
+        a: ``(B, N)`` (or ``(T, B, N)``; every leading index is a row).
+        gamma: Gains ``(N,)``.
+        dy: ``dL/dy``, same shape as ``a``.
+        mask: Active rows (``a.shape[:-1]``), ``None`` for all.
+        eps: As in the forward.
+
+    Returns:
+        ``(dL/da, dL/dgamma, dL/dbeta)``.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    m = np.ones(a.shape[:-1]) if mask is None else np.asarray(mask, dtype=np.float64)
+    m = m[..., None]
+    mean, var, n = batch_statistics(a, None if mask is None else np.asarray(mask, dtype=bool))
+    r = 1.0 / np.sqrt(var + eps)
+    a_hat = (a - mean) * r
+    g_hat = m * gamma * dy
+    lead = tuple(range(a.ndim - 1))
+    da = m * r * (g_hat - g_hat.sum(axis=lead) / n - a_hat * (g_hat * a_hat).sum(axis=lead) / n)
+    return da, (m * dy * a_hat).sum(axis=lead), (m * dy).sum(axis=lead)
+
+
+def update_running_stats(
+    running_mean: Array, running_var: Array, mean: Array, var: Array, n: int, momentum: float
+) -> tuple[Array, Array]:
+    """One PyTorch-BatchNorm update of the running statistics (spec section 1).
+
+    ``run <- (1 - momentum) run + momentum stat``, the variance taking the unbiased batch
+    variance ``var * n / (n - 1)``; with ``n < 2`` nothing changes.
+
+    Args:
+        running_mean: Current running mean.
+        running_var: Current running variance.
+        mean: Batch mean.
+        var: Biased batch variance.
+        n: Number of rows the statistics were taken over.
+        momentum: ``bn_momentum``.
+
+    Returns:
+        New ``(running_mean, running_var)`` (new arrays).
+    """
+    if n < 2:
+        return np.array(running_mean, dtype=np.float64), np.array(running_var, dtype=np.float64)
+    new_mean = (1.0 - momentum) * running_mean + momentum * mean
+    new_var = (1.0 - momentum) * running_var + momentum * (var * n / (n - 1))
+    return new_mean, new_var
 
 
 def _bias(b: Array | None, width: int) -> Array:
@@ -257,8 +414,57 @@ def _check_cell(cell: str) -> str:
     return c
 
 
-def param_names(cell: str, num_layers: int, bidirectional: bool, proj_size: int, bias: bool):
-    """Parameter names in PyTorch's order.
+def _check_norm(norm: str | None) -> str | None:
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    return norm
+
+
+def _suffixes(bidirectional: bool) -> tuple[str, ...]:
+    return ("", "_reverse")[: 2 if bidirectional else 1]
+
+
+def _norm_param_specs(cell: str, norm: str | None, hidden_size: int) -> list[tuple[str, int]]:
+    """``(base name, width)`` of the normalization parameters of one layer-direction."""
+    g = GATES[cell]
+    if norm == "layer":
+        if cell == "rnn":
+            return [("ln_weight", hidden_size)]
+        specs = [("ln_ih_weight", g * hidden_size), ("ln_hh_weight", g * hidden_size)]
+        if cell == "lstm":
+            specs += [("ln_cell_weight", hidden_size), ("ln_cell_bias", hidden_size)]
+        return specs
+    if norm == "batch":
+        specs = [("bn_ih_weight", g * hidden_size), ("bn_hh_weight", g * hidden_size)]
+        if cell == "lstm":
+            specs += [("bn_cell_weight", hidden_size), ("bn_cell_bias", hidden_size)]
+        return specs
+    if norm == "batch_input":
+        return [("bn_ih_weight", g * hidden_size)]
+    return []
+
+
+def _buffer_specs(cell: str, norm: str | None, hidden_size: int) -> list[tuple[str, int]]:
+    """``(part, width)`` of the running statistics of one layer-direction (ih, hh, cell)."""
+    g = GATES[cell]
+    if norm == "batch":
+        specs = [("ih", g * hidden_size), ("hh", g * hidden_size)]
+        return specs + ([("cell", hidden_size)] if cell == "lstm" else [])
+    if norm == "batch_input":
+        return [("ih", g * hidden_size)]
+    return []
+
+
+def param_names(
+    cell: str,
+    num_layers: int,
+    bidirectional: bool,
+    proj_size: int,
+    bias: bool,
+    norm: str | None = None,
+):
+    """Parameter names in PyTorch's order, the normalization parameters (if any) appended after
+    each layer-direction's plain parameters.
 
     Args:
         cell: ``"rnn"``, ``"lstm"`` or ``"gru"``.
@@ -266,20 +472,97 @@ def param_names(cell: str, num_layers: int, bidirectional: bool, proj_size: int,
         bidirectional: Whether there is a ``_reverse`` direction.
         proj_size: LSTM projection size (0 for none).
         bias: Whether the biases exist.
+        norm: ``None``, ``"layer"``, ``"batch"`` or ``"batch_input"``.
 
     Returns:
-        A list of names such as ``weight_ih_l0``, ``bias_hh_l1_reverse``, ``weight_hr_l0``.
+        A list of names such as ``weight_ih_l0``, ``bias_hh_l1_reverse``, ``weight_hr_l0``,
+        ``ln_ih_weight_l0``.
     """
     cell = _check_cell(cell)
+    norm = _check_norm(norm)
     names = []
     for k in range(num_layers):
-        for suffix in ("", "_reverse")[: 2 if bidirectional else 1]:
+        for suffix in _suffixes(bidirectional):
             names += [f"weight_ih_l{k}{suffix}", f"weight_hh_l{k}{suffix}"]
             if bias:
                 names += [f"bias_ih_l{k}{suffix}", f"bias_hh_l{k}{suffix}"]
             if cell == "lstm" and proj_size > 0:
                 names.append(f"weight_hr_l{k}{suffix}")
+            names += [f"{base}_l{k}{suffix}" for base, _ in _norm_param_specs(cell, norm, 1)]
     return names
+
+
+def buffer_names(cell: str, num_layers: int, bidirectional: bool, norm: str | None) -> list[str]:
+    """Names of the running-statistics buffers (empty unless ``norm`` is a batch norm).
+
+    Order: per layer and direction, ``bn_ih_running_mean``, ``bn_ih_running_var``, then ``hh``,
+    then ``cell`` (LSTM, ``norm="batch"``).
+    """
+    cell = _check_cell(cell)
+    norm = _check_norm(norm)
+    names = []
+    for k in range(num_layers):
+        for suffix in _suffixes(bidirectional):
+            for part, _ in _buffer_specs(cell, norm, 1):
+                names += [f"bn_{part}_running_{s}_l{k}{suffix}" for s in ("mean", "var")]
+    return names
+
+
+def init_buffers(
+    cell: str, hidden_size: int, num_layers: int, bidirectional: bool, norm: str | None
+) -> dict[str, Array]:
+    """The running statistics of a module that has never been trained.
+
+    ``norm="batch"``: ``(0, width)`` arrays (no time step seen yet); ``norm="batch_input"``:
+    mean zeros and variance ones of shape ``(G*H,)``; other norms: empty dict.
+    """
+    cell = _check_cell(cell)
+    norm = _check_norm(norm)
+    bufs = {}
+    for k in range(num_layers):
+        for suffix in _suffixes(bidirectional):
+            for part, width in _buffer_specs(cell, norm, hidden_size):
+                pre = f"bn_{part}_running"
+                if norm == "batch":
+                    bufs[f"{pre}_mean_l{k}{suffix}"] = np.zeros((0, width))
+                    bufs[f"{pre}_var_l{k}{suffix}"] = np.zeros((0, width))
+                else:
+                    bufs[f"{pre}_mean_l{k}{suffix}"] = np.zeros(width)
+                    bufs[f"{pre}_var_l{k}{suffix}"] = np.ones(width)
+    return bufs
+
+
+def init_norm_params(
+    cell: str,
+    hidden_size: int,
+    num_layers: int,
+    bidirectional: bool,
+    norm: str | None,
+    bn_gamma: float | None = None,
+) -> dict[str, Array]:
+    """The initial normalization parameters (spec section 4): layer-norm gains 1 and shifts 0;
+    batch-norm gains ``bn_gamma`` (default 0.1 for ``"batch"``, 1.0 for ``"batch_input"``) and
+    shifts 0.
+
+    Returns:
+        A dict name -> array (empty for ``norm=None``).
+    """
+    cell = _check_cell(cell)
+    norm = _check_norm(norm)
+    if bn_gamma is None:
+        bn_gamma = 1.0 if norm == "batch_input" else 0.1
+    out = {}
+    for k in range(num_layers):
+        for suffix in _suffixes(bidirectional):
+            for base, width in _norm_param_specs(cell, norm, hidden_size):
+                if base.endswith("_bias"):
+                    value = 0.0
+                elif base.startswith("bn_"):
+                    value = bn_gamma
+                else:
+                    value = 1.0
+                out[f"{base}_l{k}{suffix}"] = np.full(width, value)
+    return out
 
 
 def make_params(
@@ -292,6 +575,7 @@ def make_params(
     bias: bool,
     rng: np.random.Generator,
     scale: float | None = None,
+    norm: str | None = None,
 ) -> dict[str, Array]:
     """Random float64 parameters with PyTorch names and shapes (for ``load_state_dict``).
 
@@ -305,11 +589,16 @@ def make_params(
         bias: Whether to create biases.
         rng: Random generator.
         scale: Entries are ``U(-scale, scale)``; default ``1/sqrt(hidden_size)`` (PyTorch's).
+        norm: Also create the normalization parameters of this norm: gains ``U(0.5, 1.5)`` and
+            shifts ``U(-0.5, 0.5)`` (random rather than the initial values, so that a swapped
+            or ignored gain shows). They are drawn after all plain parameters, so the plain
+            values do not depend on ``norm``.
 
     Returns:
-        An ordered dict name -> array.
+        An ordered dict name -> array, in :func:`param_names` order.
     """
     cell = _check_cell(cell)
+    norm = _check_norm(norm)
     if proj_size and cell != "lstm":
         raise ValueError("proj_size is for the LSTM only")
     g = GATES[cell]
@@ -329,7 +618,159 @@ def make_params(
         else:
             shape = (g * hidden_size,)
         params[name] = rng.uniform(-scale, scale, size=shape)
-    return params
+    if norm is None:
+        return params
+    extra = {}
+    for name, init in init_norm_params(cell, hidden_size, num_layers, bidirectional, norm).items():
+        low = -0.5 if "_bias_" in name else 0.5
+        extra[name] = rng.uniform(low, low + 1.0, size=init.shape)
+    all_params = {**params, **extra}
+    return {
+        name: all_params[name]
+        for name in param_names(cell, num_layers, bidirectional, proj_size, bias, norm)
+    }
+
+
+def _compose(builtin: StepNorms | None, user: StepNorms | None) -> StepNorms | None:
+    """``StepNorms`` applying ``builtin``'s hook first, then ``user``'s, field by field."""
+    if builtin is None or user is None:
+        return user if builtin is None else builtin
+    fields = {}
+    for name in ("x", "h", "c", "pre"):
+        first, second = getattr(builtin, name), getattr(user, name)
+        if first is None or second is None:
+            fields[name] = second if first is None else first
+        else:
+            fields[name] = lambda a, f=first, s=second: s(f(a))
+    return StepNorms(**fields)
+
+
+class _DirectionNorms:
+    """Builds the ``StepNorms`` of one layer-direction for ``norm`` and records the batch
+    statistics a training-mode call takes, to update the running statistics afterwards.
+
+    Hook names: ``ih`` -> ``N_x``, ``hh`` -> ``N_h``, ``cell`` -> ``N_c`` (spec section 3).
+    """
+
+    _HOOK = {"ih": "x", "hh": "h", "cell": "c"}
+
+    def __init__(self, cell, norm, p, bufs, tag, training, ln_eps, bn_eps, seq_input=None):
+        self.cell, self.norm, self.p, self.bufs, self.tag = cell, norm, p, bufs, tag
+        self.training, self.ln_eps, self.bn_eps = training, ln_eps, bn_eps
+        self.stats: dict[str, dict[int, tuple[Array, Array, int]]] = {}
+        self.seq_hook = None
+        if norm == "batch_input":
+            self._prepare_sequence_wise(*seq_input)
+
+    def _prepare_sequence_wise(self, layer_in, lengths, w_ih):
+        """``batch_input``: one set of statistics over all active ``(t, b)`` positions of the
+        layer's input term ``A^x`` (the same positions for both directions)."""
+        gamma = self.p[f"bn_ih_weight{self.tag}"]
+        if self.training:
+            a_x = layer_in @ w_ih.T  # (T, B, G*H)
+            mask = np.arange(layer_in.shape[0])[:, None] < lengths[None, :]
+            mean, var, n = batch_statistics(a_x, mask)
+            self.stats["ih"] = {0: (mean, var, n)}
+        else:
+            mean = self.bufs[f"bn_ih_running_mean{self.tag}"]
+            var = self.bufs[f"bn_ih_running_var{self.tag}"]
+        self.seq_hook = lambda a: batch_norm(a, gamma, None, mean, var, self.bn_eps)
+
+    def __call__(self, step_k: int, active: Array) -> StepNorms | None:
+        p, tag = self.p, self.tag
+        if self.norm is None:
+            return None
+        if self.norm == "batch_input":
+            return StepNorms(x=self.seq_hook)
+        if self.norm == "layer":
+            eps = self.ln_eps
+            if self.cell == "rnn":
+                return StepNorms(pre=lambda a: layer_norm(a, p[f"ln_weight{tag}"], None, eps))
+            hooks = dict(
+                x=lambda a: layer_norm(a, p[f"ln_ih_weight{tag}"], None, eps),
+                h=lambda a: layer_norm(a, p[f"ln_hh_weight{tag}"], None, eps),
+            )
+            if self.cell == "lstm":
+                hooks["c"] = lambda a: layer_norm(
+                    a, p[f"ln_cell_weight{tag}"], p[f"ln_cell_bias{tag}"], eps
+                )
+            return StepNorms(**hooks)
+        # norm == "batch": per-time-step statistics, gains shared over time
+        hooks = {}
+        for part in ("ih", "hh") + (("cell",) if self.cell == "lstm" else ()):
+            gamma = p[f"bn_{part}_weight{tag}"]
+            beta = p[f"bn_cell_bias{tag}"] if part == "cell" else None
+            if self.training:
+
+                def fn(a, part=part, gamma=gamma, beta=beta):
+                    mean, var, n = batch_statistics(a, active)
+                    self.stats.setdefault(part, {})[step_k] = (mean, var, n)
+                    return batch_norm(a, gamma, beta, mean, var, self.bn_eps)
+
+            else:
+                run_mean = self.bufs[f"bn_{part}_running_mean{tag}"]
+                run_var = self.bufs[f"bn_{part}_running_var{tag}"]
+                if run_mean.shape[0] == 0:
+                    mean, var = np.zeros(run_mean.shape[1]), np.ones(run_mean.shape[1])
+                else:
+                    row = min(step_k, run_mean.shape[0] - 1)
+                    mean, var = run_mean[row], run_var[row]
+
+                def fn(a, gamma=gamma, beta=beta, mean=mean, var=var):
+                    return batch_norm(a, gamma, beta, mean, var, self.bn_eps)
+
+            hooks[self._HOOK[part]] = fn
+        return StepNorms(**hooks)
+
+    def update_buffers(self, bufs: dict[str, Array], steps: int, momentum: float) -> None:
+        """Applies the recorded statistics to ``bufs`` (training mode only).
+
+        ``norm="batch"``: every buffer of this direction first grows to at least ``steps`` rows
+        (the longest sequence of the call; new rows mean 0, variance 1); then row ``k`` is
+        updated with the statistics of step ``k`` when ``n >= 2`` sequences were active.
+        """
+        if not self.training or self.norm not in BATCH_NORMS:
+            return
+        for part, per_step in self.stats.items():
+            mean_key = f"bn_{part}_running_mean{self.tag}"
+            var_key = f"bn_{part}_running_var{self.tag}"
+            run_mean, run_var = bufs[mean_key], bufs[var_key]
+            if self.norm == "batch":
+                rows, width = run_mean.shape
+                if steps > rows:
+                    run_mean = np.concatenate([run_mean, np.zeros((steps - rows, width))])
+                    run_var = np.concatenate([run_var, np.ones((steps - rows, width))])
+                for k, (mean, var, n) in per_step.items():
+                    run_mean[k], run_var[k] = update_running_stats(
+                        run_mean[k], run_var[k], mean, var, n, momentum
+                    )
+            else:
+                mean, var, n = per_step[0]
+                run_mean, run_var = update_running_stats(run_mean, run_var, mean, var, n, momentum)
+            bufs[mean_key], bufs[var_key] = run_mean, run_var
+
+
+def _initial_buffers(cell, hidden, num_layers, bidirectional, norm, p, buffers):
+    """Buffers to start from: the never-trained ones, overridden by buffer entries of ``params``
+    (a ``state_dict``), overridden by ``buffers``."""
+    bufs = init_buffers(cell, hidden, num_layers, bidirectional, norm)
+    given = {k: v for k, v in p.items() if k in bufs}
+    if buffers is not None:
+        unknown = sorted(set(buffers) - set(bufs))
+        if unknown:
+            raise KeyError(f"unexpected buffers for norm={norm!r}: {unknown}")
+        given.update({k: np.asarray(v, dtype=np.float64) for k, v in buffers.items()})
+    for name, value in given.items():
+        want = bufs[name].shape
+        ok = (
+            value.shape == want
+            if norm == "batch_input"
+            else (value.ndim == 2 and value.shape[1] == want[1])
+        )
+        if not ok:
+            raise ValueError(f"buffer {name} has shape {value.shape}, expected like {want}")
+        bufs[name] = np.array(value, dtype=np.float64, copy=True)
+    return bufs
 
 
 def reference_forward(
@@ -347,12 +788,21 @@ def reference_forward(
     reset_after: bool = True,
     bias: bool = True,
     step_norms: Callable[[int, int, int, Array], StepNorms | None] | None = None,
+    norm: str | None = None,
+    training: bool = True,
+    buffers=None,
+    ln_eps: float = 1e-5,
+    bn_eps: float = 1e-5,
+    bn_momentum: float = 0.1,
 ):
-    """Float64 forward pass with the exact semantics of spec/api.md.
+    """Float64 forward pass with the exact semantics of spec/api.md and spec/normalization.md.
 
     Args:
         cell: ``"rnn"``, ``"lstm"`` or ``"gru"``.
-        params: Mapping with PyTorch names (arrays or CPU tensors).
+        params: Mapping with PyTorch names (arrays or CPU tensors), including the
+            normalization parameters of ``norm`` (``ln_*`` / ``bn_*_weight`` / ``bn_cell_bias``;
+            see :func:`param_names`, :func:`init_norm_params`). It may also hold buffers (a
+            ``state_dict``); they are used when ``buffers`` does not give them.
         x: ``(T, B, in)``, ``(B, T, in)`` with ``batch_first``, or unbatched ``(T, in)``.
         hx: Initial state(s) ``(L*D, B, H_out)`` (unbatched: ``(L*D, H_out)``); for the LSTM a
             pair ``(h_0, c_0)`` with ``c_0`` of width ``H``. ``None`` means zeros.
@@ -362,23 +812,40 @@ def reference_forward(
         batch_first: Layout of ``x`` and ``out`` (states are never batch-first).
         proj_size: LSTM projection size (0: none).
         nonlinearity: RNN nonlinearity, ``"tanh"`` or ``"relu"``.
-        reset_after: GRU variant.
+        reset_after: GRU variant (``False`` only with ``norm=None``).
         bias: Whether the biases exist (they are read from ``params`` when ``True``).
-        step_norms: Optional ``step_norms(layer, direction, k, active_mask) -> StepNorms``.
+        step_norms: Optional ``step_norms(layer, direction, k, active_mask) -> StepNorms``; its
+            hooks are applied AFTER the built-in normalization of ``norm`` at the same place
+            (for tests that observe or perturb the normalized terms).
+        norm: ``None``, ``"layer"``, ``"batch"`` or ``"batch_input"``.
+        training: Batch norms: use batch statistics and update the running statistics
+            (``True``) or use the running statistics (``False``). Layer norm ignores it.
+        buffers: Running statistics (names of :func:`buffer_names`; any subset) to start from;
+            missing ones are taken from ``params`` or are the never-trained ones
+            (:func:`init_buffers`). Never modified.
+        ln_eps: Layer-norm epsilon.
+        bn_eps: Batch-norm epsilon.
+        bn_momentum: Momentum of the running statistics.
 
     Returns:
-        ``(out, h_n)`` for RNN/GRU, ``(out, (h_n, c_n))`` for the LSTM, in float64.
+        ``(out, h_n)`` for RNN/GRU, ``(out, (h_n, c_n))`` for the LSTM, in float64. For
+        ``norm="batch"`` / ``"batch_input"`` a third element is added: the dict of buffers
+        after the call (updated in training mode, an unchanged copy in eval mode).
 
     Raises:
-        ValueError: On inconsistent shapes or lengths.
+        ValueError: On inconsistent shapes or lengths, a batch norm in training mode with
+            fewer than 2 sequences, or ``reset_after=False`` with a norm.
         KeyError: When a needed parameter is missing.
     """
     cell = _check_cell(cell)
+    norm = _check_norm(norm)
     g = GATES[cell]
     d = 2 if bidirectional else 1
     p = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
     hidden = p["weight_hh_l0"].shape[0] // g
     h_out = proj_size if (cell == "lstm" and proj_size > 0) else hidden
+    if norm is not None and cell == "gru" and not reset_after:
+        raise ValueError("reset_after=False is defined for norm=None only")
 
     x = np.asarray(x, dtype=np.float64)
     unbatched = x.ndim == 2
@@ -391,6 +858,11 @@ def reference_forward(
     elif batch_first:
         x = x.transpose(1, 0, 2)
     t_len, batch = x.shape[:2]
+    if norm in BATCH_NORMS and training and (unbatched or batch < 2):
+        raise ValueError(
+            f"norm={norm!r} in training mode needs a batch of at least 2 sequences, got "
+            + ("unbatched input" if unbatched else f"B={batch}")
+        )
 
     def _state(s, width):
         if s is None:
@@ -417,6 +889,9 @@ def reference_forward(
         if lens.shape != (batch,) or (lens < 1).any() or (lens > t_len).any():
             raise ValueError("lengths must be (B,) integers in 1..T")
         lens = lens.astype(np.int64)
+
+    bufs = _initial_buffers(cell, hidden, num_layers, bidirectional, norm, p, buffers)
+    new_bufs = {k: v.copy() for k, v in bufs.items()}
 
     h_n = np.zeros_like(h0)
     c_n = None if c0 is None else np.zeros_like(c0)
@@ -446,13 +921,26 @@ def reference_forward(
 
             idx = k * d + direction
             state0 = (h0[idx],) if c0 is None else (h0[idx], c0[idx])
+            dir_norms = _DirectionNorms(
+                cell,
+                norm,
+                p,
+                bufs,
+                f"_l{k}{sfx}",
+                training,
+                ln_eps,
+                bn_eps,
+                seq_input=(layer_in, lens, w_ih),
+            )
             sn = None
-            if step_norms is not None:
+            if norm is not None or step_norms is not None:
 
-                def sn(step_k, active, k=k, direction=direction):
-                    return step_norms(k, direction, step_k, active)
+                def sn(step_k, active, k=k, direction=direction, dir_norms=dir_norms):
+                    user = None if step_norms is None else step_norms(k, direction, step_k, active)
+                    return _compose(dir_norms(step_k, active), user)
 
             out_dir, final = run_direction(step, layer_in, state0, lens, bool(direction), sn)
+            dir_norms.update_buffers(new_bufs, int(lens.max()), bn_momentum)
             outs.append(out_dir)
             h_n[idx] = final[0]
             if c_n is not None:
@@ -465,6 +953,7 @@ def reference_forward(
         c_n = None if c_n is None else c_n[:, 0]
     elif batch_first:
         out = out.transpose(1, 0, 2)
-    if cell == "lstm":
-        return out, (h_n, c_n)
-    return out, h_n
+    state_out = (h_n, c_n) if cell == "lstm" else h_n
+    if norm in BATCH_NORMS:
+        return out, state_out, new_bufs
+    return out, state_out
