@@ -6,9 +6,9 @@ by a C++/Eigen core, behind NumPy-facing classes that follow ``torch.nn``'s layo
 
 from __future__ import annotations
 
-from . import _validation
+from . import _core, _validation
 from ._loader import available_isas, supported_isas
-from ._modules import GRU, LSTM, RNN, Tape, _core
+from ._modules import GRU, LSTM, RNN, Tape
 
 __version__ = _core.__version__
 __all__ = [

@@ -12,11 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from . import _init
+from . import _core, _init
 from . import _validation as v
-from ._loader import load_core
-
-_core = load_core()
 
 _MAX_DIM = 2**31 - 1
 _MAX_BYTES = 2**40

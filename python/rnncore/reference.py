@@ -649,23 +649,24 @@ class _DirectionNorms:
     """Builds the ``StepNorms`` of one layer-direction for ``norm`` and records the batch
     statistics a training-mode call takes, to update the running statistics afterwards.
 
-    Hook names: ``ih`` -> ``N_x``, ``hh`` -> ``N_h``, ``cell`` -> ``N_c`` (spec section 3).
+    Hook names: ``ih`` -> ``N_x``, ``hh`` -> ``N_h``, ``cell`` -> ``N_c``, ``pre`` -> the
+    layer-norm RNN's normalization of the sum (spec section 3).
     """
 
-    _HOOK = {"ih": "x", "hh": "h", "cell": "c"}
+    _HOOK = {"ih": "x", "hh": "h", "cell": "c", "pre": "pre"}
 
-    def __init__(self, cell, norm, p, bufs, tag, training, ln_eps, bn_eps, seq_input=None):
+    def __init__(self, cell, norm, p, bufs, tag, training, ln_eps, bn_eps, seq_input, observe=None):
         self.cell, self.norm, self.p, self.bufs, self.tag = cell, norm, p, bufs, tag
         self.training, self.ln_eps, self.bn_eps = training, ln_eps, bn_eps
+        self.observe = observe
         self.stats: dict[str, dict[int, tuple[Array, Array, int]]] = {}
-        self.seq_hook = None
+        self.seq_stats = None
         if norm == "batch_input":
             self._prepare_sequence_wise(*seq_input)
 
     def _prepare_sequence_wise(self, layer_in, lengths, w_ih):
         """``batch_input``: one set of statistics over all active ``(t, b)`` positions of the
         layer's input term ``A^x`` (the same positions for both directions)."""
-        gamma = self.p[f"bn_ih_weight{self.tag}"]
         if self.training:
             a_x = layer_in @ w_ih.T  # (T, B, G*H)
             mask = np.arange(layer_in.shape[0])[:, None] < lengths[None, :]
@@ -674,52 +675,64 @@ class _DirectionNorms:
         else:
             mean = self.bufs[f"bn_ih_running_mean{self.tag}"]
             var = self.bufs[f"bn_ih_running_var{self.tag}"]
-        self.seq_hook = lambda a: batch_norm(a, gamma, None, mean, var, self.bn_eps)
+        self.seq_stats = (mean, var)
+
+    def _ln_hook(self, part, step_k, active, gamma, beta):
+        def fn(a):
+            if self.observe is not None:
+                mu = a.mean(axis=-1, keepdims=True)
+                self.observe(part, step_k, a, active, mu, ((a - mu) ** 2).mean(-1, keepdims=True))
+            return layer_norm(a, gamma, beta, self.ln_eps)
+
+        return fn
+
+    def _bn_hook(self, part, step_k, active, gamma, beta):
+        def fn(a):
+            if self.norm == "batch_input":
+                mean, var = self.seq_stats
+            elif self.training:
+                mean, var, n = batch_statistics(a, active)
+                self.stats.setdefault(part, {})[step_k] = (mean, var, n)
+            else:
+                run_mean = self.bufs[f"bn_{part}_running_mean{self.tag}"]
+                run_var = self.bufs[f"bn_{part}_running_var{self.tag}"]
+                if run_mean.shape[0] == 0:  # never trained: mean 0, variance 1
+                    mean, var = np.zeros(run_mean.shape[1]), np.ones(run_mean.shape[1])
+                else:  # steps beyond the longest training sequence reuse the last row
+                    row = min(step_k, run_mean.shape[0] - 1)
+                    mean, var = run_mean[row], run_var[row]
+            if self.observe is not None:
+                self.observe(part, step_k, a, active, mean, var)
+            return batch_norm(a, gamma, beta, mean, var, self.bn_eps)
+
+        return fn
 
     def __call__(self, step_k: int, active: Array) -> StepNorms | None:
         p, tag = self.p, self.tag
         if self.norm is None:
             return None
         if self.norm == "batch_input":
-            return StepNorms(x=self.seq_hook)
+            gamma = p[f"bn_ih_weight{tag}"]
+            return StepNorms(x=self._bn_hook("ih", step_k, active, gamma, None))
         if self.norm == "layer":
-            eps = self.ln_eps
             if self.cell == "rnn":
-                return StepNorms(pre=lambda a: layer_norm(a, p[f"ln_weight{tag}"], None, eps))
-            hooks = dict(
-                x=lambda a: layer_norm(a, p[f"ln_ih_weight{tag}"], None, eps),
-                h=lambda a: layer_norm(a, p[f"ln_hh_weight{tag}"], None, eps),
-            )
-            if self.cell == "lstm":
-                hooks["c"] = lambda a: layer_norm(
-                    a, p[f"ln_cell_weight{tag}"], p[f"ln_cell_bias{tag}"], eps
-                )
-            return StepNorms(**hooks)
-        # norm == "batch": per-time-step statistics, gains shared over time
-        hooks = {}
-        for part in ("ih", "hh") + (("cell",) if self.cell == "lstm" else ()):
-            gamma = p[f"bn_{part}_weight{tag}"]
-            beta = p[f"bn_cell_bias{tag}"] if part == "cell" else None
-            if self.training:
-
-                def fn(a, part=part, gamma=gamma, beta=beta):
-                    mean, var, n = batch_statistics(a, active)
-                    self.stats.setdefault(part, {})[step_k] = (mean, var, n)
-                    return batch_norm(a, gamma, beta, mean, var, self.bn_eps)
-
+                parts = [("pre", p[f"ln_weight{tag}"], None)]
             else:
-                run_mean = self.bufs[f"bn_{part}_running_mean{tag}"]
-                run_var = self.bufs[f"bn_{part}_running_var{tag}"]
-                if run_mean.shape[0] == 0:
-                    mean, var = np.zeros(run_mean.shape[1]), np.ones(run_mean.shape[1])
-                else:
-                    row = min(step_k, run_mean.shape[0] - 1)
-                    mean, var = run_mean[row], run_var[row]
-
-                def fn(a, gamma=gamma, beta=beta, mean=mean, var=var):
-                    return batch_norm(a, gamma, beta, mean, var, self.bn_eps)
-
-            hooks[self._HOOK[part]] = fn
+                parts = [
+                    ("ih", p[f"ln_ih_weight{tag}"], None),
+                    ("hh", p[f"ln_hh_weight{tag}"], None),
+                ]
+            if self.cell == "lstm":
+                parts.append(("cell", p[f"ln_cell_weight{tag}"], p[f"ln_cell_bias{tag}"]))
+            make = self._ln_hook
+        else:  # "batch": per-time-step statistics, gains shared over time
+            parts = [("ih", p[f"bn_ih_weight{tag}"], None), ("hh", p[f"bn_hh_weight{tag}"], None)]
+            if self.cell == "lstm":
+                parts.append(("cell", p[f"bn_cell_weight{tag}"], p[f"bn_cell_bias{tag}"]))
+            make = self._bn_hook
+        hooks = {
+            self._HOOK[part]: make(part, step_k, active, gamma, beta) for part, gamma, beta in parts
+        }
         return StepNorms(**hooks)
 
     def update_buffers(self, bufs: dict[str, Array], steps: int, momentum: float) -> None:
@@ -788,6 +801,7 @@ def reference_forward(
     reset_after: bool = True,
     bias: bool = True,
     step_norms: Callable[[int, int, int, Array], StepNorms | None] | None = None,
+    observe_norms: Callable[..., None] | None = None,
     norm: str | None = None,
     training: bool = True,
     buffers=None,
@@ -817,6 +831,11 @@ def reference_forward(
         step_norms: Optional ``step_norms(layer, direction, k, active_mask) -> StepNorms``; its
             hooks are applied AFTER the built-in normalization of ``norm`` at the same place
             (for tests that observe or perturb the normalized terms).
+        observe_norms: Optional ``observe_norms(layer, direction, part, k, a, active, mean,
+            var)``, called with every normalization's INPUT ``a`` (``(B, width)``; ``part`` is
+            ``"ih"``, ``"hh"``, ``"cell"`` or ``"pre"``), the mask of active sequences and the
+            statistics used (per row ``(B, 1)`` for layer norm; ``(width,)`` for batch norm:
+            batch, sequence-wise or running statistics). For tests that need the conditioning.
         norm: ``None``, ``"layer"``, ``"batch"`` or ``"batch_input"``.
         training: Batch norms: use batch statistics and update the running statistics
             (``True``) or use the running statistics (``False``). Layer norm ignores it.
@@ -931,6 +950,9 @@ def reference_forward(
                 ln_eps,
                 bn_eps,
                 seq_input=(layer_in, lens, w_ih),
+                observe=None
+                if observe_norms is None
+                else (lambda *a, k=k, direction=direction: observe_norms(k, direction, *a)),
             )
             sn = None
             if norm is not None or step_norms is not None:

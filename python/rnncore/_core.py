@@ -1,0 +1,21 @@
+"""The compiled core chosen for this CPU (private).
+
+Re-exports the extension module that ``_loader`` picked (``_core_avx512``,
+``_core_avx2`` or ``_core_baseline``), so the rest of the package, and type
+checkers through ``_core.pyi``, see one module.
+"""
+
+from ._loader import load_core as _load_core
+
+_impl = _load_core()
+
+ModelF32 = _impl.ModelF32
+ModelF64 = _impl.ModelF64
+TapeF32 = _impl.TapeF32
+TapeF64 = _impl.TapeF64
+ISA: str = _impl.ISA
+__version__: str = _impl.__version__
+build_info = _impl.build_info
+cpu_supports = _impl.cpu_supports
+get_num_threads = _impl.get_num_threads
+set_num_threads = _impl.set_num_threads

@@ -1,0 +1,71 @@
+"""Type stub of rnncore's compiled core (the same for every ISA variant)."""
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+ISA: str
+__version__: str
+
+def build_info() -> dict[str, Any]: ...
+def cpu_supports(isa: str) -> bool: ...
+def get_num_threads() -> int: ...
+def set_num_threads(n: int) -> None: ...
+
+class _Tape:
+    @property
+    def consumed(self) -> bool: ...
+    @property
+    def steps(self) -> int: ...
+    @property
+    def batch(self) -> int: ...
+
+class TapeF32(_Tape): ...
+class TapeF64(_Tape): ...
+
+class _Model:
+    def __init__(
+        self,
+        *,
+        cell: str,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        bias: bool = True,
+        proj_size: int = 0,
+        nonlinearity: str = "tanh",
+        reset_after: bool = True,
+        norm: str = "none",
+    ) -> None: ...
+    @property
+    def layout(self) -> list[tuple[str, tuple[int, ...], int]]: ...
+    def parameter_buffer(self) -> npt.NDArray[np.floating]: ...
+    def gradient_buffer(self) -> npt.NDArray[np.floating]: ...
+    def forward(
+        self,
+        x: npt.NDArray[np.floating],
+        *,
+        h0: npt.NDArray[np.floating] | None = None,
+        c0: npt.NDArray[np.floating] | None = None,
+        lengths: npt.NDArray[np.int64] | None = None,
+        train: bool = False,
+    ) -> tuple[
+        npt.NDArray[np.floating],
+        npt.NDArray[np.floating],
+        npt.NDArray[np.floating] | None,
+        _Tape | None,
+    ]: ...
+    def backward(
+        self,
+        tape: _Tape,
+        grad_out: npt.NDArray[np.floating] | None = None,
+        grad_h_n: npt.NDArray[np.floating] | None = None,
+        grad_c_n: npt.NDArray[np.floating] | None = None,
+    ) -> tuple[
+        npt.NDArray[np.floating], npt.NDArray[np.floating], npt.NDArray[np.floating] | None
+    ]: ...
+
+class ModelF32(_Model): ...
+class ModelF64(_Model): ...
