@@ -415,3 +415,32 @@ def check_gradients(
         failures[:30]
     )
     return checked
+
+
+def norm_condition(cfg: Config, params, x, states, lengths, **kw) -> float:
+    """Worst amplification of rounding errors by the normalizations of a forward pass:
+    ``max |a| / sqrt(var + eps)`` over every normalization input ``a`` (active rows only) and
+    the statistics it is normalized with (1 for ``norm=None``).
+
+    An absolute error ``delta`` in a pre-normalization term (``~ eps * |a|`` in floating point)
+    becomes ``delta / sqrt(var + eps)`` after normalization, i.e. a relative error of up to
+    ``kappa * eps``. Training-mode batch norm over few sequences can make ``var`` tiny (two
+    active sequences with nearly equal values), so float32 comparisons draw data with a
+    bounded ``kappa``. ``kw`` goes to the reference (``training``, ``buffers``).
+    """
+    if cfg.norm is None:
+        return 1.0
+    opts = dict(cfg.norm_options)
+    eps = opts.get("ln_eps", 1e-5) if cfg.norm == "layer" else opts.get("bn_eps", 1e-5)
+    worst = [1.0]
+
+    def observe(_layer, _direction, _part, _k, a, active, mean, var):
+        a, mean, var = a[active], mean[active] if mean.ndim == 2 else mean, var
+        var = var[active] if var.ndim == 2 else var
+        # a batch norm over ONE active sequence gives exactly beta (a - mean == 0 exactly),
+        # whatever the rounding of a: such entries amplify nothing
+        kappa = np.where(a - mean == 0.0, 0.0, np.abs(a) / np.sqrt(var + eps))
+        worst[0] = max(worst[0], float(kappa.max()))
+
+    reference(cfg, params, x, states, lengths, observe_norms=observe, **kw)
+    return worst[0]

@@ -540,12 +540,41 @@ def test_lstm_bad_proj_size(proj_size):
         rnncore.LSTM(IN, H, proj_size=proj_size)
 
 
-@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("norm", ["layer", "batch", "batch_input"])
-def test_norm_not_implemented_yet(kind, norm):
-    """Normalizations are later issues: NotImplementedError for now (update when added)."""
-    with pytest.raises(NotImplementedError):
-        getattr(rnncore, kind)(IN, H, norm=norm)
+def test_gru_reset_before_has_no_norms(norm):
+    """spec: reset_after=False is offered with norm=None only."""
+    with pytest.raises(ValueError, match="reset_after"):
+        rnncore.GRU(IN, H, reset_after=False, norm=norm)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("norm", ["batch", "batch_input"])
+def test_batch_norm_training_needs_two_sequences(kind, norm):
+    """spec: training with fewer than 2 sequences in the batch raises ValueError."""
+    m = getattr(rnncore, kind)(IN, H, norm=norm)
+    for x in (np.ones((T, 1, IN)), np.ones((T, IN))):  # a batch of one, and unbatched
+        with pytest.raises(ValueError, match="at least 2 sequences"):
+            m(x)
+        with pytest.raises(ValueError, match="at least 2 sequences"):
+            m.forward_train(x)
+    m.eval()  # eval mode uses the running statistics: one sequence is fine
+    out, _ = m(np.ones((T, 1, IN)))
+    assert np.isfinite(out).all()
+
+
+@pytest.mark.parametrize(
+    "option, value, error",
+    [
+        ("ln_eps", -1e-5, ValueError),
+        ("bn_eps", "small", TypeError),
+        ("bn_momentum", 1.5, ValueError),
+        ("bn_gamma", -0.1, ValueError),
+        ("bn_epsilon", 1e-5, TypeError),  # misspelled: never silently ignored
+    ],
+)
+def test_norm_option_errors(option, value, error):
+    with pytest.raises(error, match=option):
+        rnncore.LSTM(IN, H, norm="batch", **{option: value})
 
 
 @pytest.mark.parametrize("kind", KINDS)

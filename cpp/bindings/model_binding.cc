@@ -6,6 +6,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <memory>
 #include <optional>
 #include <string>
@@ -108,7 +109,8 @@ void BindModelImpl(py::module_& m, const char* model_name, const char* tape_name
       .def(py::init([](const std::string& cell, Index input_size, Index hidden_size,
                        Index num_layers, bool bidirectional, bool bias, Index proj_size,
                        const std::string& nonlinearity, bool reset_after,
-                       const std::string& norm) {
+                       const std::string& norm, double ln_eps, double bn_eps,
+                       double bn_momentum) {
              ModelConfig c;
              c.cell = ParseCell(cell);
              c.input_size = input_size;
@@ -120,13 +122,17 @@ void BindModelImpl(py::module_& m, const char* model_name, const char* tape_name
              c.activation = ParseActivation(nonlinearity);
              c.reset_after = reset_after;
              c.norm = ParseNorm(norm);
+             c.ln_eps = ln_eps;
+             c.bn_eps = bn_eps;
+             c.bn_momentum = bn_momentum;
              c.Validate();
              return std::make_shared<ModelT>(c);
            }),
            py::kw_only(), py::arg("cell"), py::arg("input_size"), py::arg("hidden_size"),
            py::arg("num_layers") = 1, py::arg("bidirectional") = false, py::arg("bias") = true,
            py::arg("proj_size") = 0, py::arg("nonlinearity") = "tanh",
-           py::arg("reset_after") = true, py::arg("norm") = "none")
+           py::arg("reset_after") = true, py::arg("norm") = "none", py::arg("ln_eps") = 1e-5,
+           py::arg("bn_eps") = 1e-5, py::arg("bn_momentum") = 0.1)
       .def_property_readonly(
           "layout",
           [](const ModelT& self) {
@@ -157,7 +163,7 @@ void BindModelImpl(py::module_& m, const char* model_name, const char* tape_name
           [](const ModelT& self, const Array<T>& x_in, const std::optional<Array<T>>& h0,
              const std::optional<Array<T>>& c0,
              const std::optional<py::array_t<std::int64_t, py::array::c_style>>& lengths,
-             bool train) {
+             bool record, bool training) {
             const ModelConfig& c = self.config();
             const Array<T> x = Aligned(x_in);
             if (x.ndim() != 3 || x.shape(0) < 1 || x.shape(1) < 1 || x.shape(2) != c.input_size)
@@ -178,24 +184,64 @@ void BindModelImpl(py::module_& m, const char* model_name, const char* tape_name
             if (lstm) c_n = NewArray<T>({S, batch, c.hidden_size});
             T* cnp = c_n ? c_n->mutable_data() : nullptr;
             std::shared_ptr<TapeT> tape;
-            if (train) tape = std::make_shared<TapeT>();
+            if (record) tape = std::make_shared<TapeT>();
             {
               py::gil_scoped_release release;
-              if (train)
-                self.ForwardTrain(steps, batch, x.data(), h0p, c0p, lp, out.mutable_data(),
-                                  h_n.mutable_data(), cnp, tape.get());
-              else
-                self.Forward(steps, batch, x.data(), h0p, c0p, lp, out.mutable_data(),
-                             h_n.mutable_data(), cnp);
+              self.Forward(steps, batch, x.data(), h0p, c0p, lp, out.mutable_data(),
+                           h_n.mutable_data(), cnp, training, tape.get());
             }
             py::object c_obj = c_n ? py::object(*c_n) : py::object(py::none());
             py::object t_obj = tape ? py::cast(tape) : py::object(py::none());
             return py::make_tuple(out, h_n, c_obj, t_obj);
           },
           py::arg("x"), py::kw_only(), py::arg("h0") = py::none(), py::arg("c0") = py::none(),
-          py::arg("lengths") = py::none(), py::arg("train") = false,
-          "Runs the stack on time-major x (T, B, input_size). Returns (out, h_n, c_n or None, "
-          "tape or None).")
+          py::arg("lengths") = py::none(), py::arg("record") = false,
+          py::arg("training") = false,
+          "Runs the stack on time-major x (T, B, input_size); training selects batch "
+          "statistics (and updates the running ones), record keeps a tape. Returns (out, h_n, "
+          "c_n or None, tape or None).")
+      .def_property_readonly(
+          "buffer_layout",
+          [](const ModelT& self) {
+            py::list out;
+            for (const auto& b : self.buffer_layout())
+              out.append(py::make_tuple(b.name, b.stats, b.variance, b.one_row, b.width));
+            return out;
+          },
+          "List of (name, stats index, is variance, single row, width) of the running "
+          "statistics.")
+      .def(
+          "get_running",
+          [](const ModelT& self, Index stats) {
+            const auto& layout = self.buffer_layout();
+            const bool known = std::any_of(layout.begin(), layout.end(),
+                                           [&](const BufferInfo& b) { return b.stats == stats; });
+            if (!known) throw py::value_error("no running statistics at that index");
+            const RunningStats<T>& rs = self.running(stats);
+            Array<T> mean = NewArray<T>({rs.rows(), rs.width()});
+            Array<T> var = NewArray<T>({rs.rows(), rs.width()});
+            std::copy(rs.mean(), rs.mean() + rs.rows() * rs.width(), mean.mutable_data());
+            std::copy(rs.var(), rs.var() + rs.rows() * rs.width(), var.mutable_data());
+            return py::make_tuple(mean, var);
+          },
+          py::arg("stats"), "Copies of the running mean and variance, each (rows, width).")
+      .def(
+          "set_running",
+          [](ModelT& self, Index stats, const Array<T>& mean, const Array<T>& var) {
+            const auto& layout = self.buffer_layout();
+            auto it = std::find_if(layout.begin(), layout.end(),
+                                   [&](const BufferInfo& b) { return b.stats == stats; });
+            if (it == layout.end()) throw py::value_error("no running statistics at that index");
+            if (mean.ndim() != 2 || mean.shape(1) != it->width)
+              throw py::value_error("running mean must have shape (rows, " +
+                                    std::to_string(it->width) + ")");
+            CheckShape(var, {mean.shape(0), it->width}, "running var");
+            if (it->one_row && mean.shape(0) != 1)
+              throw py::value_error("this model keeps a single row of running statistics");
+            self.SetRunning(stats, mean.shape(0), mean.data(), var.data());
+          },
+          py::arg("stats"), py::arg("mean"), py::arg("var"),
+          "Replaces the running mean and variance of one site (rows, width).")
       .def(
           "backward",
           [](ModelT& self, TapeT& tape, const std::optional<Array<T>>& dout,

@@ -1,31 +1,41 @@
 #include "rnncore/gru.h"
 
 #include "kernels/pointwise.h"
+#include "norm_site.h"
 #include "sequence_ops.h"
 
 namespace rnncore {
 namespace gru {
 
 using internal::CopyRow;
+using internal::NormSite;
+using internal::StepRows;
 
 template <typename T>
 void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h0, T* y,
                          Index ldy, T* h_n, CellTape<T>* tape) const {
   const Index steps = seq.steps(), B = seq.batch(), D = config_.input, H = config_.hidden;
-  const Index G = kGates * H;
+  const Index G = kGates * H, rows = steps * B;
   const bool after = config_.reset_after;
+  const auto sites = internal::Sites(config_.norm, CellKind::kGru);
+  NormSite<T> nx(sites.x, G, rows, steps, w_.gx, nullptr, config_, w_.rx,
+                 tape ? &tape->nx : nullptr);
+  NormSite<T> nh(sites.h, G, rows, steps, w_.gh, nullptr, config_, w_.rh,
+                 tape ? &tape->nh : nullptr);
 
-  Buffer<T> ax(static_cast<size_t>(steps * B * G));
-  internal::InputProjection(x, steps * B, D, ldx, w_.w_ih, G, ax.data());
+  Buffer<T> ax(static_cast<size_t>(rows * G));
+  internal::InputProjection(x, rows, D, ldx, w_.w_ih, G, ax.data());
+  nx.ForwardAll(seq, ax.data());
   Buffer<T> h = internal::InitialState(h0, B, H);
   Buffer<T> h_new(static_cast<size_t>(B * H));
   Buffer<T> ah(static_cast<size_t>(B * G));
   Buffer<T> rh(after ? 0 : static_cast<size_t>(B * H));
   Buffer<T> gates_buf(static_cast<size_t>(B * G)), aux_buf(static_cast<size_t>(B * H));
+  StepRows<T> step_rows;
   if (tape) {
-    internal::ResizeZero(tape->gates, steps * B * G);
-    internal::ResizeZero(tape->h_prev, steps * B * H);
-    internal::ResizeZero(tape->aux, steps * B * H);
+    internal::ResizeZero(tape->gates, rows * G);
+    internal::ResizeZero(tape->h_prev, rows * H);
+    internal::ResizeZero(tape->aux, rows * H);
   }
   // Where step rows go: the tape when training, a step buffer otherwise.
   auto gates_at = [&](Index r, Index b) {
@@ -38,6 +48,10 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
   for (Index k = 0; k < steps; ++k) {
     if (after) {
       internal::StepProduct(h.data(), B, H, w_.w_hh, G, ah.data(), G);
+      if (nh.active()) {
+        step_rows.FromStep(seq, k, ah.data(), G);
+        nh.ForwardStep(k, step_rows);
+      }
       for (Index b = 0; b < B; ++b) {
         const Index r = seq.Row(k, b);
         if (r < 0) continue;
@@ -45,7 +59,7 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
                             h.data() + b * H, gates_at(r, b), aux_at(r, b),
                             h_new.data() + b * H);
       }
-    } else {
+    } else {  // reset_before: plain cells only
       internal::StepProduct(h.data(), B, H, w_.w_hh, 2 * H, ah.data(), 2 * H);
       for (Index b = 0; b < B; ++b) {
         const Index r = seq.Row(k, b);
@@ -89,14 +103,24 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
   const Index steps = seq.steps(), B = seq.batch(), D = config_.input, H = config_.hidden;
   const Index G = kGates * H, rows = steps * B;
   const bool after = config_.reset_after;
+  const auto sites = internal::Sites(config_.norm, CellKind::kGru);
+  // The sites only read the tape here (and never touch running statistics).
+  auto& mtape = const_cast<CellTape<T>&>(tape);
+  NormSite<T> nx(sites.x, G, rows, steps, w_.gx, nullptr, config_, nullptr, nullptr);
+  NormSite<T> nh(sites.h, G, rows, steps, w_.gh, nullptr, config_, nullptr, nullptr);
+  nx.AttachTape(&mtape.nx);
+  nh.AttachTape(&mtape.nh);
 
-  // Gradients of the input-side and recurrent-side pre-activations. They
-  // differ only in the n block of the reset_after form.
+  // Gradients of the gates' input-side term X and recurrent-side term R (they
+  // differ only in the n block of the reset_after form), and, when the
+  // recurrent term is normalized, of h W_hh^T.
   Buffer<T> dax(static_cast<size_t>(rows * G), T(0));
   Buffer<T> dah(after ? static_cast<size_t>(rows * G) : 0, T(0));
+  Buffer<T> dah_pre(nh.active() ? static_cast<size_t>(rows * G) : 0, T(0));
   Buffer<T> dax_step(static_cast<size_t>(B * G)), dah_step(static_cast<size_t>(B * G));
   Buffer<T> direct(static_cast<size_t>(B * H)), drh(after ? 0 : static_cast<size_t>(B * H));
   Buffer<T> dh_new(static_cast<size_t>(B * H));
+  StepRows<T> step_rows;
 
   for (Index k = steps - 1; k >= 0; --k) {
     for (Index b = 0; b < B; ++b) {
@@ -115,6 +139,11 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
                              tape.h_prev.data() + r * H, dh + b * H, dax.data() + r * G, ds,
                              direct.data() + b * H);
         CopyRow(ds, dah.data() + r * G, G);
+      }
+      if (nh.active()) {
+        step_rows.FromStep(seq, k, dah_step.data(), G);
+        nh.BackwardStep(k, step_rows, grads.gh, nullptr);
+        step_rows.ScatterTo(dah_pre.data(), G);
       }
       internal::StepProductT(dah_step.data(), B, G, G, w_.w_hh, H, dh_new.data());
     } else {
@@ -149,11 +178,21 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
     }
   }
 
-  const T* dah_all = after ? dah.data() : dax.data();
-  internal::InputSideGradients(rows, D, G, x, ldx, dax.data(), dah_all, w_, grads, dx, lddx,
+  // Bias gradients come from the terms as they enter the gates; the weight
+  // gradients from those terms before normalization.
+  const T* dbh = after ? dah.data() : dax.data();
+  const T* dwh = nh.active() ? dah_pre.data() : dbh;
+  Buffer<T> dax_pre;
+  const T* dwx = dax.data();
+  if (nx.active()) {
+    dax_pre = dax;
+    nx.BackwardAll(seq, dax_pre.data(), grads.gx, nullptr);
+    dwx = dax_pre.data();
+  }
+  internal::InputSideGradients(rows, D, G, x, ldx, dwx, dax.data(), dbh, w_, grads, dx, lddx,
                                accumulate_dx);
   if (after) {
-    internal::WeightGradient(dah.data(), rows, G, G, tape.h_prev.data(), H, H, grads.w_hh);
+    internal::WeightGradient(dwh, rows, G, G, tape.h_prev.data(), H, H, grads.w_hh);
   } else {
     internal::WeightGradient(dax.data(), rows, 2 * H, G, tape.h_prev.data(), H, H, grads.w_hh);
     internal::WeightGradient(dax.data() + 2 * H, rows, H, G, tape.aux.data(), H, H,

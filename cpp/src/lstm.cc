@@ -1,22 +1,33 @@
 #include "rnncore/lstm.h"
 
 #include "kernels/pointwise.h"
+#include "norm_site.h"
 #include "sequence_ops.h"
 
 namespace rnncore {
 namespace lstm {
 
 using internal::CopyRow;
+using internal::NormSite;
+using internal::StepRows;
 
 template <typename T>
 void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h0, const T* c0,
                          T* y, Index ldy, T* h_n, T* c_n, CellTape<T>* tape) const {
   const Index steps = seq.steps(), B = seq.batch(), D = config_.input, H = config_.hidden;
-  const Index P = config_.out(), G = kGates * H;
+  const Index P = config_.out(), G = kGates * H, rows = steps * B;
   const bool proj = config_.proj > 0;
+  const auto sites = internal::Sites(config_.norm, CellKind::kLstm);
+  NormSite<T> nx(sites.x, G, rows, steps, w_.gx, nullptr, config_, w_.rx,
+                 tape ? &tape->nx : nullptr);
+  NormSite<T> nh(sites.h, G, rows, steps, w_.gh, nullptr, config_, w_.rh,
+                 tape ? &tape->nh : nullptr);
+  NormSite<T> nc(sites.c, H, rows, steps, w_.gc, w_.bc, config_, w_.rc,
+                 tape ? &tape->nc : nullptr);
 
-  Buffer<T> ax(static_cast<size_t>(steps * B * G));
-  internal::InputProjection(x, steps * B, D, ldx, w_.w_ih, G, ax.data());
+  Buffer<T> ax(static_cast<size_t>(rows * G));
+  internal::InputProjection(x, rows, D, ldx, w_.w_ih, G, ax.data());
+  nx.ForwardAll(seq, ax.data());
   Buffer<T> bias(static_cast<size_t>(G));
   VectorMap<T>(bias.data(), G) = ConstVectorMap<T>(w_.b_ih, G) + ConstVectorMap<T>(w_.b_hh, G);
 
@@ -24,29 +35,54 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
   Buffer<T> c = internal::InitialState(c0, B, H);
   Buffer<T> ah(static_cast<size_t>(B * G)), m(static_cast<size_t>(B * H));
   Buffer<T> hp(proj ? static_cast<size_t>(B * P) : 0);
-  Buffer<T> gates_row(static_cast<size_t>(G)), tc_row(static_cast<size_t>(H));
+  Buffer<T> cn(nc.active() ? static_cast<size_t>(B * H) : 0);
+  Buffer<T> gates_buf(static_cast<size_t>(B * G)), tc_buf(static_cast<size_t>(B * H));
+  StepRows<T> step_rows;
   if (tape) {
-    internal::ResizeZero(tape->gates, steps * B * G);
-    internal::ResizeZero(tape->h_prev, steps * B * P);
-    internal::ResizeZero(tape->c_prev, steps * B * H);
-    internal::ResizeZero(tape->aux, steps * B * H);
+    internal::ResizeZero(tape->gates, rows * G);
+    internal::ResizeZero(tape->h_prev, rows * P);
+    internal::ResizeZero(tape->c_prev, rows * H);
+    internal::ResizeZero(tape->aux, rows * H);
   }
+  // Where step rows go: the tape when training, step buffers otherwise.
+  auto gates_at = [&](Index r, Index b) {
+    return tape ? tape->gates.data() + r * G : gates_buf.data() + b * G;
+  };
+  auto tc_at = [&](Index r, Index b) {
+    return tape ? tape->aux.data() + r * H : tc_buf.data() + b * H;
+  };
 
   for (Index k = 0; k < steps; ++k) {
     internal::StepProduct(h.data(), B, P, w_.w_hh, G, ah.data(), G);
+    if (nh.active()) {
+      step_rows.FromStep(seq, k, ah.data(), G);
+      nh.ForwardStep(k, step_rows);
+    }
     for (Index b = 0; b < B; ++b) {
       const Index r = seq.Row(k, b);
       if (r < 0) continue;
-      T* gates = gates_row.data();
-      T* tc = tc_row.data();
       if (tape) {
-        gates = tape->gates.data() + r * G;
-        tc = tape->aux.data() + r * H;
         CopyRow(h.data() + b * P, tape->h_prev.data() + r * P, P);
         CopyRow(c.data() + b * H, tape->c_prev.data() + r * H, H);
       }
-      kernels::LstmForward(H, ax.data() + r * G, ah.data() + b * G, bias.data(),
-                           c.data() + b * H, gates, c.data() + b * H, tc, m.data() + b * H);
+      T* cb = c.data() + b * H;
+      if (nc.active()) {
+        kernels::LstmGates(H, ax.data() + r * G, ah.data() + b * G, bias.data(), cb,
+                           gates_at(r, b), cb);
+      } else {
+        kernels::LstmForward(H, ax.data() + r * G, ah.data() + b * G, bias.data(), cb,
+                             gates_at(r, b), cb, tc_at(r, b), m.data() + b * H);
+      }
+    }
+    if (nc.active()) {  // h = o tanh(N_c(c)); c itself is carried un-normalized
+      for (Index b = 0; b < B; ++b) CopyRow(c.data() + b * H, cn.data() + b * H, H);
+      step_rows.FromStep(seq, k, cn.data(), H);
+      nc.ForwardStep(k, step_rows);
+      for (Index b = 0; b < B; ++b) {
+        const Index r = seq.Row(k, b);
+        if (r < 0) continue;
+        kernels::LstmOutput(H, gates_at(r, b), cn.data() + b * H, tc_at(r, b), m.data() + b * H);
+      }
     }
     const T* out = m.data();
     if (proj) {
@@ -79,11 +115,24 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
   const Index steps = seq.steps(), B = seq.batch(), D = config_.input, H = config_.hidden;
   const Index P = config_.out(), G = kGates * H, rows = steps * B;
   const bool proj = config_.proj > 0;
+  const auto sites = internal::Sites(config_.norm, CellKind::kLstm);
+  auto& mtape = const_cast<CellTape<T>&>(tape);  // read only: see gru.cc
+  NormSite<T> nx(sites.x, G, rows, steps, w_.gx, nullptr, config_, nullptr, nullptr);
+  NormSite<T> nh(sites.h, G, rows, steps, w_.gh, nullptr, config_, nullptr, nullptr);
+  NormSite<T> nc(sites.c, H, rows, steps, w_.gc, w_.bc, config_, nullptr, nullptr);
+  nx.AttachTape(&mtape.nx);
+  nh.AttachTape(&mtape.nh);
+  nc.AttachTape(&mtape.nc);
 
-  Buffer<T> da(static_cast<size_t>(rows * G), T(0));
+  // dz: gradient of the gates' pre-activations (= of both normalized terms
+  // and of the biases). dah: of h W_hh^T (dz after the recurrent-side norm).
+  Buffer<T> dz(static_cast<size_t>(rows * G), T(0));
+  Buffer<T> dah(nh.active() ? static_cast<size_t>(rows * G) : 0, T(0));
   Buffer<T> dstep(static_cast<size_t>(B * G)), dh_new(static_cast<size_t>(B * P));
   Buffer<T> dm_buf(proj ? static_cast<size_t>(B * H) : 0);
   Buffer<T> dh_out(proj ? static_cast<size_t>(rows * P) : 0, T(0));
+  Buffer<T> dcn(nc.active() ? static_cast<size_t>(B * H) : 0);
+  StepRows<T> step_rows;
 
   for (Index k = steps - 1; k >= 0; --k) {
     for (Index b = 0; b < B; ++b) {
@@ -99,6 +148,16 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
         if (r >= 0) CopyRow(dh + b * P, dh_out.data() + r * P, P);
       }
     }
+    if (nc.active()) {  // the output path's gradient into c goes through N_c
+      for (Index b = 0; b < B; ++b) {
+        const Index r = seq.Row(k, b);
+        if (r < 0) continue;
+        kernels::LstmOutputBackward(H, tape.gates.data() + r * G, tape.aux.data() + r * H,
+                                    dm + b * H, dcn.data() + b * H);
+      }
+      step_rows.FromStep(seq, k, dcn.data(), H);
+      nc.BackwardStep(k, step_rows, grads.gc, grads.bc);
+    }
     for (Index b = 0; b < B; ++b) {
       const Index r = seq.Row(k, b);
       T* ds = dstep.data() + b * G;
@@ -106,20 +165,40 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
         std::fill(ds, ds + G, T(0));
         continue;
       }
-      kernels::LstmBackward(H, tape.gates.data() + r * G, tape.c_prev.data() + r * H,
-                            tape.aux.data() + r * H, dm + b * H, dc + b * H, ds);
-      CopyRow(ds, da.data() + r * G, G);
+      const T* gates = tape.gates.data() + r * G;
+      if (nc.active()) {
+        VectorMap<T>(dc + b * H, H) += ConstVectorMap<T>(dcn.data() + b * H, H);
+        kernels::LstmGatesBackward(H, gates, tape.c_prev.data() + r * H, tape.aux.data() + r * H,
+                                   dm + b * H, dc + b * H, ds);
+      } else {
+        kernels::LstmBackward(H, gates, tape.c_prev.data() + r * H, tape.aux.data() + r * H,
+                              dm + b * H, dc + b * H, ds);
+      }
+      CopyRow(ds, dz.data() + r * G, G);
+    }
+    if (nh.active()) {
+      step_rows.FromStep(seq, k, dstep.data(), G);
+      nh.BackwardStep(k, step_rows, grads.gh, nullptr);
+      step_rows.ScatterTo(dah.data(), G);
     }
     internal::StepProductT(dstep.data(), B, G, G, w_.w_hh, P, dh_new.data());
     for (Index b = 0; b < B; ++b)
       if (seq.Row(k, b) >= 0) CopyRow(dh_new.data() + b * P, dh + b * P, P);
   }
 
-  internal::InputSideGradients(rows, D, G, x, ldx, da.data(), da.data(), w_, grads, dx, lddx,
+  const T* dwh = nh.active() ? dah.data() : dz.data();
+  const T* dwx = dz.data();
+  Buffer<T> dax;
+  if (nx.active()) {
+    dax = dz;
+    nx.BackwardAll(seq, dax.data(), grads.gx, nullptr);
+    dwx = dax.data();
+  }
+  internal::InputSideGradients(rows, D, G, x, ldx, dwx, dz.data(), dz.data(), w_, grads, dx, lddx,
                                accumulate_dx);
-  internal::WeightGradient(da.data(), rows, G, G, tape.h_prev.data(), P, P, grads.w_hh);
+  internal::WeightGradient(dwh, rows, G, G, tape.h_prev.data(), P, P, grads.w_hh);
   if (proj) {
-    // m = o * tanh(c), zero at inactive positions (their gates are zero).
+    // m = o * tanh(N_c(c)), zero at inactive positions (their gates are zero).
     Buffer<T> m(static_cast<size_t>(rows * H));
     for (Index r = 0; r < rows; ++r)
       kernels::A(m.data() + r * H, H) =

@@ -11,7 +11,50 @@
 namespace rnncore {
 
 namespace {
-enum Slot { kWih = 0, kWhh, kBih, kBhh, kWhr, kNumSlots };
+
+// Parameter slots of one layer and direction, in layout order.
+enum Slot { kWih = 0, kWhh, kBih, kBhh, kWhr, kGx, kGh, kGc, kBc, kNumSlots };
+// Normalization sites, for the running statistics.
+enum Site { kSiteX = 0, kSiteH, kSiteC, kNumSites };
+
+std::string Suffix(Index layer, Index dir) {
+  return "_l" + std::to_string(layer) + (dir == 1 ? "_reverse" : "");
+}
+
+// The normalization parameters of a layer direction: (slot, name, width).
+struct NormParam {
+  Slot slot;
+  std::string name;
+  Index width;
+};
+
+std::vector<NormParam> NormParams(const ModelConfig& c) {
+  const Index gh = c.gates() * c.hidden_size, h = c.hidden_size;
+  const bool lstm = c.cell == CellKind::kLstm;
+  switch (c.norm) {
+    case Norm::kLayer:
+      if (c.cell == CellKind::kRnn) return {{kGh, "ln_weight", h}};
+      if (lstm)
+        return {{kGx, "ln_ih_weight", gh},
+                {kGh, "ln_hh_weight", gh},
+                {kGc, "ln_cell_weight", h},
+                {kBc, "ln_cell_bias", h}};
+      return {{kGx, "ln_ih_weight", gh}, {kGh, "ln_hh_weight", gh}};
+    case Norm::kBatch:
+      if (lstm)
+        return {{kGx, "bn_ih_weight", gh},
+                {kGh, "bn_hh_weight", gh},
+                {kGc, "bn_cell_weight", h},
+                {kBc, "bn_cell_bias", h}};
+      return {{kGx, "bn_ih_weight", gh}, {kGh, "bn_hh_weight", gh}};
+    case Norm::kBatchInput:
+      return {{kGx, "bn_ih_weight", gh}};
+    case Norm::kNone:
+      break;
+  }
+  return {};
+}
+
 }  // namespace
 
 Index ModelConfig::gates() const {
@@ -34,7 +77,10 @@ void ModelConfig::Validate() const {
   Require(proj_size >= 0, "proj_size must be >= 0");
   Require(proj_size == 0 || cell == CellKind::kLstm, "proj_size is only supported by the LSTM");
   Require(proj_size < hidden_size, "proj_size must be smaller than hidden_size");
-  Require(norm == Norm::kNone, "normalized cells are not implemented yet");
+  Require(norm == Norm::kNone || cell != CellKind::kGru || reset_after,
+          "the GRU with reset_after=False is only available with norm=None");
+  Require(ln_eps >= 0 && bn_eps >= 0, "normalization epsilons must be >= 0");
+  Require(bn_momentum >= 0 && bn_momentum <= 1, "bn_momentum must be in [0, 1]");
 }
 
 Index ParamInfo::size() const {
@@ -63,7 +109,7 @@ std::vector<ParamInfo> ParameterLayout(const ModelConfig& c) {
   const Index gh = c.gates() * c.hidden_size;
   for (Index l = 0; l < c.num_layers; ++l) {
     for (Index d = 0; d < c.directions(); ++d) {
-      const std::string sfx = "_l" + std::to_string(l) + (d == 1 ? "_reverse" : "");
+      const std::string sfx = Suffix(l, d);
       add("weight_ih" + sfx, {gh, c.layer_input(l)});
       add("weight_hh" + sfx, {gh, c.out_size()});
       if (c.bias) {
@@ -71,22 +117,51 @@ std::vector<ParamInfo> ParameterLayout(const ModelConfig& c) {
         add("bias_hh" + sfx, {gh});
       }
       if (c.proj_size > 0) add("weight_hr" + sfx, {c.proj_size, c.hidden_size});
+      for (const auto& np : NormParams(c)) add(np.name + sfx, {np.width});
     }
   }
   return layout;
 }
 
+std::vector<BufferInfo> BufferLayout(const ModelConfig& c) {
+  std::vector<BufferInfo> out;
+  if (c.norm != Norm::kBatch && c.norm != Norm::kBatchInput) return out;
+  const Index gh = c.gates() * c.hidden_size;
+  const bool one_row = c.norm == Norm::kBatchInput;
+  for (Index l = 0; l < c.num_layers; ++l) {
+    for (Index d = 0; d < c.directions(); ++d) {
+      const Index base = (l * c.directions() + d) * kNumSites;
+      std::vector<std::pair<Site, std::string>> sites = {{kSiteX, "ih"}};
+      if (!one_row) sites.push_back({kSiteH, "hh"});
+      if (!one_row && c.cell == CellKind::kLstm) sites.push_back({kSiteC, "cell"});
+      for (const auto& [site, tag] : sites) {
+        // The RNN's batch norm terms are H wide (G = 1) like everything else.
+        const Index width = site == kSiteC ? c.hidden_size : gh;
+        for (bool var : {false, true})
+          out.push_back({"bn_" + tag + "_running_" + (var ? "var" : "mean") + Suffix(l, d),
+                         base + site, var, one_row, width});
+      }
+    }
+  }
+  return out;
+}
+
 template <typename T>
-Model<T>::Model(const ModelConfig& config) : config_(config), layout_(ParameterLayout(config)) {
+Model<T>::Model(const ModelConfig& config)
+    : config_(config), layout_(ParameterLayout(config)), buffers_(BufferLayout(config)) {
   Index total = 0;
   for (const auto& p : layout_) total = std::max(total, p.offset + p.size());
   params_.assign(static_cast<size_t>(total), T(0));
   grads_.assign(static_cast<size_t>(total), T(0));
   const Index gh = config_.gates() * config_.hidden_size;
+  const Index sets = config_.num_layers * config_.directions();
   zero_bias_.assign(static_cast<size_t>(gh), T(0));
-  bias_grad_sink_.assign(static_cast<size_t>(gh * config_.num_layers * config_.directions()),
-                         T(0));
+  bias_grad_sink_.assign(static_cast<size_t>(gh * sets), T(0));
+  running_.resize(static_cast<size_t>(sets * kNumSites));
+  for (const auto& b : buffers_)
+    running_[static_cast<size_t>(b.stats)].Reset(b.width, b.one_row ? 1 : 0);
   // Parameters come in layout order, layer by layer, direction by direction.
+  const auto norm_params = NormParams(config_);
   size_t i = 0;
   for (Index l = 0; l < config_.num_layers; ++l) {
     for (Index d = 0; d < config_.directions(); ++d) {
@@ -98,25 +173,39 @@ Model<T>::Model(const ModelConfig& config) : config_(config), layout_(ParameterL
         off[kBhh] = layout_[i++].offset;
       }
       if (config_.proj_size > 0) off[kWhr] = layout_[i++].offset;
+      for (const auto& np : norm_params) off[np.slot] = layout_[i++].offset;
       offsets_.push_back(std::move(off));
     }
   }
 }
 
 template <typename T>
-CellConfig Model<T>::LayerConfig(Index layer) const {
+void Model<T>::SetRunning(Index stats, Index rows, const T* mean, const T* var) {
+  Require(stats >= 0 && stats < static_cast<Index>(running_.size()), "no such buffer");
+  Require(rows >= 0, "buffer rows must be >= 0");
+  running_[static_cast<size_t>(stats)].Set(rows, mean, var);
+}
+
+template <typename T>
+CellConfig Model<T>::LayerConfig(Index layer, bool training) const {
   CellConfig c;
   c.input = config_.layer_input(layer);
   c.hidden = config_.hidden_size;
   c.proj = config_.proj_size;
   c.activation = config_.activation;
   c.reset_after = config_.reset_after;
+  c.norm = config_.norm;
+  c.training = training;
+  c.ln_eps = config_.ln_eps;
+  c.bn_eps = config_.bn_eps;
+  c.bn_momentum = config_.bn_momentum;
   return c;
 }
 
 template <typename T>
 CellWeights<T> Model<T>::Weights(Index layer, Index dir) const {
-  const auto& off = offsets_[static_cast<size_t>(layer * config_.directions() + dir)];
+  const Index set = layer * config_.directions() + dir;
+  const auto& off = offsets_[static_cast<size_t>(set)];
   auto at = [&](int slot) { return off[slot] < 0 ? nullptr : params_.data() + off[slot]; };
   CellWeights<T> w;
   w.w_ih = at(kWih);
@@ -124,54 +213,56 @@ CellWeights<T> Model<T>::Weights(Index layer, Index dir) const {
   w.b_ih = config_.bias ? at(kBih) : zero_bias_.data();
   w.b_hh = config_.bias ? at(kBhh) : zero_bias_.data();
   w.w_hr = at(kWhr);
+  w.gx = at(kGx);
+  w.gh = at(kGh);
+  w.gc = at(kGc);
+  w.bc = at(kBc);
+  RunningStats<T>* rs = running_.data() + set * kNumSites;
+  w.rx = rs + kSiteX;
+  w.rh = rs + kSiteH;
+  w.rc = rs + kSiteC;
   return w;
 }
 
 template <typename T>
 CellGrads<T> Model<T>::Grads(Index layer, Index dir) {
-  const auto& off = offsets_[static_cast<size_t>(layer * config_.directions() + dir)];
+  const Index set = layer * config_.directions() + dir;
+  const auto& off = offsets_[static_cast<size_t>(set)];
   auto at = [&](int slot) { return off[slot] < 0 ? nullptr : grads_.data() + off[slot]; };
   CellGrads<T> g;
   g.w_ih = at(kWih);
   g.w_hh = at(kWhh);
   // Without biases, each direction's bias gradients go to a sink of its own
   // (directions run concurrently).
-  T* sink = bias_grad_sink_.data() +
-            (layer * config_.directions() + dir) * config_.gates() * config_.hidden_size;
+  T* sink = bias_grad_sink_.data() + set * config_.gates() * config_.hidden_size;
   g.b_ih = config_.bias ? at(kBih) : sink;
   g.b_hh = config_.bias ? at(kBhh) : sink;
   g.w_hr = at(kWhr);
+  g.gx = at(kGx);
+  g.gh = at(kGh);
+  g.gc = at(kGc);
+  g.bc = at(kBc);
   return g;
 }
 
 template <typename T>
 void Model<T>::Forward(Index steps, Index batch, const T* x, const T* h0, const T* c0,
-                       const std::int64_t* lengths, T* out, T* h_n, T* c_n) const {
-  Run(steps, batch, x, h0, c0, lengths, out, h_n, c_n, nullptr);
-}
-
-template <typename T>
-void Model<T>::ForwardTrain(Index steps, Index batch, const T* x, const T* h0, const T* c0,
-                            const std::int64_t* lengths, T* out, T* h_n, T* c_n,
-                            ModelTape<T>* tape) const {
-  Require(tape != nullptr, "ForwardTrain needs a tape");
-  Run(steps, batch, x, h0, c0, lengths, out, h_n, c_n, tape);
-}
-
-template <typename T>
-void Model<T>::Run(Index steps, Index batch, const T* x, const T* h0, const T* c0,
-                   const std::int64_t* lengths, T* out, T* h_n, T* c_n,
-                   ModelTape<T>* tape) const {
+                       const std::int64_t* lengths, T* out, T* h_n, T* c_n, bool training,
+                       ModelTape<T>* tape) const {
   Require(steps > 0 && batch > 0, "sequence length and batch size must be positive");
   if (lengths)
     for (Index b = 0; b < batch; ++b)
       Require(lengths[b] >= 1 && lengths[b] <= steps, "lengths must be in 1..T");
+  Require(!training || batch >= 2 || (config_.norm != Norm::kBatch &&
+                                      config_.norm != Norm::kBatchInput),
+          "batch normalization in training mode needs at least 2 sequences in the batch");
   const Index L = config_.num_layers, Dn = config_.directions();
   const Index P = config_.out_size(), H = config_.hidden_size, rows = steps * batch;
 
   if (tape) {
     tape->owner_ = this;
     tape->consumed_ = false;
+    tape->training_ = training;
     tape->steps_ = steps;
     tape->batch_ = batch;
     tape->lengths_.assign(lengths ? lengths : nullptr, lengths ? lengths + batch : nullptr);
@@ -196,6 +287,7 @@ void Model<T>::Run(Index steps, Index batch, const T* x, const T* h0, const T* c
     T* layer_out;
     if (l == L - 1) {
       layer_out = out;
+      std::fill_n(layer_out, rows * width, T(0));  // inactive positions stay zero
     } else if (tape) {
       tape->inputs_[static_cast<size_t>(l + 1)].assign(static_cast<size_t>(rows * width), T(0));
       layer_out = tape->inputs_[static_cast<size_t>(l + 1)].data();
@@ -203,9 +295,7 @@ void Model<T>::Run(Index steps, Index batch, const T* x, const T* h0, const T* c
       bufs[l % 2].assign(static_cast<size_t>(rows * width), T(0));
       layer_out = bufs[l % 2].data();
     }
-    // Inactive positions stay zero.
-    if (l == L - 1) std::fill_n(layer_out, rows * width, T(0));
-    const CellConfig cc = LayerConfig(l);
+    const CellConfig cc = LayerConfig(l, training);
     // The directions are independent: run them side by side.
     ParallelFor(Dn, [&](Index d) {
       const Index s = l * Dn + d;
@@ -250,7 +340,7 @@ void Model<T>::Backward(ModelTape<T>* tape, const T* dout, const T* dh_n, const 
   if (dout) std::copy(dout, dout + rows * Dn * P, dy.begin());
   Buffer<T> dlayer_in, dx_rev;
   for (Index l = L - 1; l >= 0; --l) {
-    const CellConfig cc = LayerConfig(l);
+    const CellConfig cc = LayerConfig(l, tape->training_);
     const Index in = cc.input;
     T* dxl;
     if (l == 0) {
@@ -289,7 +379,8 @@ void Model<T>::Backward(ModelTape<T>* tape, const T* dout, const T* dh_n, const 
             std::copy(dc_n + s * batch * H, dc_n + (s + 1) * batch * H, dc);
           else
             std::fill_n(dc, batch * H, T(0));
-          lstm::BackwardPass<T>(cc, w).Run(seq, xl, in, ct, dyd, Dn * P, dh, dc, dxd, in, false, g);
+          lstm::BackwardPass<T>(cc, w).Run(seq, xl, in, ct, dyd, Dn * P, dh, dc, dxd, in, false,
+                                           g);
           break;
         }
       }

@@ -1,38 +1,61 @@
 #include "rnncore/rnn.h"
 
 #include "kernels/pointwise.h"
+#include "norm_site.h"
 #include "sequence_ops.h"
 
 namespace rnncore {
 namespace rnn {
 
 using internal::CopyRow;
+using internal::NormSite;
+using internal::StepRows;
 
 template <typename T>
 void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h0, T* y,
                          Index ldy, T* h_n, CellTape<T>* tape) const {
   const Index steps = seq.steps(), B = seq.batch(), D = config_.input, H = config_.hidden;
+  const Index rows = steps * B;
+  const auto sites = internal::Sites(config_.norm, CellKind::kRnn);
+  // norm="layer" normalizes the sum of both terms, at the h site.
+  const bool norm_sum = config_.norm == Norm::kLayer;
+  NormSite<T> nx(sites.x, H, rows, steps, w_.gx, nullptr, config_, w_.rx,
+                 tape ? &tape->nx : nullptr);
+  NormSite<T> nh(sites.h, H, rows, steps, w_.gh, nullptr, config_, w_.rh,
+                 tape ? &tape->nh : nullptr);
 
-  Buffer<T> ax(static_cast<size_t>(steps * B * H));
-  internal::InputProjection(x, steps * B, D, ldx, w_.w_ih, H, ax.data());
+  Buffer<T> ax(static_cast<size_t>(rows * H));
+  internal::InputProjection(x, rows, D, ldx, w_.w_ih, H, ax.data());
+  nx.ForwardAll(seq, ax.data());
   Buffer<T> bias(static_cast<size_t>(H));
   VectorMap<T>(bias.data(), H) = ConstVectorMap<T>(w_.b_ih, H) + ConstVectorMap<T>(w_.b_hh, H);
+  const Buffer<T> zeros(static_cast<size_t>(H), T(0));
 
   Buffer<T> h = internal::InitialState(h0, B, H);
   Buffer<T> ah(static_cast<size_t>(B * H));
+  StepRows<T> step_rows;
   if (tape) {
-    internal::ResizeZero(tape->h_prev, steps * B * H);
-    internal::ResizeZero(tape->aux, steps * B * H);
+    internal::ResizeZero(tape->h_prev, rows * H);
+    internal::ResizeZero(tape->aux, rows * H);
   }
   for (Index k = 0; k < steps; ++k) {
     internal::StepProduct(h.data(), B, H, w_.w_hh, H, ah.data(), H);
+    if (norm_sum)
+      for (Index b = 0; b < B; ++b) {
+        const Index r = seq.Row(k, b);
+        if (r >= 0) VectorMap<T>(ah.data() + b * H, H) += ConstVectorMap<T>(ax.data() + r * H, H);
+      }
+    if (nh.active()) {
+      step_rows.FromStep(seq, k, ah.data(), H);
+      nh.ForwardStep(k, step_rows);
+    }
     for (Index b = 0; b < B; ++b) {
       const Index r = seq.Row(k, b);
       if (r < 0) continue;
       T* hb = h.data() + b * H;
       if (tape) CopyRow(hb, tape->h_prev.data() + r * H, H);
-      kernels::RnnForward(H, config_.activation, ax.data() + r * H, ah.data() + b * H,
-                          bias.data(), hb);
+      kernels::RnnForward(H, config_.activation, norm_sum ? zeros.data() : ax.data() + r * H,
+                          ah.data() + b * H, bias.data(), hb);
       if (tape) CopyRow(hb, tape->aux.data() + r * H, H);
       CopyRow(hb, y + r * ldy, H);
     }
@@ -53,9 +76,20 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
                           const CellGrads<T>& grads) const {
   const Index steps = seq.steps(), B = seq.batch(), D = config_.input, H = config_.hidden;
   const Index rows = steps * B;
+  const auto sites = internal::Sites(config_.norm, CellKind::kRnn);
+  const bool norm_sum = config_.norm == Norm::kLayer;
+  auto& mtape = const_cast<CellTape<T>&>(tape);  // read only: see gru.cc
+  NormSite<T> nx(sites.x, H, rows, steps, w_.gx, nullptr, config_, nullptr, nullptr);
+  NormSite<T> nh(sites.h, H, rows, steps, w_.gh, nullptr, config_, nullptr, nullptr);
+  nx.AttachTape(&mtape.nx);
+  nh.AttachTape(&mtape.nh);
 
-  Buffer<T> da(static_cast<size_t>(rows * H), T(0));
+  // dz: gradient of the activation's input (= of both normalized terms, and
+  // of the biases). dah: of h W_hh^T (dz after the recurrent-side norm).
+  Buffer<T> dz(static_cast<size_t>(rows * H), T(0));
+  Buffer<T> dah(nh.active() ? static_cast<size_t>(rows * H) : 0, T(0));
   Buffer<T> dstep(static_cast<size_t>(B * H)), dh_new(static_cast<size_t>(B * H));
+  StepRows<T> step_rows;
   for (Index k = steps - 1; k >= 0; --k) {
     for (Index b = 0; b < B; ++b) {
       const Index r = seq.Row(k, b);
@@ -66,15 +100,30 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
       }
       VectorMap<T>(dh + b * H, H) += ConstVectorMap<T>(dy + r * ldy, H);
       kernels::RnnBackward(H, config_.activation, tape.aux.data() + r * H, dh + b * H, ds);
-      CopyRow(ds, da.data() + r * H, H);
+      CopyRow(ds, dz.data() + r * H, H);
+    }
+    if (nh.active()) {
+      step_rows.FromStep(seq, k, dstep.data(), H);
+      nh.BackwardStep(k, step_rows, grads.gh, nullptr);
+      step_rows.ScatterTo(dah.data(), H);
     }
     internal::StepProductT(dstep.data(), B, H, H, w_.w_hh, H, dh_new.data());
     for (Index b = 0; b < B; ++b)
       if (seq.Row(k, b) >= 0) CopyRow(dh_new.data() + b * H, dh + b * H, H);
   }
-  internal::InputSideGradients(rows, D, H, x, ldx, da.data(), da.data(), w_, grads, dx, lddx,
+  const T* dwh = nh.active() ? dah.data() : dz.data();
+  // The input term's gradient: the normalized sum's (norm="layer"), or dz
+  // through the input-side norm.
+  const T* dwx = norm_sum ? dah.data() : dz.data();
+  Buffer<T> dax;
+  if (nx.active()) {
+    dax = dz;
+    nx.BackwardAll(seq, dax.data(), grads.gx, nullptr);
+    dwx = dax.data();
+  }
+  internal::InputSideGradients(rows, D, H, x, ldx, dwx, dz.data(), dz.data(), w_, grads, dx, lddx,
                                accumulate_dx);
-  internal::WeightGradient(da.data(), rows, H, H, tape.h_prev.data(), H, H, grads.w_hh);
+  internal::WeightGradient(dwh, rows, H, H, tape.h_prev.data(), H, H, grads.w_hh);
 }
 
 template class ForwardPass<float>;

@@ -100,17 +100,20 @@ void ResizeZero(Buffer<T>& v, Index n) {
   v.assign(static_cast<size_t>(n), T(0));
 }
 
-// After the backward sweep, for gate-gradient matrices in position order:
-//   dW_ih += dax^T x,  db_ih += colsum(dax),  db_hh += colsum(dah),
-//   dx (=|+=) dax W_ih.
+// After the backward sweep, with gradients in position order (T*B rows):
+//   dbx, dbh  gradients of the input and recurrent terms as they enter the
+//             gates (after any normalization): their column sums are the
+//             bias gradients (db_ih, db_hh);
+//   dax       gradient of x W_ih^T (dbx after the input norm's backward).
+// Adds dW_ih += dax^T x and the bias gradients; dx (=|+=) dax W_ih.
 // The recurrent weight gradient is cell-specific and done by the caller.
 template <typename T>
 void InputSideGradients(Index rows, Index D, Index N, const T* x, Index ldx, const T* dax,
-                        const T* dah, const CellWeights<T>& w, const CellGrads<T>& g, T* dx,
-                        Index lddx, bool accumulate_dx) {
+                        const T* dbx, const T* dbh, const CellWeights<T>& w,
+                        const CellGrads<T>& g, T* dx, Index lddx, bool accumulate_dx) {
   WeightGradient(dax, rows, N, N, x, D, ldx, g.w_ih);
-  VectorMap<T>(g.b_ih, N) += CView(dax, rows, N).colwise().sum();
-  VectorMap<T>(g.b_hh, N) += CView(dah, rows, N).colwise().sum();
+  VectorMap<T>(g.b_ih, N) += CView(dbx, rows, N).colwise().sum();
+  VectorMap<T>(g.b_hh, N) += CView(dbh, rows, N).colwise().sum();
   ForChunks(rows, kRowChunk, [&](Index r0, Index n) {
     auto DX = View(dx + r0 * lddx, n, D, lddx);
     if (accumulate_dx)

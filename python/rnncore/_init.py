@@ -23,10 +23,18 @@ def orthogonal(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
     return q if rows >= cols else q.T
 
 
-def init_parameters(params, *, cell, hidden_size, gates, scheme, rng, forget_bias, update_bias):
+def init_parameters(
+    params, *, cell, hidden_size, gates, scheme, rng, forget_bias, update_bias, bn_gamma
+):
     """Fills the live parameter views in place."""
     H = hidden_size
     for name, p in params.items():
+        if name.startswith("ln_"):  # layer-norm gains 1, shifts 0
+            p[...] = 1.0 if "_weight" in name else 0.0
+            continue
+        if name.startswith("bn_"):  # batch-norm gains bn_gamma, shifts 0
+            p[...] = bn_gamma if "_weight" in name else 0.0
+            continue
         if scheme == "torch":
             bound = 1.0 / np.sqrt(H)
             p[...] = rng.uniform(-bound, bound, size=p.shape)

@@ -18,7 +18,8 @@ from . import _validation as v
 _MAX_DIM = 2**31 - 1
 _MAX_BYTES = 2**40
 _NORMS = (None, "layer", "batch", "batch_input")
-_NORM_OPTIONS = {"ln_eps": 1e-5, "bn_eps": 1e-5, "bn_momentum": 0.1, "bn_gamma": 0.1}
+_NORM_OPTIONS = {"ln_eps": 1e-5, "bn_eps": 1e-5, "bn_momentum": 0.1, "bn_gamma": None}
+_BATCH_NORMS = ("batch", "batch_input")
 
 
 class Tape:
@@ -95,8 +96,15 @@ class _RecurrentBase:
         for key, value in (norm_options or {}).items():
             if key not in _NORM_OPTIONS:
                 raise TypeError(f"unexpected keyword argument {key!r}")
-            options[key] = v.check_float(key, value, 0.0, np.inf, high_open=True)
+            if key == "bn_gamma" and value is None:
+                continue
+            high = 1.0 if key == "bn_momentum" else np.inf
+            options[key] = v.check_float(key, value, 0.0, high, high_open=key != "bn_momentum")
+        if options["bn_gamma"] is None:  # spec: 0.1 for recurrent batch norm, 1 for batch_input
+            options["bn_gamma"] = 1.0 if norm == "batch_input" else 0.1
         self.norm_options = options
+        if norm is not None and self._cell == "gru" and not self.reset_after:
+            raise ValueError("reset_after=False is only available with norm=None")
         if init not in ("default", "torch"):
             raise ValueError(f"init must be 'default' or 'torch', got {init!r}")
         if seed is not None:
@@ -104,10 +112,6 @@ class _RecurrentBase:
         self._check_size()
         self.forget_bias = float(forget_bias)
         self.update_bias = float(update_bias)
-        if norm is not None:
-            raise NotImplementedError(
-                f"norm={norm!r} is not available in this version of rnncore yet"
-            )
         if self.dropout > 0.0:
             raise NotImplementedError(
                 "dropout between layers is not available in this version of rnncore yet"
@@ -124,7 +128,10 @@ class _RecurrentBase:
             proj_size=self.proj_size,
             nonlinearity=self.nonlinearity,
             reset_after=self.reset_after,
-            norm="none",
+            norm=norm or "none",
+            ln_eps=options["ln_eps"],
+            bn_eps=options["bn_eps"],
+            bn_momentum=options["bn_momentum"],
         )
         self._params = self._views(self._model.parameter_buffer())
         self._grads = self._views(self._model.gradient_buffer())
@@ -138,6 +145,7 @@ class _RecurrentBase:
             rng=np.random.default_rng(seed),
             forget_bias=self.forget_bias,
             update_bias=self.update_bias,
+            bn_gamma=options["bn_gamma"],
         )
 
     def _check_size(self) -> None:
@@ -182,9 +190,23 @@ class _RecurrentBase:
         """The number of trainable scalars."""
         return int(sum(p.size for p in self._params.values()))
 
+    def buffers(self) -> OrderedDict:
+        """Copies of the running statistics of the batch norms, by name.
+
+        ``norm="batch"``: ``(S, width)``, one row per time step seen in training;
+        ``norm="batch_input"``: ``(width,)``. Empty for other norms.
+        """
+        out = OrderedDict()
+        for name, stats, variance, one_row, _ in self._model.buffer_layout:
+            arr = self._model.get_running(stats)[1 if variance else 0]
+            out[name] = arr[0] if one_row else arr
+        return out
+
     def state_dict(self) -> OrderedDict:
-        """Copies of the parameters (and buffers), by name."""
-        return OrderedDict((k, p.copy()) for k, p in self._params.items())
+        """Copies of the parameters, then the buffers, by name."""
+        state = OrderedDict((k, p.copy()) for k, p in self._params.items())
+        state.update(self.buffers())
+        return state
 
     def load_state_dict(self, state_dict, strict: bool = True) -> None:
         """Copies arrays (or PyTorch tensors) into the parameters.
@@ -200,23 +222,64 @@ class _RecurrentBase:
         """
         if not hasattr(state_dict, "keys"):
             raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
+        layout = {name: (stats, var, one_row, width)
+                  for name, stats, var, one_row, width in self._model.buffer_layout}  # fmt: skip
+        expected = list(self._params) + list(layout)
         keys = list(state_dict.keys())
-        missing = [k for k in self._params if k not in state_dict]
-        unexpected = [k for k in keys if k not in self._params]
+        missing = [k for k in expected if k not in state_dict]
+        unexpected = [k for k in keys if k not in self._params and k not in layout]
         if strict and (missing or unexpected):
             raise KeyError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
         arrays, wrong = {}, []
         for k in keys:
-            if k not in self._params:
+            if k in self._params:
+                arr = v.real_array(f"state_dict[{k!r}]", state_dict[k])
+                if arr.shape != self._params[k].shape:
+                    wrong.append(f"{k}: expected {self._params[k].shape}, got {arr.shape}")
+                arrays[k] = arr
+            elif k in layout:
+                arr = v.real_array(f"state_dict[{k!r}]", state_dict[k])
+                _, _, one_row, width = layout[k]
+                if one_row:
+                    ok = arr.shape == (width,)
+                    want = f"({width},)"
+                else:
+                    ok = arr.ndim == 2 and arr.shape[1] == width
+                    want = f"(S, {width})"
+                if not ok:
+                    wrong.append(f"{k}: expected {want}, got {arr.shape}")
+                arrays[k] = arr
+        # The mean and variance of one site share their rows: pair them up.
+        sites = {}
+        for k, (stats, var, _, _) in layout.items():
+            sites.setdefault(stats, [None, None])[1 if var else 0] = k
+        current = None
+        pending = []
+        for stats, (mean_key, var_key) in sites.items():
+            if mean_key not in arrays and var_key not in arrays:
                 continue
-            arr = v.real_array(f"state_dict[{k!r}]", state_dict[k])
-            if arr.shape != self._params[k].shape:
-                wrong.append(f"{k}: expected {self._params[k].shape}, got {arr.shape}")
-            arrays[k] = arr
+            if current is None:
+                current = self.buffers()
+            mean = arrays.get(mean_key, current[mean_key])
+            var = arrays.get(var_key, current[var_key])
+            mean2, var2 = np.atleast_2d(mean), np.atleast_2d(var)
+            if mean2.shape != var2.shape and not wrong:
+                wrong.append(
+                    f"{mean_key} and {var_key} must have the same shape, "
+                    f"got {mean.shape} and {var.shape}"
+                )
+            pending.append((stats, mean2, var2))
         if wrong:
             raise ValueError("load_state_dict: wrong shapes: " + "; ".join(wrong))
         for k, arr in arrays.items():
-            self._params[k][...] = arr
+            if k in self._params:
+                self._params[k][...] = arr
+        for stats, mean, var in pending:
+            self._model.set_running(
+                stats,
+                np.ascontiguousarray(mean, dtype=self.dtype),
+                np.ascontiguousarray(var, dtype=self.dtype),
+            )
 
     # -------------------------------------------------------------------- mode
     def train(self, mode: bool = True):
@@ -302,7 +365,14 @@ class _RecurrentBase:
 
     def _run(self, x, hx, lengths, train):
         x, h0, c0, lengths, unbatched = self._prepare(x, hx, lengths)
-        out, h_n, c_n, tape = self._model.forward(x, h0=h0, c0=c0, lengths=lengths, train=train)
+        if self.training and self.norm in _BATCH_NORMS and x.shape[1] < 2:
+            raise ValueError(
+                f"norm={self.norm!r} in training mode needs a batch of at least 2 sequences "
+                f"(x has {x.shape[1]}); call .eval() to use the running statistics"
+            )
+        out, h_n, c_n, tape = self._model.forward(
+            x, h0=h0, c0=c0, lengths=lengths, record=train, training=self.training
+        )
         out, h_n, c_n = self._to_user(out, h_n, c_n, unbatched)
         return out, self._pack_states(h_n, c_n), tape, unbatched, hx is not None
 

@@ -31,6 +31,9 @@ struct ModelConfig {
   Activation activation = Activation::kTanh;  // RNN only
   bool reset_after = true;                    // GRU only
   Norm norm = Norm::kNone;
+  double ln_eps = 1e-5;
+  double bn_eps = 1e-5;
+  double bn_momentum = 0.1;
 
   Index gates() const;
   Index directions() const { return bidirectional ? 2 : 1; }
@@ -52,10 +55,22 @@ struct ParamInfo {
 
 std::vector<ParamInfo> ParameterLayout(const ModelConfig& config);
 
+// One running-statistics buffer (batch norms): its name, which site of which
+// layer and direction it belongs to, and whether it is the variance.
+struct BufferInfo {
+  std::string name;
+  Index stats = 0;     // index into the model's running statistics
+  bool variance = false;
+  bool one_row = false;  // norm="batch_input": shape (width,), else (S, width)
+  Index width = 0;
+};
+
+std::vector<BufferInfo> BufferLayout(const ModelConfig& config);
+
 template <typename T>
 class Model;
 
-// What Model::ForwardTrain keeps for Model::Backward. Single use, bound to the
+// What Model::Forward records for Model::Backward. Single use, bound to the
 // model that made it.
 template <typename T>
 class ModelTape {
@@ -64,11 +79,13 @@ class ModelTape {
   const void* owner() const { return owner_; }
   Index steps() const { return steps_; }
   Index batch() const { return batch_; }
+  bool training() const { return training_; }
 
  private:
   friend class Model<T>;
   const void* owner_ = nullptr;
   bool consumed_ = false;
+  bool training_ = true;  // the mode of the forward pass (batch norm statistics)
   Index steps_ = 0, batch_ = 0;
   std::vector<std::int64_t> lengths_;  // empty: all sequences have length T
   std::vector<Buffer<T>> inputs_;  // per layer (T*B, layer_input), padding zeroed
@@ -87,14 +104,22 @@ class Model {
   const T* parameters() const { return params_.data(); }
   T* gradients() { return grads_.data(); }
 
-  // Inference. Thread-safe: may run concurrently on one model.
+  // The forward pass. training selects batch statistics (and updates the
+  // running statistics of the batch norms) over the running ones; with a
+  // tape, records what Backward needs. Calls in eval mode (training false)
+  // change nothing and may run concurrently on one model; a training-mode
+  // call of a batch-normalized model may not run beside other calls.
   void Forward(Index steps, Index batch, const T* x, const T* h0, const T* c0,
-               const std::int64_t* lengths, T* out, T* h_n, T* c_n) const;
+               const std::int64_t* lengths, T* out, T* h_n, T* c_n, bool training,
+               ModelTape<T>* tape) const;
 
-  // Forward pass that records tape for Backward.
-  void ForwardTrain(Index steps, Index batch, const T* x, const T* h0, const T* c0,
-                    const std::int64_t* lengths, T* out, T* h_n, T* c_n,
-                    ModelTape<T>* tape) const;
+  // Running statistics buffers (see BufferLayout), copied out and in. Set
+  // takes rows x width values of the mean and the variance of one site.
+  const std::vector<BufferInfo>& buffer_layout() const { return buffers_; }
+  const RunningStats<T>& running(Index stats) const {
+    return running_[static_cast<size_t>(stats)];
+  }
+  void SetRunning(Index stats, Index rows, const T* mean, const T* var);
 
   // Backpropagation through time. dout (T, B, Dn*P) or null; dh_n, dc_n as
   // h0 / c0 or null. Writes dx (T, B, input), dh0, dc0 (c0 for LSTM only, may
@@ -104,17 +129,19 @@ class Model {
                 T* dc0);
 
  private:
-  CellConfig LayerConfig(Index layer) const;
+  CellConfig LayerConfig(Index layer, bool training) const;
   CellWeights<T> Weights(Index layer, Index dir) const;
   CellGrads<T> Grads(Index layer, Index dir);
-  void Run(Index steps, Index batch, const T* x, const T* h0, const T* c0,
-           const std::int64_t* lengths, T* out, T* h_n, T* c_n, ModelTape<T>* tape) const;
 
   ModelConfig config_;
   std::vector<ParamInfo> layout_;
   Buffer<T> params_, grads_;
-  // Per layer * direction: offsets of w_ih, w_hh, b_ih, b_hh, w_hr (-1: absent).
+  // Per layer * direction: offsets of each parameter slot (-1: absent).
   std::vector<std::vector<Index>> offsets_;
+  std::vector<BufferInfo> buffers_;
+  // Per layer * direction * site (input, recurrent, cell). Updated by
+  // training-mode forward passes, which is why it is mutable.
+  mutable std::vector<RunningStats<T>> running_;
   Buffer<T> zero_bias_;              // stands in for absent biases
   Buffer<T> bias_grad_sink_;         // receives their gradients
 };

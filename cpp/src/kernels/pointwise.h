@@ -55,38 +55,60 @@ inline void RnnBackward(Index H, Activation act, const T* h, const T* dh, T* dz)
 }
 
 // ---------------------------------------------------------------------- LSTM
-// gates (4H) <- activated i, f, g, o of ax + ah + bias; c = f c_prev + i g;
-// tanh_c = tanh(c); m = o tanh_c (the step's output before any projection).
+// gates (4H) <- activated i, f, g, o of ax + ah + bias; c = f c_prev + i g.
+// c may alias c_prev.
 template <typename T>
-inline void LstmForward(Index H, const T* ax, const T* ah, const T* bias, const T* c_prev,
-                        T* gates, T* c, T* tanh_c, T* m) {
+inline void LstmGates(Index H, const T* ax, const T* ah, const T* bias, const T* c_prev,
+                      T* gates, T* c) {
   const Index G = 4 * H;
-  auto z = A(gates, G);
-  z = A(ax, G) + A(ah, G) + A(bias, G);
+  A(gates, G) = A(ax, G) + A(ah, G) + A(bias, G);
   A(gates, H) = Sigmoid<T>(A(gates, H));                  // i
   A(gates + H, H) = Sigmoid<T>(A(gates + H, H));          // f
   A(gates + 2 * H, H) = A(gates + 2 * H, H).tanh();       // g
   A(gates + 3 * H, H) = Sigmoid<T>(A(gates + 3 * H, H));  // o
   A(c, H) = A(gates + H, H) * A(c_prev, H) + A(gates, H) * A(gates + 2 * H, H);
-  A(tanh_c, H) = A(c, H).tanh();
+}
+
+// tanh_c = tanh(cn), m = o tanh_c, where cn is c or its normalization.
+template <typename T>
+inline void LstmOutput(Index H, const T* gates, const T* cn, T* tanh_c, T* m) {
+  A(tanh_c, H) = A(cn, H).tanh();
   A(m, H) = A(gates + 3 * H, H) * A(tanh_c, H);
 }
 
-// From dm (gradient of o tanh_c) and dc (gradient of c_t from later steps),
-// writes dz (4H, pre-activation gradients) and turns dc into the gradient of
-// c_{t-1}.
 template <typename T>
-inline void LstmBackward(Index H, const T* gates, const T* c_prev, const T* tanh_c, const T* dm,
-                         T* dc, T* dz) {
+inline void LstmForward(Index H, const T* ax, const T* ah, const T* bias, const T* c_prev,
+                        T* gates, T* c, T* tanh_c, T* m) {
+  LstmGates(H, ax, ah, bias, c_prev, gates, c);
+  LstmOutput(H, gates, c, tanh_c, m);
+}
+
+// dcn = gradient of the tanh input cn, from dm (gradient of o tanh_c).
+template <typename T>
+inline void LstmOutputBackward(Index H, const T* gates, const T* tanh_c, const T* dm, T* dcn) {
+  A(dcn, H) = A(dm, H) * A(gates + 3 * H, H) * (T(1) - A(tanh_c, H).square());
+}
+
+// From dm and dc (the full gradient of c_t), writes dz (4H, pre-activation
+// gradients) and turns dc into the gradient of c_{t-1}.
+template <typename T>
+inline void LstmGatesBackward(Index H, const T* gates, const T* c_prev, const T* tanh_c,
+                              const T* dm, T* dc, T* dz) {
   auto i = A(gates, H), f = A(gates + H, H), g = A(gates + 2 * H, H), o = A(gates + 3 * H, H);
-  auto tc = A(tanh_c, H);
   auto dcv = A(dc, H);
-  dcv += A(dm, H) * o * (T(1) - tc.square());
   A(dz, H) = dcv * g * i * (T(1) - i);
   A(dz + H, H) = dcv * A(c_prev, H) * f * (T(1) - f);
   A(dz + 2 * H, H) = dcv * i * (T(1) - g.square());
-  A(dz + 3 * H, H) = A(dm, H) * tc * o * (T(1) - o);
+  A(dz + 3 * H, H) = A(dm, H) * A(tanh_c, H) * o * (T(1) - o);
   dcv *= f;
+}
+
+// Plain cell: dc (gradient of c_t from later steps) gains the output path.
+template <typename T>
+inline void LstmBackward(Index H, const T* gates, const T* c_prev, const T* tanh_c, const T* dm,
+                         T* dc, T* dz) {
+  A(dc, H) += A(dm, H) * A(gates + 3 * H, H) * (T(1) - A(tanh_c, H).square());
+  LstmGatesBackward(H, gates, c_prev, tanh_c, dm, dc, dz);
 }
 
 // ----------------------------------------------------------------------- GRU

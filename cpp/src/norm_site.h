@@ -1,0 +1,279 @@
+// One normalization site of a cell direction (the input term, the recurrent
+// term, or the LSTM cell state): its mode, parameters, running statistics and
+// tape, with forward and backward over a step's rows or over the whole
+// position-ordered sequence. Chosen once per call, outside the time loop.
+#ifndef RNNCORE_NORM_SITE_H_
+#define RNNCORE_NORM_SITE_H_
+
+#include <algorithm>
+#include <vector>
+
+#include "kernels/norm.h"
+#include "rnncore/cell.h"
+#include "rnncore/common.h"
+
+namespace rnncore {
+namespace internal {
+
+enum class SiteKind {
+  kNone,       // identity
+  kLayer,      // layer norm of each row
+  kBatchStep,  // batch norm over the sequences active at each step
+  kBatchSeq,   // batch norm over every active (t, b) position at once
+};
+
+// The site kinds of a cell under a norm (spec/normalization.md section 3).
+struct SiteKinds {
+  SiteKind x, h, c;
+};
+
+inline SiteKinds Sites(Norm norm, CellKind cell) {
+  switch (norm) {
+    case Norm::kLayer:  // the RNN normalizes the sum of both terms: its h site
+      if (cell == CellKind::kRnn) return {SiteKind::kNone, SiteKind::kLayer, SiteKind::kNone};
+      return {SiteKind::kLayer, SiteKind::kLayer,
+              cell == CellKind::kLstm ? SiteKind::kLayer : SiteKind::kNone};
+    case Norm::kBatch:
+      return {SiteKind::kBatchStep, SiteKind::kBatchStep,
+              cell == CellKind::kLstm ? SiteKind::kBatchStep : SiteKind::kNone};
+    case Norm::kBatchInput:
+      return {SiteKind::kBatchSeq, SiteKind::kNone, SiteKind::kNone};
+    case Norm::kNone:
+      break;
+  }
+  return {SiteKind::kNone, SiteKind::kNone, SiteKind::kNone};
+}
+
+// Rows of one step handed to a site: the active sequences' rows, in batch
+// order, and their positions (rows of the (T*B, .) tape matrices).
+template <typename T>
+struct StepRows {
+  std::vector<T*> rows;
+  std::vector<Index> positions;
+  void Clear() {
+    rows.clear();
+    positions.clear();
+  }
+  Index count() const { return static_cast<Index>(rows.size()); }
+  // The active sequences' rows of a (B, ld) step matrix at step k.
+  void FromStep(const StepIndex& seq, Index k, T* base, Index ld) {
+    Clear();
+    for (Index b = 0; b < seq.batch(); ++b) {
+      const Index r = seq.Row(k, b);
+      if (r < 0) continue;
+      rows.push_back(base + b * ld);
+      positions.push_back(r);
+    }
+  }
+  // Copies each row to its position in a (T*B, n) matrix.
+  void ScatterTo(T* dst, Index n) const {
+    for (size_t i = 0; i < rows.size(); ++i)
+      std::copy(rows[i], rows[i] + n, dst + positions[i] * n);
+  }
+};
+
+template <typename T>
+class NormSite {
+ public:
+  // width: values per row. rows_total: T*B. steps: T. gamma/beta: parameters
+  // (beta may be null: no shift). stats: running statistics (batch kinds).
+  // tape: null when nothing is recorded.
+  NormSite(SiteKind kind, Index width, Index rows_total, Index steps, const T* gamma,
+           const T* beta, const CellConfig& config, RunningStats<T>* stats, NormTape<T>* tape)
+      : NormSite(kind, width, rows_total, steps, gamma, beta,
+                 kind == SiteKind::kLayer ? config.ln_eps : config.bn_eps, config.bn_momentum,
+                 config.training, stats, tape) {}
+
+  NormSite(SiteKind kind, Index width, Index rows_total, Index steps, const T* gamma,
+           const T* beta, double eps, double momentum, bool training, RunningStats<T>* stats,
+           NormTape<T>* tape)
+      : kind_(kind),
+        n_(width),
+        steps_(steps),
+        gamma_(gamma),
+        beta_(beta),
+        eps_(static_cast<T>(eps)),
+        momentum_(static_cast<T>(momentum)),
+        training_(training),
+        stats_(stats),
+        tape_(tape),
+        mean_(static_cast<size_t>(width)),
+        var_(static_cast<size_t>(width)),
+        r_(static_cast<size_t>(width)),
+        xhat_row_(static_cast<size_t>(width)) {
+    if (kind_ == SiteKind::kNone) return;
+    if (tape_) {
+      tape_->xhat.assign(static_cast<size_t>(rows_total * n_), T(0));
+      const Index r_size = kind_ == SiteKind::kLayer     ? rows_total
+                           : kind_ == SiteKind::kBatchSeq ? n_
+                                                          : steps * n_;
+      tape_->rstd.assign(static_cast<size_t>(r_size), T(0));
+    }
+    if (stats_ && training_) {
+      stats_->Grow(kind_ == SiteKind::kBatchSeq ? 1 : steps);
+    }
+  }
+
+  bool active() const { return kind_ != SiteKind::kNone; }
+
+  // Reads (and never resizes) a tape recorded by a forward pass: for
+  // backward, which builds its sites without a tape and attaches it.
+  void AttachTape(NormTape<T>* tape) { tape_ = tape; }
+
+  // Normalizes in place the rows of step k (y = γ â + β).
+  void ForwardStep(Index k, const StepRows<T>& s) {
+    if (kind_ == SiteKind::kNone || s.count() == 0) return;
+    if (kind_ == SiteKind::kLayer) {
+      for (Index i = 0; i < s.count(); ++i) {
+        T* xh = tape_ ? XhatRow(s.positions[i]) : xhat_row_.data();
+        const T r = kernels::LayerNormForward(n_, s.rows[i], gamma_, beta_, eps_, xh, s.rows[i]);
+        if (tape_) tape_->rstd[static_cast<size_t>(s.positions[i])] = r;
+      }
+      return;
+    }
+    // Batch norm over this step's rows (kBatchStep) or with whole-sequence
+    // statistics computed beforehand (kBatchSeq).
+    const T* mean;
+    const T* r;
+    if (kind_ == SiteKind::kBatchStep && training_) {
+      kernels::BatchStats(s.count(), s.rows.data(), n_, mean_.data(), var_.data());
+      Update(k, s.count());
+      kernels::InverseStd(n_, var_.data(), eps_, r_.data());
+      mean = mean_.data();
+      r = r_.data();
+    } else if (kind_ == SiteKind::kBatchSeq && training_) {
+      mean = mean_.data();  // set by ForwardAll
+      r = r_.data();
+    } else {
+      const Index row = kind_ == SiteKind::kBatchSeq ? 0 : k;
+      stats_->EvalRow(row, eps_, mean_.data(), r_.data());
+      mean = mean_.data();
+      r = r_.data();
+    }
+    if (tape_) std::copy(r, r + n_, RstdFor(k));
+    for (Index i = 0; i < s.count(); ++i)
+      kernels::BatchNormApply(n_, s.rows[i], mean, r, gamma_, beta_,
+                              tape_ ? XhatRow(s.positions[i]) : nullptr, s.rows[i]);
+  }
+
+  // Normalizes in place a whole position-ordered (T*B, width) matrix a whose
+  // step-k rows seq says (the hoisted input term).
+  void ForwardAll(const StepIndex& seq, T* a) {
+    if (kind_ == SiteKind::kNone) return;
+    StepRows<T> s;
+    if (kind_ == SiteKind::kBatchSeq && training_) {
+      std::vector<const T*> all;
+      for (Index k = 0; k < seq.steps(); ++k)
+        for (Index b = 0; b < seq.batch(); ++b) {
+          const Index row = seq.Row(k, b);
+          if (row >= 0) all.push_back(a + row * n_);
+        }
+      kernels::BatchStats(static_cast<Index>(all.size()), all.data(), n_, mean_.data(),
+                          var_.data());
+      Update(0, static_cast<Index>(all.size()));
+      kernels::InverseStd(n_, var_.data(), eps_, r_.data());
+    }
+    for (Index k = 0; k < seq.steps(); ++k) {
+      Gather(seq, k, a, &s);
+      ForwardStep(k, s);
+    }
+  }
+
+  // Backward of step k: dy rows (gradients of this site's output) become the
+  // gradients of its input, in place. Parameter gradients are added.
+  void BackwardStep(Index k, const StepRows<T>& dy, T* dgamma, T* dbeta) {
+    if (kind_ == SiteKind::kNone || dy.count() == 0) return;
+    if (kind_ == SiteKind::kLayer) {
+      for (Index i = 0; i < dy.count(); ++i) {
+        const Index pos = dy.positions[i];
+        kernels::LayerNormBackward(n_, dy.rows[i], XhatRow(pos),
+                                   tape_->rstd[static_cast<size_t>(pos)], gamma_, dy.rows[i],
+                                   false, dgamma, dbeta);
+      }
+      return;
+    }
+    const T* r = RstdFor(k);
+    if (kind_ == SiteKind::kBatchStep && training_) {
+      std::vector<const T*> dys(dy.rows.begin(), dy.rows.end()), xhs;
+      for (Index pos : dy.positions) xhs.push_back(XhatRow(pos));
+      std::vector<T> scratch(static_cast<size_t>(2 * n_));
+      kernels::BatchNormBackward(dy.count(), dys.data(), xhs.data(), n_, r, gamma_,
+                                 dy.rows.data(), false, dgamma, dbeta, scratch.data());
+      return;
+    }
+    if (kind_ == SiteKind::kBatchSeq && training_) return;  // done in BackwardAll
+    for (Index i = 0; i < dy.count(); ++i)
+      kernels::BatchNormAffineBackward(n_, dy.rows[i], XhatRow(dy.positions[i]), r, gamma_,
+                                       dy.rows[i], false, dgamma, dbeta);
+  }
+
+  // Backward over a whole position-ordered gradient matrix (the input term),
+  // in place.
+  void BackwardAll(const StepIndex& seq, T* da, T* dgamma, T* dbeta) {
+    if (kind_ == SiteKind::kNone) return;
+    StepRows<T> s;
+    if (kind_ == SiteKind::kBatchSeq && training_) {
+      // One normalization group over every active position of the sequence.
+      for (Index k = 0; k < seq.steps(); ++k) {
+        Gather(seq, k, da, &s);
+        all_rows_.insert(all_rows_.end(), s.rows.begin(), s.rows.end());
+        all_pos_.insert(all_pos_.end(), s.positions.begin(), s.positions.end());
+      }
+      std::vector<const T*> dys(all_rows_.begin(), all_rows_.end()), xhs;
+      for (Index pos : all_pos_) xhs.push_back(XhatRow(pos));
+      std::vector<T> scratch(static_cast<size_t>(2 * n_));
+      kernels::BatchNormBackward(static_cast<Index>(dys.size()), dys.data(), xhs.data(), n_,
+                                 RstdFor(0), gamma_, all_rows_.data(), false, dgamma, dbeta,
+                                 scratch.data());
+      all_rows_.clear();
+      all_pos_.clear();
+      return;
+    }
+    for (Index k = 0; k < seq.steps(); ++k) {
+      Gather(seq, k, da, &s);
+      BackwardStep(k, s, dgamma, dbeta);
+    }
+  }
+
+  // The rows of step k of a position-ordered matrix a.
+  void Gather(const StepIndex& seq, Index k, T* a, StepRows<T>* s) const {
+    s->Clear();
+    for (Index b = 0; b < seq.batch(); ++b) {
+      const Index row = seq.Row(k, b);
+      if (row < 0) continue;
+      s->rows.push_back(a + row * n_);
+      s->positions.push_back(row);
+    }
+  }
+
+ private:
+  T* XhatRow(Index pos) { return tape_->xhat.data() + pos * n_; }
+  T* RstdFor(Index k) {
+    if (!tape_) return r_.data();
+    return tape_->rstd.data() + (kind_ == SiteKind::kBatchSeq ? 0 : k * n_);
+  }
+
+  // Running statistics, PyTorch's rule: a step with fewer than 2 sequences
+  // updates nothing; the variance is the unbiased one.
+  void Update(Index row, Index count) {
+    if (!stats_ || count < 2) return;
+    stats_->Update(row, momentum_, mean_.data(), var_.data(), count);
+  }
+
+  SiteKind kind_;
+  Index n_, steps_;
+  const T* gamma_;
+  const T* beta_;
+  T eps_, momentum_;
+  bool training_;
+  RunningStats<T>* stats_;
+  NormTape<T>* tape_;
+  std::vector<T> mean_, var_, r_, xhat_row_;
+  std::vector<T*> all_rows_;
+  std::vector<Index> all_pos_;
+};
+
+}  // namespace internal
+}  // namespace rnncore
+
+#endif  // RNNCORE_NORM_SITE_H_
