@@ -589,10 +589,11 @@ def make_params(
         bias: Whether to create biases.
         rng: Random generator.
         scale: Entries are ``U(-scale, scale)``; default ``1/sqrt(hidden_size)`` (PyTorch's).
-        norm: Also create the normalization parameters of this norm: gains ``U(0.5, 1.5)`` and
-            shifts ``U(-0.5, 0.5)`` (random rather than the initial values, so that a swapped
-            or ignored gain shows). They are drawn after all plain parameters, so the plain
-            values do not depend on ``norm``.
+        norm: Also create the normalization parameters of this norm: gains ``U(0.5, 1.5)``
+            (``U(0.05, 0.35)`` for ``norm="batch"``, whose gains start at 0.1) and shifts
+            ``U(-0.5, 0.5)`` -- random rather than the initial values, so that a swapped or
+            ignored gain shows. They are drawn after all plain parameters, so the plain values
+            do not depend on ``norm``.
 
     Returns:
         An ordered dict name -> array, in :func:`param_names` order.
@@ -622,8 +623,13 @@ def make_params(
         return params
     extra = {}
     for name, init in init_norm_params(cell, hidden_size, num_layers, bidirectional, norm).items():
-        low = -0.5 if "_bias_" in name else 0.5
-        extra[name] = rng.uniform(low, low + 1.0, size=init.shape)
+        if "_bias_" in name:
+            low, high = -0.5, 0.5
+        elif norm == "batch":
+            low, high = 0.05, 0.35  # around the initial 0.1: large gains saturate the cell
+        else:
+            low, high = 0.5, 1.5
+        extra[name] = rng.uniform(low, high, size=init.shape)
     all_params = {**params, **extra}
     return {
         name: all_params[name]
