@@ -78,6 +78,10 @@ CELLS: dict[str, CellSpec] = {
     "gru": CellSpec("gru", 3, "gru"),
     "rnn": CellSpec("rnn", 1, "rnn", (("nonlinearity", "tanh"),)),
     "rnn_relu": CellSpec("rnn", 1, "rnn-relu", (("nonlinearity", "relu"),)),
+    # Normalized LSTMs: torch runs them as the same equations written with PyTorch operations
+    # (``torch_ops_lstm``); ORT has no such node.
+    "ln_lstm": CellSpec("lstm", 4, "ln-lstm", norm="layer"),
+    "bn_lstm": CellSpec("lstm", 4, "bn-lstm", norm="batch"),
 }
 
 #: Cells run when ``--cells`` is not given.
@@ -178,6 +182,62 @@ CASE_SETS: dict[str, Callable[[Sequence[str], Sequence[int]], list[Case]]] = {
     "quick": quick_cases,
 }
 
+# -- the normalization section ---------------------------------------------------------------
+
+#: Normalizations of the cost table, as (column label, ``norm``, mode of the timed forward).
+#: "batch (train)" is a training-mode forward (batch statistics, running-statistics update);
+#: the other columns are eval-mode forwards.
+NORM_VARIANTS: tuple[tuple[str, str | None, str], ...] = (
+    ("plain", None, "eval"),
+    ("layer", "layer", "eval"),
+    ("batch", "batch", "eval"),
+    ("batch (train)", "batch", "train"),
+    ("batch_input", "batch_input", "eval"),
+)
+
+#: Target of the cost table: an eval-mode normalized forward at most this times the plain one,
+#: at ``NORM_TARGET_SIZE`` (B, H).
+NORM_TARGET_RATIO = 1.15
+NORM_TARGET_SIZE = (64, 256)
+#: Target of the PyTorch-operations comparison: the LN-LSTM training step at least this many
+#: times faster in rnncore.
+TORCH_OPS_TARGET_SPEEDUP = 5.0
+
+
+def norm_sizes(quick: bool) -> list[tuple[int, int, int]]:
+    """``(T, B, H)`` of the normalization cost table (input size = hidden size)."""
+    if quick:
+        return [(20, 16, 64)]
+    return [(100, 64, 256), (100, 16, 512)]
+
+
+def norm_torch_cases(threads: Sequence[int], quick: bool) -> list[Case]:
+    """rnncore's normalized LSTM against the same cell written with PyTorch operations.
+
+    The layer-norm LSTM for inference and a training step at (B=64, H=256), (B=16, H=512)
+    and (B=1, H=256), T=100; the batch-norm LSTM's training step (per-step batch statistics)
+    at the two sizes with B >= 2. ``quick``: T=20, (B=16, H=64) and (B=1, H=64).
+
+    Args:
+        threads: Thread counts; every case is run at each.
+        quick: The small smoke-test version.
+
+    Returns:
+        The list of cases, in run order.
+    """
+    if quick:
+        t, ln_sizes, bn_sizes = 20, [(16, 64), (1, 64)], [(16, 64)]
+    else:
+        t, ln_sizes, bn_sizes = 100, [(64, 256), (16, 512), (1, 256)], [(64, 256), (16, 512)]
+    cases = []
+    for th in threads:
+        for b, h in ln_sizes:
+            cases.append(Case("ln_lstm", "infer", T=t, B=b, H=h, threads=th))
+            cases.append(Case("ln_lstm", "train", T=t, B=b, H=h, threads=th))
+        for b, h in bn_sizes:
+            cases.append(Case("bn_lstm", "train", T=t, B=b, H=h, threads=th))
+    return cases
+
 # --------------------------------------------------------------------------------------------
 # Data and weights
 # --------------------------------------------------------------------------------------------
@@ -207,6 +267,241 @@ def numpy_params(case: Case, seed: int) -> dict[str, np.ndarray]:
     shapes = {"weight_ih_l0": (gh, d), "weight_hh_l0": (gh, h), "bias_ih_l0": (gh,)}
     shapes["bias_hh_l0"] = (gh,)
     return {n: rng.uniform(-k, k, s).astype(np.float32) for n, s in shapes.items()}
+
+
+def perturb_norm_params(params: Mapping[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
+    """Moves normalization gains and shifts off their initial values (1 or 0.1, and 0).
+
+    With every gain equal and every shift zero, a cross-check cannot see a gain applied to the
+    wrong term, or a missing shift; the benchmark's timings do not depend on the values. Gains
+    are multiplied by ``U(0.5, 1.5)``, shifts get ``U(-0.2, 0.2)`` added; running statistics
+    and the plain weights are left alone.
+
+    Args:
+        params: Parameters by rnncore name.
+        seed: Random seed.
+
+    Returns:
+        A new dictionary.
+    """
+    rng = np.random.default_rng(seed + 2)
+    out = {}
+    for name, v in params.items():
+        v = np.array(v)
+        if name.startswith(("ln_", "bn_")) and "_running_" not in name:
+            if "_weight" in name:
+                v = v * rng.uniform(0.5, 1.5, v.shape).astype(v.dtype)
+            elif "_bias" in name:
+                v = v + rng.uniform(-0.2, 0.2, v.shape).astype(v.dtype)
+        out[name] = v
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The normalized LSTM written with PyTorch operations
+# --------------------------------------------------------------------------------------------
+
+#: Normalizations the PyTorch-operations LSTM implements.
+TORCH_OPS_NORMS = ("layer", "batch")
+
+_TORCH_OPS_CLASS: dict[int, type] = {}
+
+
+def torch_ops_lstm(
+    torch,
+    input_size: int,
+    hidden_size: int,
+    norm: str = "layer",
+    *,
+    ln_eps: float = 1e-5,
+    bn_eps: float = 1e-5,
+    bn_momentum: float = 0.1,
+    bn_gamma: float = 0.1,
+):
+    """Creates the normalized LSTM of spec/normalization.md §3 written with PyTorch operations.
+
+    This is what a CPU user without rnncore would write: an ``nn.Module`` with a Python loop
+    over time, the input projection (and its normalization, which does not depend on the
+    state) hoisted out of the loop as one matrix product over all steps, ``F.layer_norm`` /
+    ``F.batch_norm`` inside, autograd for the backward pass. Parameter and buffer names are
+    rnncore's (``weight_ih_l0``, ``ln_ih_weight_l0``, ``bn_hh_running_mean_l0``, ...), one
+    layer, one direction, time-major input ``(T, B, D)``; states are ``(1, B, H)`` as for
+    ``torch.nn.LSTM``.
+
+    - ``norm="layer"``: ``Z = LN0(x W_ih^T; ln_ih_weight) + b_ih + LN0(h W_hh^T;
+      ln_hh_weight) + b_hh`` (LN0 over 4H), ``c`` carried un-normalized,
+      ``h = o * tanh(LN(c; ln_cell_weight, ln_cell_bias))`` (over H).
+    - ``norm="batch"``: the same with per-time-step batch normalization (Cooijmans et al.):
+      training mode uses step ``t``'s batch statistics and updates running row ``t`` (the
+      buffers grow to the longest sequence seen, new rows start at mean 0, variance 1); eval
+      mode uses row ``min(t, S - 1)`` (mean 0, variance 1 while ``S == 0``).
+
+    Args:
+        torch: The ``torch`` module (imported by the caller, so this file needs no torch).
+        input_size: ``D``.
+        hidden_size: ``H``.
+        norm: ``"layer"`` or ``"batch"``.
+        ln_eps: Layer-norm epsilon.
+        bn_eps: Batch-norm epsilon.
+        bn_momentum: Running-statistics momentum.
+        bn_gamma: Initial batch-norm gain.
+
+    Returns:
+        The module (float32, PyTorch's ``U(-1/sqrt(H), 1/sqrt(H))`` weights; load others with
+        ``load_arrays``).
+    """
+    cls = _TORCH_OPS_CLASS.get(id(torch))
+    if cls is None:
+        cls = _TORCH_OPS_CLASS[id(torch)] = _define_torch_ops_lstm(torch)
+    return cls(input_size, hidden_size, norm, ln_eps, bn_eps, bn_momentum, bn_gamma)
+
+
+def _define_torch_ops_lstm(torch) -> type:
+    nn, F = torch.nn, torch.nn.functional
+
+    class TorchOpsLSTM(nn.Module):
+        """Layer- or batch-normalized LSTM in PyTorch operations; see ``torch_ops_lstm``."""
+
+        def __init__(self, input_size, hidden_size, norm, ln_eps, bn_eps, bn_momentum, bn_gamma):
+            super().__init__()
+            if norm not in TORCH_OPS_NORMS:
+                raise ValueError(f"norm must be one of {TORCH_OPS_NORMS}, got {norm!r}")
+            self.input_size, self.hidden_size, self.norm = input_size, hidden_size, norm
+            self.ln_eps, self.bn_eps, self.bn_momentum = ln_eps, bn_eps, bn_momentum
+            g, h = 4 * hidden_size, hidden_size
+            self.weight_ih_l0 = nn.Parameter(torch.empty(g, input_size))
+            self.weight_hh_l0 = nn.Parameter(torch.empty(g, h))
+            self.bias_ih_l0 = nn.Parameter(torch.empty(g))
+            self.bias_hh_l0 = nn.Parameter(torch.empty(g))
+            k = 1.0 / math.sqrt(h)
+            for p in self.parameters():
+                nn.init.uniform_(p, -k, k)
+            if norm == "layer":
+                self.ln_ih_weight_l0 = nn.Parameter(torch.ones(g))
+                self.ln_hh_weight_l0 = nn.Parameter(torch.ones(g))
+                self.ln_cell_weight_l0 = nn.Parameter(torch.ones(h))
+                self.ln_cell_bias_l0 = nn.Parameter(torch.zeros(h))
+            else:
+                self.bn_ih_weight_l0 = nn.Parameter(torch.full((g,), bn_gamma))
+                self.bn_hh_weight_l0 = nn.Parameter(torch.full((g,), bn_gamma))
+                self.bn_cell_weight_l0 = nn.Parameter(torch.full((h,), bn_gamma))
+                self.bn_cell_bias_l0 = nn.Parameter(torch.zeros(h))
+                for part, width in (("ih", g), ("hh", g), ("cell", h)):
+                    self.register_buffer(f"bn_{part}_running_mean_l0", torch.zeros(0, width))
+                    self.register_buffer(f"bn_{part}_running_var_l0", torch.ones(0, width))
+
+        def load_arrays(self, arrays: Mapping[str, Any]) -> TorchOpsLSTM:
+            """Copies parameters and buffers given by rnncore name (NumPy arrays or tensors).
+
+            Every parameter must be given; running-statistics buffers may have any number of
+            rows. Unknown names raise ``KeyError``, wrong shapes ``ValueError``.
+            """
+            params, buffers = dict(self.named_parameters()), dict(self.named_buffers())
+            dtype = self.weight_ih_l0.dtype
+            unknown = set(arrays) - set(params) - set(buffers)
+            missing = set(params) - set(arrays)
+            if unknown or missing:
+                raise KeyError(f"unknown {sorted(unknown)}, missing {sorted(missing)}")
+            with torch.no_grad():
+                for name, value in arrays.items():
+                    t = torch.as_tensor(np.asarray(value)).to(dtype)
+                    ref = params.get(name, buffers.get(name))
+                    if t.shape[1:] != ref.shape[1:] or (name in params and t.shape != ref.shape):
+                        raise ValueError(f"{name}: shape {tuple(t.shape)} vs {tuple(ref.shape)}")
+                    if name in params:
+                        params[name].copy_(t)
+                    else:
+                        setattr(self, name, t.clone())
+            return self
+
+        # -- batch normalization helpers ----------------------------------------------------
+
+        def _running(self, part):
+            return (
+                getattr(self, f"bn_{part}_running_mean_l0"),
+                getattr(self, f"bn_{part}_running_var_l0"),
+            )
+
+        def _grow(self, steps):
+            """Appends running rows (mean 0, variance 1) up to ``steps`` rows."""
+            for part in ("ih", "hh", "cell"):
+                rm, rv = self._running(part)
+                extra = steps - rm.shape[0]
+                if extra > 0:
+                    setattr(self, f"bn_{part}_running_mean_l0", torch.cat([rm, rm.new_zeros(extra, rm.shape[1])]))
+                    setattr(self, f"bn_{part}_running_var_l0", torch.cat([rv, rv.new_ones(extra, rv.shape[1])]))
+
+        def _eval_stats(self, part, rows):
+            """Running mean and variance for the given step indices (``(len(rows), W)``)."""
+            rm, rv = self._running(part)
+            if rm.shape[0] == 0:
+                return rm.new_zeros(len(rows), rm.shape[1]), rv.new_ones(len(rows), rv.shape[1])
+            idx = torch.clamp(torch.as_tensor(rows), max=rm.shape[0] - 1)
+            return rm[idx], rv[idx]
+
+        def _bn_step(self, a, part, t, weight, bias=None):
+            """Batch norm of step ``t`` (``a`` is ``(B, W)``) with its own statistics."""
+            rm, rv = self._running(part)
+            if self.training:
+                return F.batch_norm(a, rm[t], rv[t], weight, bias, True, self.bn_momentum, self.bn_eps)
+            mean, var = self._eval_stats(part, [t])
+            return F.batch_norm(a, mean[0], var[0], weight, bias, False, 0.0, self.bn_eps)
+
+        def _bn_input(self, ax):
+            """Per-step batch norm of the whole input projection ``(T, B, 4H)`` at once."""
+            steps, batch = ax.shape[0], ax.shape[1]
+            if self.training:
+                var, mean = torch.var_mean(ax, dim=1, unbiased=False, keepdim=True)
+                with torch.no_grad():
+                    rm, rv = self._running("ih")
+                    m = self.bn_momentum
+                    rm[:steps].mul_(1 - m).add_(mean[:, 0], alpha=m)
+                    rv[:steps].mul_(1 - m).add_(var[:, 0], alpha=m * batch / (batch - 1))
+            else:
+                mean, var = (s[:, None] for s in self._eval_stats("ih", list(range(steps))))
+            return (ax - mean) * torch.rsqrt(var + self.bn_eps) * self.bn_ih_weight_l0
+
+        # -- forward ------------------------------------------------------------------------
+
+        def forward(self, x, hx=None):
+            """Runs the sequence ``x`` ``(T, B, D)``; returns ``out, (h_n, c_n)``."""
+            steps, batch, _ = x.shape
+            hid, g = self.hidden_size, 4 * self.hidden_size
+            if hx is None:
+                h = x.new_zeros(batch, hid)
+                c = x.new_zeros(batch, hid)
+            else:
+                h, c = hx[0].reshape(batch, hid), hx[1].reshape(batch, hid)
+            w_hh_t = self.weight_hh_l0.t()
+            bias = self.bias_ih_l0 + self.bias_hh_l0
+            ax = torch.matmul(x, self.weight_ih_l0.t())  # all steps' input projections at once
+            outs = []
+            if self.norm == "layer":
+                eps = self.ln_eps
+                xz = F.layer_norm(ax, (g,), self.ln_ih_weight_l0, None, eps) + bias
+                for t in range(steps):
+                    z = xz[t] + F.layer_norm(torch.mm(h, w_hh_t), (g,), self.ln_hh_weight_l0, None, eps)
+                    i, f, gg, o = z.chunk(4, 1)
+                    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(gg)
+                    cn = F.layer_norm(c, (hid,), self.ln_cell_weight_l0, self.ln_cell_bias_l0, eps)
+                    h = torch.sigmoid(o) * torch.tanh(cn)
+                    outs.append(h)
+            else:
+                if self.training:
+                    if batch < 2:
+                        raise ValueError("batch norm in training mode needs a batch of 2 or more")
+                    self._grow(steps)
+                xz = self._bn_input(ax) + bias
+                for t in range(steps):
+                    z = xz[t] + self._bn_step(torch.mm(h, w_hh_t), "hh", t, self.bn_hh_weight_l0)
+                    i, f, gg, o = z.chunk(4, 1)
+                    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(gg)
+                    cn = self._bn_step(c, "cell", t, self.bn_cell_weight_l0, self.bn_cell_bias_l0)
+                    h = torch.sigmoid(o) * torch.tanh(cn)
+                    outs.append(h)
+            return torch.stack(outs), (h.unsqueeze(0), c.unsqueeze(0))
+
+    return TorchOpsLSTM
 
 
 # --------------------------------------------------------------------------------------------
@@ -313,7 +608,8 @@ class RncoreBackend(Backend):
 
     def init_params(self, case, seed):
         m = self._make(case, seed=seed)
-        return {k: np.array(v, dtype=np.float32) for k, v in m.state_dict().items()}
+        params = {k: np.array(v, dtype=np.float32) for k, v in m.state_dict().items()}
+        return perturb_norm_params(params, seed) if case.spec.norm else params
 
     def build(self, case, params, data):
         m = self._make(case)
@@ -358,13 +654,20 @@ class RncoreBackend(Backend):
             out, st, gx = res
             d = {"out": np.asarray(out), **_state_dict(st, kind), "grad_x": np.asarray(gx)}
             d.update({f"grad.{k}": np.array(v) for k, v in m.grads.items()})
+            if case.spec.norm is not None and hasattr(m, "buffers"):  # running statistics
+                d.update({f"buf.{k}": np.array(v) for k, v in m.buffers().items()})
             return d
 
         return Runner(step, collect)
 
 
 class TorchBackend(Backend):
-    """PyTorch ``torch.nn.LSTM/GRU/RNN`` (eager, CPU)."""
+    """PyTorch ``torch.nn.LSTM/GRU/RNN`` (eager, CPU); normalized LSTMs in PyTorch operations.
+
+    There is no normalized recurrent layer in PyTorch, so for ``norm="layer"``/``"batch"``
+    LSTM cells this backend runs ``torch_ops_lstm``: the same equations as rnncore, a Python
+    loop over time with autograd, which is what a CPU user would otherwise write.
+    """
 
     name = "torch"
     _CLASSES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
@@ -379,22 +682,31 @@ class TorchBackend(Backend):
         return ""
 
     def supports(self, case: Case) -> bool:
-        # A layer-normalized variant written with torch ops would be dispatched from here.
-        return case.spec.norm is None
+        if case.spec.norm is None:
+            return True
+        return case.spec.kind == "lstm" and case.spec.norm in TORCH_OPS_NORMS
 
     def _make(self, case: Case):
+        if case.spec.norm is not None:
+            return torch_ops_lstm(self.mod, case.input_size, case.H, case.spec.norm)
         cls = getattr(self.mod.nn, self._CLASSES[case.spec.kind])
         return cls(case.input_size, case.H, **dict(case.spec.kwargs))
 
     def init_params(self, case, seed):
         self.mod.manual_seed(seed)
         m = self._make(case)
-        return {k: v.detach().numpy().copy() for k, v in m.state_dict().items()}
+        params = {k: v.detach().numpy().copy() for k, v in m.state_dict().items()}
+        return perturb_norm_params(params, seed) if case.spec.norm else params
 
     def build(self, case, params, data):
         torch = self.mod
         m = self._make(case)
-        m.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in params.items()})
+        if case.spec.norm is not None:
+            m.load_arrays(params)  # rnncore's names; buffers may change their row count
+        else:
+            m.load_state_dict(
+                {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in params.items()}
+            )
         kind = case.spec.kind
 
         def states(st):
@@ -451,6 +763,8 @@ class TorchBackend(Backend):
             d = {"out": out.detach().numpy(), **_state_dict(states(st), kind)}
             d["grad_x"] = xt.grad.numpy().copy()
             d.update({f"grad.{k}": p.grad.numpy().copy() for k, p in m.named_parameters()})
+            if case.spec.norm is not None:  # running statistics
+                d.update({f"buf.{k}": b.numpy().copy() for k, b in m.named_buffers()})
             return d
 
         return Runner(step, collect)
@@ -668,32 +982,133 @@ def sgemm_peak(threads: int, n: int = 1024, with_torch: bool = True) -> dict[str
 #: over T*B terms whose rounding error grows with their magnitude, hence the scaling.
 CHECK_TOL = 1e-3
 
+#: Normalized cells (rnncore against ``torch_ops_lstm``) are checked relative to the largest
+#: |reference| of each array itself, with ``CHECK_TOL``: the two implementations compute the
+#: same float64 results to ~1e-12 (``verify_torch_ops``), but over T=100 steps the layer-norm
+#: LSTM amplifies float32 rounding: either float32 implementation lies ~4e-4 (relative) from
+#: the float64 result. The strict float32 check (``TORCH_OPS_F32_TOL``) is made at T=20.
+TORCH_OPS_F64_TOL = 1e-10
+#: float32 agreement of the two implementations at T=20 (measured ~3e-6 relative).
+TORCH_OPS_F32_TOL = 1e-4
 
-def compare(ref: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray]) -> tuple[bool, str]:
+
+def scaled_error(got: np.ndarray, ref: np.ndarray, relative: bool = False) -> float:
+    """``max|got - ref|`` over ``max(1, max|ref|)``, or over ``max|ref|`` when ``relative``."""
+    a, b = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    if not a.size:
+        return 0.0
+    scale = float(np.max(np.abs(b)))
+    scale = (scale or 1.0) if relative else max(1.0, scale)
+    return float(np.max(np.abs(a - b))) / scale
+
+
+def compare(
+    ref: Mapping[str, np.ndarray],
+    got: Mapping[str, np.ndarray],
+    tol: float = CHECK_TOL,
+    relative: bool = False,
+) -> tuple[bool, str]:
     """Compares the arrays two backends produced, on the names both have.
 
     Args:
         ref: Reference backend's arrays.
         got: Other backend's arrays.
+        tol: Largest allowed scaled error.
+        relative: Scale by the largest |reference| of each array instead of by
+            ``max(1, largest |reference|)``.
 
     Returns:
-        ``(ok, worst)``: whether every common array is within ``CHECK_TOL`` and a description
-        of the worst array (name and scaled error).
+        ``(ok, worst)``: whether every common array is within ``tol`` and a description of the
+        worst array (name and scaled error).
     """
     worst_name, worst = "", 0.0
     for k in ref.keys() & got.keys():
         a, b = np.asarray(got[k], np.float64), np.asarray(ref[k], np.float64)
         if a.shape != b.shape:
             return False, f"{k}: shape {a.shape} vs {b.shape}"
-        scale = max(1.0, float(np.max(np.abs(b)))) if b.size else 1.0
-        err = float(np.max(np.abs(a - b))) / scale if a.size else 0.0
+        err = scaled_error(a, b, relative)
         if not np.isfinite(err):
             return False, f"{k}: non-finite"
         if err >= worst:
             worst_name, worst = k, err
     if not (ref.keys() & got.keys()):
         return False, "nothing to compare"
-    return worst <= CHECK_TOL, f"{worst_name} {worst:.1e}"
+    return worst <= tol, f"{worst_name} {worst:.1e}"
+
+
+def verify_torch_ops(rnncore, torch, norm: str, dtype: str, seed: int = 0) -> tuple[bool, str]:
+    """Checks ``torch_ops_lstm`` against rnncore: outputs, states and every gradient.
+
+    Both get the same weights (rnncore's initialization with ``perturb_norm_params`` and random
+    biases), a random initial state, and a loss ``sum(out*g_out) + sum(h_n*g_h) + sum(c_n*g_c)``
+    with random ``g``; compared are ``out``, ``h_n``, ``c_n``, the gradients with respect to
+    ``x``, ``h_0``, ``c_0`` and every parameter, and for batch norm the running statistics. A
+    batch-norm LSTM is checked in training mode, then in eval mode on a sequence 3 steps
+    longer than the one it was trained on (steps past the running rows reuse the last row).
+
+    ``dtype="float64"``: T=7, B=4, D=3, H=5, tolerance ``TORCH_OPS_F64_TOL`` (the two must
+    agree to rounding). ``dtype="float32"``: T=20, B=16, D=H=64, tolerance
+    ``TORCH_OPS_F32_TOL``. Errors are relative to each array's largest |reference|.
+
+    Args:
+        rnncore: The rnncore module.
+        torch: The torch module.
+        norm: ``"layer"`` or ``"batch"``.
+        dtype: ``"float64"`` or ``"float32"``.
+        seed: Random seed.
+
+    Returns:
+        ``(ok, description)``, the description naming the worst array and its error.
+    """
+    t, b, d, h = (7, 4, 3, 5) if dtype == "float64" else (20, 16, 64, 64)
+    tol = TORCH_OPS_F64_TOL if dtype == "float64" else TORCH_OPS_F32_TOL
+    rng = np.random.default_rng(seed + 3)
+    m = rnncore.LSTM(d, h, norm=norm, dtype=dtype, seed=seed)
+    params = perturb_norm_params(m.state_dict(), seed)
+    for k in ("bias_ih_l0", "bias_hh_l0"):
+        params[k] = params[k] + rng.uniform(-0.3, 0.3, params[k].shape).astype(dtype)
+    m.load_state_dict(params)
+    tm = torch_ops_lstm(torch, d, h, norm).to(getattr(torch, dtype)).load_arrays(params)
+
+    def rand(*shape):
+        return rng.standard_normal(shape).astype(dtype)
+
+    worst_name, worst_err = "", -1.0
+    for mode, steps in (("train", t), ("eval", t + 3)) if norm == "batch" else (("train", t),):
+        m.train(mode == "train")
+        tm.train(mode == "train")
+        x, h0, c0 = rand(steps, b, d), rand(1, b, h), rand(1, b, h)
+        g_out, g_h, g_c = rand(steps, b, h), rand(1, b, h), rand(1, b, h)
+        m.zero_grad()
+        out, (hn, cn), tape = m.forward_train(x, (h0, c0))
+        gx, (gh0, gc0) = m.backward(tape, g_out, (g_h, g_c))
+        ref = {"out": out, "h_n": hn, "c_n": cn, "grad_x": gx, "grad_h0": gh0, "grad_c0": gc0}
+        ref.update({f"grad.{k}": v for k, v in m.grads.items()})
+        if norm == "batch":
+            ref.update({f"buf.{k}": v for k, v in m.buffers().items()})
+
+        xt, h0t, c0t = (torch.from_numpy(a).requires_grad_(True) for a in (x, h0, c0))
+        tm.zero_grad()
+        tout, (thn, tcn) = tm(xt, (h0t, c0t))
+        loss = sum((a * torch.from_numpy(g)).sum() for a, g in ((tout, g_out), (thn, g_h), (tcn, g_c)))
+        loss.backward()
+        got = {"out": tout, "h_n": thn, "c_n": tcn, "grad_x": xt.grad, "grad_h0": h0t.grad}
+        got["grad_c0"] = c0t.grad
+        got.update({f"grad.{k}": p.grad for k, p in tm.named_parameters()})
+        got.update({f"buf.{k}": v for k, v in tm.named_buffers()})
+        got = {k: v.detach().numpy() for k, v in got.items()}
+        if set(got) != set(ref):
+            return False, f"{mode}: arrays differ: {sorted(set(got) ^ set(ref))}"
+        for k in ref:
+            if got[k].shape != np.shape(ref[k]):
+                return False, f"{mode} {k}: shape {got[k].shape} vs {np.shape(ref[k])}"
+            err = scaled_error(got[k], ref[k], relative=True)
+            if not np.isfinite(err):
+                return False, f"{mode} {k}: non-finite"
+            if err > worst_err:
+                worst_name, worst_err = f"{mode} {k}", err
+    ok = bool(worst_err <= tol)
+    return ok, f"{len(ref)} arrays, worst {worst_name} {worst_err:.1e} (tol {tol:.0e})"
 
 
 # --------------------------------------------------------------------------------------------
@@ -770,7 +1185,7 @@ def run_case(
     for name, got in outputs.items():
         if name == ref_name:
             continue
-        good, worst = compare(outputs[ref_name], got)
+        good, worst = compare(outputs[ref_name], got, relative=case.spec.norm is not None)
         if good:
             agree.append(f"{name}~{ref_name} {worst.split()[-1]}")
         else:

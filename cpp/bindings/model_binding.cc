@@ -108,9 +108,8 @@ void BindModelImpl(py::module_& m, const char* model_name, const char* tape_name
                                               "A stack of recurrent layers (core object).")
       .def(py::init([](const std::string& cell, Index input_size, Index hidden_size,
                        Index num_layers, bool bidirectional, bool bias, Index proj_size,
-                       const std::string& nonlinearity, bool reset_after,
-                       const std::string& norm, double ln_eps, double bn_eps,
-                       double bn_momentum) {
+                       const std::string& nonlinearity, bool reset_after, const std::string& norm,
+                       double ln_eps, double bn_eps, double bn_momentum) {
              ModelConfig c;
              c.cell = ParseCell(cell);
              c.input_size = input_size;
@@ -146,16 +145,14 @@ void BindModelImpl(py::module_& m, const char* model_name, const char* tape_name
           "parameter_buffer",
           [](py::object self) {
             ModelT& model = self.cast<ModelT&>();
-            return py::array_t<T>({model.num_parameters()}, {sizeof(T)}, model.parameters(),
-                                  self);
+            return py::array_t<T>({model.num_parameters()}, {sizeof(T)}, model.parameters(), self);
           },
           "The flat parameter buffer as a live NumPy view.")
       .def(
           "gradient_buffer",
           [](py::object self) {
             ModelT& model = self.cast<ModelT&>();
-            return py::array_t<T>({model.num_parameters()}, {sizeof(T)}, model.gradients(),
-                                  self);
+            return py::array_t<T>({model.num_parameters()}, {sizeof(T)}, model.gradients(), self);
           },
           "The flat gradient buffer as a live NumPy view.")
       .def(
@@ -195,8 +192,7 @@ void BindModelImpl(py::module_& m, const char* model_name, const char* tape_name
             return py::make_tuple(out, h_n, c_obj, t_obj);
           },
           py::arg("x"), py::kw_only(), py::arg("h0") = py::none(), py::arg("c0") = py::none(),
-          py::arg("lengths") = py::none(), py::arg("record") = false,
-          py::arg("training") = false,
+          py::arg("lengths") = py::none(), py::arg("record") = false, py::arg("training") = false,
           "Runs the stack on time-major x (T, B, input_size); training selects batch "
           "statistics (and updates the running ones), record keeps a tape. Returns (out, h_n, "
           "c_n or None, tape or None).")
@@ -247,17 +243,15 @@ void BindModelImpl(py::module_& m, const char* model_name, const char* tape_name
           [](ModelT& self, TapeT& tape, const std::optional<Array<T>>& dout,
              const std::optional<Array<T>>& dh_n, const std::optional<Array<T>>& dc_n) {
             const ModelConfig& c = self.config();
-            if (tape.owner() != &self)
-              throw py::value_error("tape was recorded by another module");
-            if (tape.consumed())
-              throw py::value_error("tape has already been used by backward()");
+            if (tape.owner() != &self) throw py::value_error("tape was recorded by another module");
+            if (tape.consumed()) throw py::value_error("tape has already been used by backward()");
             const Index steps = tape.steps(), batch = tape.batch();
             const Index S = c.num_layers * c.directions(), P = c.out_size();
             const bool lstm = c.cell == CellKind::kLstm;
             const T* dop = OptionalData(dout, {steps, batch, c.directions() * P}, "grad_out");
             const T* dhp = OptionalData(dh_n, {S, batch, P}, "grad_h_n");
-            const T* dcp = lstm ? OptionalData(dc_n, {S, batch, c.hidden_size}, "grad_c_n")
-                                : nullptr;
+            const T* dcp =
+                lstm ? OptionalData(dc_n, {S, batch, c.hidden_size}, "grad_c_n") : nullptr;
             Array<T> dx = NewArray<T>({steps, batch, c.input_size});
             Array<T> dh0 = NewArray<T>({S, batch, P});
             std::optional<Array<T>> dc0;

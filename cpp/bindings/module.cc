@@ -48,7 +48,7 @@ PYBIND11_MODULE(RNNCORE_MODULE_NAME, m) {
   m.attr("__version__") = RNNCORE_VERSION;
   m.def("cpu_supports", &CpuSupports, py::arg("isa"),
         "Whether this CPU can run the kernels compiled for isa ('baseline', 'avx2', 'avx512').");
-    rnncore::bindings::BindModel(m);
+  rnncore::bindings::BindModel(m);
   m.def("get_num_threads", &rnncore::GetNumThreads, "Threads used by compute calls.");
   m.def("set_num_threads", &rnncore::SetNumThreads, py::arg("n"),
         "Sets the threads used by compute calls (n >= 1).");

@@ -12,8 +12,8 @@ using internal::NormSite;
 using internal::StepRows;
 
 template <typename T>
-void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h0, T* y,
-                         Index ldy, T* h_n, CellTape<T>* tape) const {
+void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h0, T* y, Index ldy,
+                         T* h_n, CellTape<T>* tape) const {
   const Index steps = seq.steps(), B = seq.batch(), D = config_.input, H = config_.hidden;
   const Index G = kGates * H, rows = steps * B;
   const bool after = config_.reset_after;
@@ -56,17 +56,15 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
         const Index r = seq.Row(k, b);
         if (r < 0) continue;
         kernels::GruForward(H, ax.data() + r * G, ah.data() + b * G, w_.b_ih, w_.b_hh,
-                            h.data() + b * H, gates_at(r, b), aux_at(r, b),
-                            h_new.data() + b * H);
+                            h.data() + b * H, gates_at(r, b), aux_at(r, b), h_new.data() + b * H);
       }
     } else {  // reset_before: plain cells only
       internal::StepProduct(h.data(), B, H, w_.w_hh, 2 * H, ah.data(), 2 * H);
       for (Index b = 0; b < B; ++b) {
         const Index r = seq.Row(k, b);
         if (r < 0) continue;
-        kernels::GruResetBeforeGates(H, ax.data() + r * G, ah.data() + b * 2 * H, w_.b_ih,
-                                     w_.b_hh, h.data() + b * H, gates_at(r, b),
-                                     rh.data() + b * H);
+        kernels::GruResetBeforeGates(H, ax.data() + r * G, ah.data() + b * 2 * H, w_.b_ih, w_.b_hh,
+                                     h.data() + b * H, gates_at(r, b), rh.data() + b * H);
       }
       // ah now (B, H): (r h) W_hn^T.
       internal::StepProduct(rh.data(), B, H, w_.w_hh + 2 * H * H, H, ah.data(), H);
@@ -158,8 +156,7 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
                                               tape.h_prev.data() + r * H, dh + b * H, ds);
       }
       // drh (B, H) = da_n W_hn
-      internal::StepProductT(dax_step.data() + 2 * H, B, H, G, w_.w_hh + 2 * H * H, H,
-                             drh.data());
+      internal::StepProductT(dax_step.data() + 2 * H, B, H, G, w_.w_hh + 2 * H * H, H, drh.data());
       for (Index b = 0; b < B; ++b) {
         const Index r = seq.Row(k, b);
         if (r < 0) continue;

@@ -22,8 +22,7 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
                  tape ? &tape->nx : nullptr);
   NormSite<T> nh(sites.h, G, rows, steps, w_.gh, nullptr, config_, w_.rh,
                  tape ? &tape->nh : nullptr);
-  NormSite<T> nc(sites.c, H, rows, steps, w_.gc, w_.bc, config_, w_.rc,
-                 tape ? &tape->nc : nullptr);
+  NormSite<T> nc(sites.c, H, rows, steps, w_.gc, w_.bc, config_, w_.rc, tape ? &tape->nc : nullptr);
 
   Buffer<T> ax(static_cast<size_t>(rows * G));
   internal::InputProjection(x, rows, D, ldx, w_.w_ih, G, ax.data());
@@ -67,8 +66,8 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
       }
       T* cb = c.data() + b * H;
       if (nc.active()) {
-        kernels::LstmGates(H, ax.data() + r * G, ah.data() + b * G, bias.data(), cb,
-                           gates_at(r, b), cb);
+        kernels::LstmGates(H, ax.data() + r * G, ah.data() + b * G, bias.data(), cb, gates_at(r, b),
+                           cb);
       } else {
         kernels::LstmForward(H, ax.data() + r * G, ah.data() + b * G, bias.data(), cb,
                              gates_at(r, b), cb, tc_at(r, b), m.data() + b * H);

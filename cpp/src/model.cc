@@ -253,8 +253,8 @@ void Model<T>::Forward(Index steps, Index batch, const T* x, const T* h0, const 
   if (lengths)
     for (Index b = 0; b < batch; ++b)
       Require(lengths[b] >= 1 && lengths[b] <= steps, "lengths must be in 1..T");
-  Require(!training || batch >= 2 || (config_.norm != Norm::kBatch &&
-                                      config_.norm != Norm::kBatchInput),
+  Require(!training || batch >= 2 ||
+              (config_.norm != Norm::kBatch && config_.norm != Norm::kBatchInput),
           "batch normalization in training mode needs at least 2 sequences in the batch");
   const Index L = config_.num_layers, Dn = config_.directions();
   const Index P = config_.out_size(), H = config_.hidden_size, rows = steps * batch;
@@ -379,8 +379,7 @@ void Model<T>::Backward(ModelTape<T>* tape, const T* dout, const T* dh_n, const 
             std::copy(dc_n + s * batch * H, dc_n + (s + 1) * batch * H, dc);
           else
             std::fill_n(dc, batch * H, T(0));
-          lstm::BackwardPass<T>(cc, w).Run(seq, xl, in, ct, dyd, Dn * P, dh, dc, dxd, in, false,
-                                           g);
+          lstm::BackwardPass<T>(cc, w).Run(seq, xl, in, ct, dyd, Dn * P, dh, dc, dxd, in, false, g);
           break;
         }
       }

@@ -78,15 +78,14 @@ class NormSite {
   // width: values per row. rows_total: T*B. steps: T. gamma/beta: parameters
   // (beta may be null: no shift). stats: running statistics (batch kinds).
   // tape: null when nothing is recorded.
-  NormSite(SiteKind kind, Index width, Index rows_total, Index steps, const T* gamma,
-           const T* beta, const CellConfig& config, RunningStats<T>* stats, NormTape<T>* tape)
+  NormSite(SiteKind kind, Index width, Index rows_total, Index steps, const T* gamma, const T* beta,
+           const CellConfig& config, RunningStats<T>* stats, NormTape<T>* tape)
       : NormSite(kind, width, rows_total, steps, gamma, beta,
                  kind == SiteKind::kLayer ? config.ln_eps : config.bn_eps, config.bn_momentum,
                  config.training, stats, tape) {}
 
-  NormSite(SiteKind kind, Index width, Index rows_total, Index steps, const T* gamma,
-           const T* beta, double eps, double momentum, bool training, RunningStats<T>* stats,
-           NormTape<T>* tape)
+  NormSite(SiteKind kind, Index width, Index rows_total, Index steps, const T* gamma, const T* beta,
+           double eps, double momentum, bool training, RunningStats<T>* stats, NormTape<T>* tape)
       : kind_(kind),
         n_(width),
         steps_(steps),
@@ -104,7 +103,7 @@ class NormSite {
     if (kind_ == SiteKind::kNone) return;
     if (tape_) {
       tape_->xhat.assign(static_cast<size_t>(rows_total * n_), T(0));
-      const Index r_size = kind_ == SiteKind::kLayer     ? rows_total
+      const Index r_size = kind_ == SiteKind::kLayer      ? rows_total
                            : kind_ == SiteKind::kBatchSeq ? n_
                                                           : steps * n_;
       tape_->rstd.assign(static_cast<size_t>(r_size), T(0));
@@ -187,8 +186,8 @@ class NormSite {
       for (Index i = 0; i < dy.count(); ++i) {
         const Index pos = dy.positions[i];
         kernels::LayerNormBackward(n_, dy.rows[i], XhatRow(pos),
-                                   tape_->rstd[static_cast<size_t>(pos)], gamma_, dy.rows[i],
-                                   false, dgamma, dbeta);
+                                   tape_->rstd[static_cast<size_t>(pos)], gamma_, dy.rows[i], false,
+                                   dgamma, dbeta);
       }
       return;
     }
@@ -197,8 +196,8 @@ class NormSite {
       std::vector<const T*> dys(dy.rows.begin(), dy.rows.end()), xhs;
       for (Index pos : dy.positions) xhs.push_back(XhatRow(pos));
       std::vector<T> scratch(static_cast<size_t>(2 * n_));
-      kernels::BatchNormBackward(dy.count(), dys.data(), xhs.data(), n_, r, gamma_,
-                                 dy.rows.data(), false, dgamma, dbeta, scratch.data());
+      kernels::BatchNormBackward(dy.count(), dys.data(), xhs.data(), n_, r, gamma_, dy.rows.data(),
+                                 false, dgamma, dbeta, scratch.data());
       return;
     }
     if (kind_ == SiteKind::kBatchSeq && training_) return;  // done in BackwardAll

@@ -12,8 +12,8 @@ using internal::NormSite;
 using internal::StepRows;
 
 template <typename T>
-void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h0, T* y,
-                         Index ldy, T* h_n, CellTape<T>* tape) const {
+void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h0, T* y, Index ldy,
+                         T* h_n, CellTape<T>* tape) const {
   const Index steps = seq.steps(), B = seq.batch(), D = config_.input, H = config_.hidden;
   const Index rows = steps * B;
   const auto sites = internal::Sites(config_.norm, CellKind::kRnn);

@@ -17,9 +17,9 @@ namespace internal {
 
 // Chunk sizes for splitting work over threads. They depend on nothing but the
 // problem, so a chunk's result never depends on the thread count.
-constexpr Index kRowChunk = 256;     // rows of (T*B, .) matrices
-constexpr Index kUnitChunk = 256;    // rows of weight-gradient matrices
-constexpr Index kStepChunk = 128;    // output columns of a per-step product
+constexpr Index kRowChunk = 256;   // rows of (T*B, .) matrices
+constexpr Index kUnitChunk = 256;  // rows of weight-gradient matrices
+constexpr Index kStepChunk = 128;  // output columns of a per-step product
 // A per-step product is split only when it has at least this many
 // multiply-adds: below it, waking threads costs more than it saves.
 constexpr Index kStepParallelMacs = Index(1) << 23;
@@ -109,8 +109,8 @@ void ResizeZero(Buffer<T>& v, Index n) {
 // The recurrent weight gradient is cell-specific and done by the caller.
 template <typename T>
 void InputSideGradients(Index rows, Index D, Index N, const T* x, Index ldx, const T* dax,
-                        const T* dbx, const T* dbh, const CellWeights<T>& w,
-                        const CellGrads<T>& g, T* dx, Index lddx, bool accumulate_dx) {
+                        const T* dbx, const T* dbh, const CellWeights<T>& w, const CellGrads<T>& g,
+                        T* dx, Index lddx, bool accumulate_dx) {
   WeightGradient(dax, rows, N, N, x, D, ldx, g.w_ih);
   VectorMap<T>(g.b_ih, N) += CView(dbx, rows, N).colwise().sum();
   VectorMap<T>(g.b_hh, N) += CView(dbh, rows, N).colwise().sum();

@@ -91,8 +91,8 @@ double Loss(const rnncore::Model<double>& m, rnncore::Index T, rnncore::Index B,
   const rnncore::Index S = c.num_layers * c.directions();
   std::vector<double> out(r_out.size()), hn(static_cast<size_t>(S * B * c.out_size())),
       cn(static_cast<size_t>(S * B * c.hidden_size));
-  m.Forward(T, B, x.data(), h0.data(), c0.data(), lengths.data(), out.data(), hn.data(),
-            cn.data(), training, nullptr);
+  m.Forward(T, B, x.data(), h0.data(), c0.data(), lengths.data(), out.data(), hn.data(), cn.data(),
+            training, nullptr);
   double l = 0;
   for (size_t i = 0; i < out.size(); ++i) l += r_out[i] * out[i];
   for (size_t i = 0; i < hn.size(); ++i) l += r_h[i] * hn[i];
@@ -118,13 +118,13 @@ void GradientCheck(const Case& tc, std::mt19937& rng) {
   const auto r_out = Random(rng, T * B * 2 * H), r_h = Random(rng, S * B * H);
   if (!tc.training) {  // give eval mode running statistics to use
     std::vector<double> o(r_out.size()), hn(r_h.size()), cn(r_h.size());
-    m.Forward(T, B, x.data(), h0.data(), c0.data(), nullptr, o.data(), hn.data(), cn.data(),
-              true, nullptr);
+    m.Forward(T, B, x.data(), h0.data(), c0.data(), nullptr, o.data(), hn.data(), cn.data(), true,
+              nullptr);
   }
   rnncore::ModelTape<double> tape;
   std::vector<double> out(r_out.size()), hn(r_h.size()), cn(r_h.size());
-  m.Forward(T, B, x.data(), h0.data(), c0.data(), lengths.data(), out.data(), hn.data(),
-            cn.data(), tc.training, &tape);
+  m.Forward(T, B, x.data(), h0.data(), c0.data(), lengths.data(), out.data(), hn.data(), cn.data(),
+            tc.training, &tape);
   std::vector<double> dx(x.size()), dh0(h0.size()), dc0(c0.size());
   std::fill(m.gradients(), m.gradients() + m.num_parameters(), 0.0);
   m.Backward(&tape, r_out.data(), r_h.data(), nullptr, dx.data(), dh0.data(), dc0.data());
@@ -167,8 +167,7 @@ void TapeRules(std::mt19937& rng) {
   std::vector<float> x(4 * 2 * 2, 0.5f), out(4 * 2 * 3), hn(2 * 3), dx(x.size()), dh0(hn.size());
   (void)rng;
   rnncore::ModelTape<float> tape;
-  a.Forward(4, 2, x.data(), nullptr, nullptr, nullptr, out.data(), hn.data(), nullptr, true,
-            &tape);
+  a.Forward(4, 2, x.data(), nullptr, nullptr, nullptr, out.data(), hn.data(), nullptr, true, &tape);
   bool threw = false;
   try {
     b.Backward(&tape, out.data(), nullptr, nullptr, dx.data(), dh0.data(), nullptr);

@@ -12,9 +12,9 @@
 namespace rnncore {
 
 struct CellConfig {
-  Index input = 0;   // D
-  Index hidden = 0;  // H
-  Index proj = 0;    // LSTM projection size; 0: none
+  Index input = 0;                            // D
+  Index hidden = 0;                           // H
+  Index proj = 0;                             // LSTM projection size; 0: none
   Activation activation = Activation::kTanh;  // RNN only
   bool reset_after = true;                    // GRU only
   // Normalization (spec/normalization.md). training: batch norms use batch

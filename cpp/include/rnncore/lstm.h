@@ -27,8 +27,8 @@ class ForwardPass {
   //   c0 (B, H) or null (zeros); c_n (B, H) out.
   //   y rows are written at active positions only (the caller zeroes it).
   //   tape: null for inference; else sized and filled for BackwardPass.
-  void Run(const StepIndex& seq, const T* x, Index ldx, const T* h0, const T* c0, T* y,
-           Index ldy, T* h_n, T* c_n, CellTape<T>* tape) const;
+  void Run(const StepIndex& seq, const T* x, Index ldx, const T* h0, const T* c0, T* y, Index ldy,
+           T* h_n, T* c_n, CellTape<T>* tape) const;
 
   // One step for B sequences, all active: x (B, D), states (B, P) / (B, H).
   // h may not alias h_prev.

@@ -27,7 +27,7 @@ struct ModelConfig {
   Index num_layers = 1;
   bool bidirectional = false;
   bool bias = true;
-  Index proj_size = 0;  // LSTM only
+  Index proj_size = 0;                        // LSTM only
   Activation activation = Activation::kTanh;  // RNN only
   bool reset_after = true;                    // GRU only
   Norm norm = Norm::kNone;
@@ -59,7 +59,7 @@ std::vector<ParamInfo> ParameterLayout(const ModelConfig& config);
 // layer and direction it belongs to, and whether it is the variance.
 struct BufferInfo {
   std::string name;
-  Index stats = 0;     // index into the model's running statistics
+  Index stats = 0;  // index into the model's running statistics
   bool variance = false;
   bool one_row = false;  // norm="batch_input": shape (width,), else (S, width)
   Index width = 0;
@@ -88,8 +88,8 @@ class ModelTape {
   bool training_ = true;  // the mode of the forward pass (batch norm statistics)
   Index steps_ = 0, batch_ = 0;
   std::vector<std::int64_t> lengths_;  // empty: all sequences have length T
-  std::vector<Buffer<T>> inputs_;  // per layer (T*B, layer_input), padding zeroed
-  std::vector<CellTape<T>> cells_;      // per layer * direction
+  std::vector<Buffer<T>> inputs_;      // per layer (T*B, layer_input), padding zeroed
+  std::vector<CellTape<T>> cells_;     // per layer * direction
 };
 
 template <typename T>
@@ -116,9 +116,7 @@ class Model {
   // Running statistics buffers (see BufferLayout), copied out and in. Set
   // takes rows x width values of the mean and the variance of one site.
   const std::vector<BufferInfo>& buffer_layout() const { return buffers_; }
-  const RunningStats<T>& running(Index stats) const {
-    return running_[static_cast<size_t>(stats)];
-  }
+  const RunningStats<T>& running(Index stats) const { return running_[static_cast<size_t>(stats)]; }
   void SetRunning(Index stats, Index rows, const T* mean, const T* var);
 
   // Backpropagation through time. dout (T, B, Dn*P) or null; dh_n, dc_n as
@@ -142,8 +140,8 @@ class Model {
   // Per layer * direction * site (input, recurrent, cell). Updated by
   // training-mode forward passes, which is why it is mutable.
   mutable std::vector<RunningStats<T>> running_;
-  Buffer<T> zero_bias_;              // stands in for absent biases
-  Buffer<T> bias_grad_sink_;         // receives their gradients
+  Buffer<T> zero_bias_;       // stands in for absent biases
+  Buffer<T> bias_grad_sink_;  // receives their gradients
 };
 
 }  // namespace rnncore

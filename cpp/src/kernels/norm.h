@@ -94,8 +94,8 @@ inline void BatchNormApply(Index n, const T* a, const T* mean, const T* r, const
 // scratch: 2 * n values. da rows may alias dy rows.
 template <typename T>
 inline void BatchNormBackward(Index count, const T* const* dy, const T* const* xhat, Index n,
-                              const T* r, const T* gamma, T* const* da, bool accumulate,
-                              T* dgamma, T* dbeta, T* scratch) {
+                              const T* r, const T* gamma, T* const* da, bool accumulate, T* dgamma,
+                              T* dbeta, T* scratch) {
   auto s1 = A(scratch, n);      // Σ dy
   auto s2 = A(scratch + n, n);  // Σ dy â
   s1.setZero();
@@ -119,9 +119,8 @@ inline void BatchNormBackward(Index count, const T* const* dy, const T* const* x
 // Eval-mode (fixed affine) backward of one row: da = γ r dy (written or
 // added), dgamma += dy â, dbeta += dy.
 template <typename T>
-inline void BatchNormAffineBackward(Index n, const T* dy, const T* xhat, const T* r,
-                                    const T* gamma, T* da, bool accumulate, T* dgamma,
-                                    T* dbeta) {
+inline void BatchNormAffineBackward(Index n, const T* dy, const T* xhat, const T* r, const T* gamma,
+                                    T* da, bool accumulate, T* dgamma, T* dbeta) {
   A(dgamma, n) += A(dy, n) * A(xhat, n);
   if (dbeta) A(dbeta, n) += A(dy, n);
   if (accumulate)

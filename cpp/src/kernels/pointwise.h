@@ -36,8 +36,7 @@ inline auto Sigmoid(const E& z) {
 // ---------------------------------------------------------------- Elman RNN
 // h = act(ax + ah + bias)
 template <typename T>
-inline void RnnForward(Index H, Activation act, const T* ax, const T* ah, const T* bias,
-                       T* h) {
+inline void RnnForward(Index H, Activation act, const T* ax, const T* ah, const T* bias, T* h) {
   auto z = A(ax, H) + A(ah, H) + A(bias, H);
   if (act == Activation::kTanh)
     A(h, H) = z.tanh();
@@ -58,8 +57,8 @@ inline void RnnBackward(Index H, Activation act, const T* h, const T* dh, T* dz)
 // gates (4H) <- activated i, f, g, o of ax + ah + bias; c = f c_prev + i g.
 // c may alias c_prev.
 template <typename T>
-inline void LstmGates(Index H, const T* ax, const T* ah, const T* bias, const T* c_prev,
-                      T* gates, T* c) {
+inline void LstmGates(Index H, const T* ax, const T* ah, const T* bias, const T* c_prev, T* gates,
+                      T* c) {
   const Index G = 4 * H;
   A(gates, G) = A(ax, G) + A(ah, G) + A(bias, G);
   A(gates, H) = Sigmoid<T>(A(gates, H));                  // i
@@ -77,8 +76,8 @@ inline void LstmOutput(Index H, const T* gates, const T* cn, T* tanh_c, T* m) {
 }
 
 template <typename T>
-inline void LstmForward(Index H, const T* ax, const T* ah, const T* bias, const T* c_prev,
-                        T* gates, T* c, T* tanh_c, T* m) {
+inline void LstmForward(Index H, const T* ax, const T* ah, const T* bias, const T* c_prev, T* gates,
+                        T* c, T* tanh_c, T* m) {
   LstmGates(H, ax, ah, bias, c_prev, gates, c);
   LstmOutput(H, gates, c, tanh_c, m);
 }
@@ -128,8 +127,8 @@ inline void GruForward(Index H, const T* ax, const T* ah, const T* b_ih, const T
 // dh: gradient of h_t. Writes dax, dah (3H each) and dh_direct = dh z (the
 // part of dh_{t-1} that does not go through W_hh).
 template <typename T>
-inline void GruBackward(Index H, const T* gates, const T* rn, const T* h_prev, const T* dh,
-                        T* dax, T* dah, T* dh_direct) {
+inline void GruBackward(Index H, const T* gates, const T* rn, const T* h_prev, const T* dh, T* dax,
+                        T* dah, T* dh_direct) {
   auto r = A(gates, H), z = A(gates + H, H), n = A(gates + 2 * H, H);
   auto d = A(dh, H);
   auto dn = A(dax + 2 * H, H);
@@ -143,8 +142,8 @@ inline void GruBackward(Index H, const T* gates, const T* rn, const T* h_prev, c
 
 // reset_before (original GRU), first half: r and z from ax + ah_rz + biases.
 template <typename T>
-inline void GruResetBeforeGates(Index H, const T* ax, const T* ah_rz, const T* b_ih,
-                                const T* b_hh, const T* h_prev, T* gates, T* rh) {
+inline void GruResetBeforeGates(Index H, const T* ax, const T* ah_rz, const T* b_ih, const T* b_hh,
+                                const T* h_prev, T* gates, T* rh) {
   auto r = A(gates, H), z = A(gates + H, H);
   r = Sigmoid<T>(A(ax, H) + A(b_ih, H) + A(ah_rz, H) + A(b_hh, H));
   z = Sigmoid<T>(A(ax + H, H) + A(b_ih + H, H) + A(ah_rz + H, H) + A(b_hh + H, H));
@@ -153,8 +152,8 @@ inline void GruResetBeforeGates(Index H, const T* ax, const T* ah_rz, const T* b
 
 // reset_before, second half: n from ax_n + (r h) W_hn^T (ah_n) + biases; h.
 template <typename T>
-inline void GruResetBeforeOutput(Index H, const T* ax, const T* ah_n, const T* b_ih,
-                                 const T* b_hh, const T* h_prev, T* gates, T* h) {
+inline void GruResetBeforeOutput(Index H, const T* ax, const T* ah_n, const T* b_ih, const T* b_hh,
+                                 const T* h_prev, T* gates, T* h) {
   auto z = A(gates + H, H), n = A(gates + 2 * H, H);
   n = (A(ax + 2 * H, H) + A(b_ih + 2 * H, H) + A(ah_n, H) + A(b_hh + 2 * H, H)).tanh();
   A(h, H) = (T(1) - z) * n + z * A(h_prev, H);
