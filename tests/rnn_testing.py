@@ -325,20 +325,31 @@ def analytic_gradients(m, cfg: Config, x, states, lengths, seeds):
     return grad_x, unpack_states(cfg, grad_hx), grads
 
 
-def central_difference(f: Callable[[], float], arr: np.ndarray, idx, step: float) -> float:
+def central_difference(
+    f: Callable[[], float], arr: np.ndarray, idx, step: float, richardson: bool = False
+) -> float:
     """``(f(arr[idx] + step) - f(arr[idx] - step)) / (2 step)``, restoring ``arr[idx]`` exactly.
 
     ``arr`` may be a live parameter view: it is modified in place around each call to ``f``.
+    With ``richardson``, the ``O(step^2)`` truncation error is eliminated by Richardson
+    extrapolation with the central difference of step ``2 step``: ``(4 D(h) - D(2h)) / 3``
+    (error ``O(step^4)``; rounding error ``5/3`` of the plain difference's; twice the calls).
     """
     orig = arr[idx].copy()
-    try:
-        arr[idx] = orig + step
-        plus = f()
-        arr[idx] = orig - step
-        minus = f()
-    finally:
-        arr[idx] = orig
-    return (plus - minus) / (2.0 * step)
+
+    def diff(h):
+        try:
+            arr[idx] = orig + h
+            plus = f()
+            arr[idx] = orig - h
+            minus = f()
+        finally:
+            arr[idx] = orig
+        return (plus - minus) / (2.0 * h)
+
+    if not richardson:
+        return diff(step)
+    return (4.0 * diff(step) - diff(2.0 * step)) / 3.0
 
 
 def sample_indices(shape, rng: np.random.Generator, k: int) -> list[tuple[int, ...]]:
@@ -371,12 +382,16 @@ def check_gradients(
     step: float = GRAD_STEP,
     atol: float = GRAD_ATOL,
     rtol: float = GRAD_RTOL,
+    richardson: bool = False,
+    state_step: float | None = None,
 ) -> int:
     """Checks grad_x, the initial-state gradients and every parameter's gradient of ``m``.
 
     ``states=None`` checks the gradient with respect to the (implicit) zero initial state,
     which ``backward`` must still return. ``entries`` random entries per tensor (at least one
-    per tensor; all of a small tensor) are compared with central differences.
+    per tensor; all of a small tensor) are compared with central differences (Richardson-
+    extrapolated with ``richardson``, see ``central_difference``). ``state_step`` (default:
+    ``step``) is the step for the initial states only.
 
     Returns:
         The number of entries compared (all passed; on failure an AssertionError lists them).
@@ -397,16 +412,17 @@ def check_gradients(
     def f():
         return module_loss(m, cfg, xw, sw, lengths, seeds)
 
-    targets = [("x", xw, grad_x)]
-    targets += [(f"hx[{i}]", s, g) for i, (s, g) in enumerate(zip(sw, grad_states))]
+    hstep = step if state_step is None else state_step
+    targets = [("x", xw, grad_x, step)]
+    targets += [(f"hx[{i}]", s, g, hstep) for i, (s, g) in enumerate(zip(sw, grad_states))]
     params = m.parameters()
-    targets += [(name, params[name], grads[name]) for name in params]
+    targets += [(name, params[name], grads[name], step) for name in params]
 
     failures, checked = [], 0
-    for name, arr, grad in targets:
+    for name, arr, grad, h in targets:
         assert grad.shape == arr.shape, name
         for idx in sample_indices(arr.shape, rng, entries):
-            num = central_difference(f, arr, idx, step)
+            num = central_difference(f, arr, idx, h, richardson)
             ana = float(grad[idx])
             checked += 1
             if not abs(ana - num) <= atol + rtol * abs(num):
@@ -444,3 +460,102 @@ def norm_condition(cfg: Config, params, x, states, lengths, **kw) -> float:
 
     reference(cfg, params, x, states, lengths, observe_norms=observe, **kw)
     return worst[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# The worked example of spec/normalization.md section 5.
+
+WORKED_X = np.array(
+    [[[1.0, -1.0], [0.5, 2.0], [-0.3, 0.8]], [[0.0, 1.0], [-1.5, 0.5], [2.0, -0.7]]]
+)
+WORKED_H0 = np.array([[0.1, -0.2, 0.3], [0.3, 0.0, -0.1], [-0.4, 0.2, 0.05]])
+WORKED_C0 = np.array([[0.5, -0.5, 0.1], [0.0, 0.25, -0.3], [0.2, 0.1, 0.0]])
+
+# (cell, norm) -> {"h": h_2, "c": c_2}, copied from spec section 5 (8 significant digits)
+WORKED_EXPECTED = {
+    ("lstm", "layer"): {
+        "h": [
+            [0.4601252, -0.3163738, -0.54913274],
+            [0.04142242, 0.22510478, -0.77659741],
+            [-0.42513033, 0.07952258, -0.12808952],
+        ],
+        "c": [
+            [0.36845859, -0.3801696, -0.54748356],
+            [0.73514889, 0.56202272, -1.19756613],
+            [-0.40898165, 1.26618024, 0.06280961],
+        ],
+    },
+    ("lstm", "batch"): {
+        "h": [
+            [0.06633475, -0.07297036, 0.00623779],
+            [-0.00488356, 0.04732843, -0.07027292],
+            [-0.06191957, 0.02004443, 0.05006664],
+        ],
+        "c": [
+            [0.3164026, -0.35200348, -0.02887249],
+            [0.11534834, 0.20678381, -0.25461684],
+            [-0.03781159, 0.08021847, 0.13831785],
+        ],
+    },
+    ("gru", "layer"): {
+        "h": [
+            [0.03801339, -0.72188513, 0.14833278],
+            [0.02616107, -0.52748126, -0.76465747],
+            [-0.6267724, 0.24424284, 0.28068449],
+        ]
+    },
+    ("gru", "batch"): {
+        "h": [
+            [0.01385027, -0.08633005, 0.1116715],
+            [0.12700141, -0.08987771, -0.13584567],
+            [-0.15554745, 0.1644357, 0.07068465],
+        ]
+    },
+    ("rnn", "layer"): {
+        "h": [
+            [0.8667227, -0.08985268, -0.84248014],
+            [-0.63267699, 0.86285482, -0.50689734],
+            [-0.82530378, 0.00354671, 0.8241695],
+        ]
+    },
+}
+
+
+def worked_matrix(rows: int, cols: int, mod: int, off: int, scale: float) -> np.ndarray:
+    """Spec section 5: ``M(rows, cols, mod, off, s)[k, j] = ((k*cols + j) mod mod - off) * s``."""
+    k, j = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    return ((k * cols + j) % mod - off) * scale
+
+
+def worked_example_params(cell: str, permute_gru: bool = True) -> dict[str, np.ndarray]:
+    """The plain parameters of the worked example (D=2, H=3), in rnncore's layout.
+
+    ``W_ih = M(D, G*H, 5, 2, 0.25)^T``, ``W_hh = M(H, G*H, 7, 3, 0.2)^T``; the G*H axis of
+    ``M`` is in gate order (i, f, g, o) for the LSTM and (z, r, n) for the GRU, which is
+    permuted to rnncore's (r, z, n) unless ``permute_gru`` is False. Biases: LSTM ``b_ih`` = 1
+    on the forget block; GRU 0; RNN ``b_ih = [0.1, -0.1, 0]``; ``b_hh = 0``.
+    """
+    g, hidden = GATES[cell], 3
+    w_ih = worked_matrix(2, g * hidden, 5, 2, 0.25).T
+    w_hh = worked_matrix(hidden, g * hidden, 7, 3, 0.2).T
+    b_ih, b_hh = np.zeros(g * hidden), np.zeros(g * hidden)
+    if cell == "lstm":
+        b_ih[hidden : 2 * hidden] = 1.0
+    elif cell == "gru" and permute_gru:
+        perm = np.r_[hidden : 2 * hidden, 0:hidden, 2 * hidden : 3 * hidden]  # (z,r,n)->(r,z,n)
+        w_ih, w_hh = w_ih[perm], w_hh[perm]
+    elif cell == "rnn":
+        b_ih = np.array([0.1, -0.1, 0.0])
+    return {
+        "weight_ih_l0": np.ascontiguousarray(w_ih),
+        "weight_hh_l0": np.ascontiguousarray(w_hh),
+        "bias_ih_l0": b_ih,
+        "bias_hh_l0": b_hh,
+    }
+
+
+def worked_example_hx(cell: str):
+    """``h0`` (and ``c0``) of the worked example as the ``hx`` argument (L*D = 1)."""
+    if cell == "lstm":
+        return WORKED_H0[None].copy(), WORKED_C0[None].copy()
+    return WORKED_H0[None].copy()

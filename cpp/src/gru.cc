@@ -18,9 +18,9 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
   const Index G = kGates * H, rows = steps * B;
   const bool after = config_.reset_after;
   const auto sites = internal::Sites(config_.norm, CellKind::kGru);
-  NormSite<T> nx(sites.x, G, rows, steps, w_.gx, nullptr, config_, w_.rx,
+  NormSite<T> nx(sites.x, seq, G, w_.gx, nullptr, config_, w_.rx,
                  tape ? &tape->nx : nullptr);
-  NormSite<T> nh(sites.h, G, rows, steps, w_.gh, nullptr, config_, w_.rh,
+  NormSite<T> nh(sites.h, seq, G, w_.gh, nullptr, config_, w_.rh,
                  tape ? &tape->nh : nullptr);
 
   Buffer<T> ax(static_cast<size_t>(rows * G));
@@ -104,8 +104,8 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
   const auto sites = internal::Sites(config_.norm, CellKind::kGru);
   // The sites only read the tape here (and never touch running statistics).
   auto& mtape = const_cast<CellTape<T>&>(tape);
-  NormSite<T> nx(sites.x, G, rows, steps, w_.gx, nullptr, config_, nullptr, nullptr);
-  NormSite<T> nh(sites.h, G, rows, steps, w_.gh, nullptr, config_, nullptr, nullptr);
+  NormSite<T> nx(sites.x, seq, G, w_.gx, nullptr, config_, nullptr, nullptr);
+  NormSite<T> nh(sites.h, seq, G, w_.gh, nullptr, config_, nullptr, nullptr);
   nx.AttachTape(&mtape.nx);
   nh.AttachTape(&mtape.nh);
 

@@ -18,11 +18,11 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
   const Index P = config_.out(), G = kGates * H, rows = steps * B;
   const bool proj = config_.proj > 0;
   const auto sites = internal::Sites(config_.norm, CellKind::kLstm);
-  NormSite<T> nx(sites.x, G, rows, steps, w_.gx, nullptr, config_, w_.rx,
+  NormSite<T> nx(sites.x, seq, G, w_.gx, nullptr, config_, w_.rx,
                  tape ? &tape->nx : nullptr);
-  NormSite<T> nh(sites.h, G, rows, steps, w_.gh, nullptr, config_, w_.rh,
+  NormSite<T> nh(sites.h, seq, G, w_.gh, nullptr, config_, w_.rh,
                  tape ? &tape->nh : nullptr);
-  NormSite<T> nc(sites.c, H, rows, steps, w_.gc, w_.bc, config_, w_.rc, tape ? &tape->nc : nullptr);
+  NormSite<T> nc(sites.c, seq, H, w_.gc, w_.bc, config_, w_.rc, tape ? &tape->nc : nullptr);
 
   Buffer<T> ax(static_cast<size_t>(rows * G));
   internal::InputProjection(x, rows, D, ldx, w_.w_ih, G, ax.data());
@@ -116,9 +116,9 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
   const bool proj = config_.proj > 0;
   const auto sites = internal::Sites(config_.norm, CellKind::kLstm);
   auto& mtape = const_cast<CellTape<T>&>(tape);  // read only: see gru.cc
-  NormSite<T> nx(sites.x, G, rows, steps, w_.gx, nullptr, config_, nullptr, nullptr);
-  NormSite<T> nh(sites.h, G, rows, steps, w_.gh, nullptr, config_, nullptr, nullptr);
-  NormSite<T> nc(sites.c, H, rows, steps, w_.gc, w_.bc, config_, nullptr, nullptr);
+  NormSite<T> nx(sites.x, seq, G, w_.gx, nullptr, config_, nullptr, nullptr);
+  NormSite<T> nh(sites.h, seq, G, w_.gh, nullptr, config_, nullptr, nullptr);
+  NormSite<T> nc(sites.c, seq, H, w_.gc, w_.bc, config_, nullptr, nullptr);
   nx.AttachTape(&mtape.nx);
   nh.AttachTape(&mtape.nh);
   nc.AttachTape(&mtape.nc);

@@ -75,17 +75,20 @@ struct StepRows {
 template <typename T>
 class NormSite {
  public:
-  // width: values per row. rows_total: T*B. steps: T. gamma/beta: parameters
+  // width: values per row. rows_total: T*B. steps: T; active_steps: the
+  // longest sequence. gamma/beta: parameters
   // (beta may be null: no shift). stats: running statistics (batch kinds).
   // tape: null when nothing is recorded.
-  NormSite(SiteKind kind, Index width, Index rows_total, Index steps, const T* gamma, const T* beta,
+  NormSite(SiteKind kind, const StepIndex& seq, Index width, const T* gamma, const T* beta,
            const CellConfig& config, RunningStats<T>* stats, NormTape<T>* tape)
-      : NormSite(kind, width, rows_total, steps, gamma, beta,
-                 kind == SiteKind::kLayer ? config.ln_eps : config.bn_eps, config.bn_momentum,
-                 config.training, stats, tape) {}
+      : NormSite(kind, width, seq.steps() * seq.batch(), seq.steps(), seq.MaxLength(), gamma,
+                 beta, kind == SiteKind::kLayer ? config.ln_eps : config.bn_eps,
+                 config.bn_momentum, config.training, stats, tape) {}
 
-  NormSite(SiteKind kind, Index width, Index rows_total, Index steps, const T* gamma, const T* beta,
-           double eps, double momentum, bool training, RunningStats<T>* stats, NormTape<T>* tape)
+  // active_steps: the longest sequence (running statistics grow to it).
+  NormSite(SiteKind kind, Index width, Index rows_total, Index steps, Index active_steps,
+           const T* gamma, const T* beta, double eps, double momentum, bool training,
+           RunningStats<T>* stats, NormTape<T>* tape)
       : kind_(kind),
         n_(width),
         steps_(steps),
@@ -109,7 +112,9 @@ class NormSite {
       tape_->rstd.assign(static_cast<size_t>(r_size), T(0));
     }
     if (stats_ && training_) {
-      stats_->Grow(kind_ == SiteKind::kBatchSeq ? 1 : steps);
+      // One row per step some sequence reaches: the longest sequence, not the
+      // padded T, so the module's state never depends on padding.
+      stats_->Grow(kind_ == SiteKind::kBatchSeq ? 1 : active_steps);
     }
   }
 
@@ -195,7 +200,7 @@ class NormSite {
     if (kind_ == SiteKind::kBatchStep && training_) {
       std::vector<const T*> dys(dy.rows.begin(), dy.rows.end()), xhs;
       for (Index pos : dy.positions) xhs.push_back(XhatRow(pos));
-      std::vector<T> scratch(static_cast<size_t>(2 * n_));
+      Buffer<T> scratch(static_cast<size_t>(2 * n_));
       kernels::BatchNormBackward(dy.count(), dys.data(), xhs.data(), n_, r, gamma_, dy.rows.data(),
                                  false, dgamma, dbeta, scratch.data());
       return;
@@ -220,7 +225,7 @@ class NormSite {
       }
       std::vector<const T*> dys(all_rows_.begin(), all_rows_.end()), xhs;
       for (Index pos : all_pos_) xhs.push_back(XhatRow(pos));
-      std::vector<T> scratch(static_cast<size_t>(2 * n_));
+      Buffer<T> scratch(static_cast<size_t>(2 * n_));
       kernels::BatchNormBackward(static_cast<Index>(dys.size()), dys.data(), xhs.data(), n_,
                                  RstdFor(0), gamma_, all_rows_.data(), false, dgamma, dbeta,
                                  scratch.data());
@@ -267,7 +272,7 @@ class NormSite {
   bool training_;
   RunningStats<T>* stats_;
   NormTape<T>* tape_;
-  std::vector<T> mean_, var_, r_, xhat_row_;
+  Buffer<T> mean_, var_, r_, xhat_row_;
   std::vector<T*> all_rows_;
   std::vector<Index> all_pos_;
 };

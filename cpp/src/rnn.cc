@@ -19,9 +19,9 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
   const auto sites = internal::Sites(config_.norm, CellKind::kRnn);
   // norm="layer" normalizes the sum of both terms, at the h site.
   const bool norm_sum = config_.norm == Norm::kLayer;
-  NormSite<T> nx(sites.x, H, rows, steps, w_.gx, nullptr, config_, w_.rx,
+  NormSite<T> nx(sites.x, seq, H, w_.gx, nullptr, config_, w_.rx,
                  tape ? &tape->nx : nullptr);
-  NormSite<T> nh(sites.h, H, rows, steps, w_.gh, nullptr, config_, w_.rh,
+  NormSite<T> nh(sites.h, seq, H, w_.gh, nullptr, config_, w_.rh,
                  tape ? &tape->nh : nullptr);
 
   Buffer<T> ax(static_cast<size_t>(rows * H));
@@ -79,8 +79,8 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
   const auto sites = internal::Sites(config_.norm, CellKind::kRnn);
   const bool norm_sum = config_.norm == Norm::kLayer;
   auto& mtape = const_cast<CellTape<T>&>(tape);  // read only: see gru.cc
-  NormSite<T> nx(sites.x, H, rows, steps, w_.gx, nullptr, config_, nullptr, nullptr);
-  NormSite<T> nh(sites.h, H, rows, steps, w_.gh, nullptr, config_, nullptr, nullptr);
+  NormSite<T> nx(sites.x, seq, H, w_.gx, nullptr, config_, nullptr, nullptr);
+  NormSite<T> nh(sites.h, seq, H, w_.gh, nullptr, config_, nullptr, nullptr);
   nx.AttachTape(&mtape.nx);
   nh.AttachTape(&mtape.nh);
 

@@ -29,9 +29,10 @@ import rnncore
 from . import reference
 
 # float64 throughout: the forward pass agrees with the reference to rounding (1e-12
-# leaves room for the different summation orders of a 2-layer stack), and a central
-# difference with step 1e-6 has truncation error ~1e-12 * |f'''| and rounding error
-# ~1e-16 / 1e-6 = 1e-10 relative to the loss, so 1e-6 relative is a comfortable bound.
+# leaves room for the summation orders of a 2-layer stack and for normalization's
+# amplification of rounding), and a Richardson-extrapolated central difference with step
+# 1e-5 has truncation error ~1e-20 |f^(5)| and rounding error ~1e-16 / 1e-5 = 1e-11
+# relative to the loss, so 1e-6 relative is a comfortable bound.
 FORWARD_TOL = 1e-12
 GRADIENT_TOL = 1e-6
 
@@ -43,6 +44,13 @@ CASES = [
     ("GRU", rnncore.GRU, {}),
     ("GRU reset_after=False", rnncore.GRU, {"reset_after": False}),
 ]
+# Normalized cells, in training mode (batch statistics) and, for the batch norms, in
+# eval mode (running statistics, after one training call has set them).
+for _cls in (rnncore.RNN, rnncore.LSTM, rnncore.GRU):
+    for _norm in ("layer", "batch", "batch_input"):
+        for _mode in ("train",) if _norm == "layer" else ("train", "eval"):
+            CASES.append((f"{_cls.__name__} norm={_norm} {_mode}", _cls,
+                          {"norm": _norm, "_eval": _mode == "eval"}))  # fmt: skip
 
 
 def print_info() -> None:
@@ -71,20 +79,26 @@ def _states(m, hx):
 
 def _check_case(name, cls, kwargs, rng) -> tuple[float, float]:
     T, B, D, H = 5, 3, 4, 4
+    kwargs = dict(kwargs)
+    eval_mode = kwargs.pop("_eval", False)
     m = cls(D, H, num_layers=2, bidirectional=True, dtype="float64", seed=1, **kwargs)
-    for p in m.parameters().values():  # not the default init: exercise every entry
-        p[...] = rng.uniform(-0.6, 0.6, size=p.shape)
+    for k, p in m.parameters().items():  # not the default init: exercise every entry
+        gain = k.startswith(("ln_", "bn_")) and "_weight" in k
+        p[...] = rng.uniform(0.5, 1.5, size=p.shape) if gain else rng.uniform(-0.6, 0.6, p.shape)
+    if eval_mode:
+        m(rng.standard_normal((T + 1, B, D)))  # running statistics to use
+        m.eval()
     P = kwargs.get("proj_size", 0) or H
     x = rng.standard_normal((T, B, D))
     lengths = np.array([5, 2, 4])
     h0 = rng.standard_normal((4, B, P))
     hx = (h0, rng.standard_normal((4, B, H))) if cls is rnncore.LSTM else h0
 
-    ref_kwargs = {k: v for k, v in kwargs.items()}
-    out_ref, st_ref = reference.reference_forward(
-        cls.__name__.lower(), m.parameters(), x, hx, lengths,
-        num_layers=2, bidirectional=True, **ref_kwargs,
+    ref = reference.reference_forward(
+        cls.__name__.lower(), m.state_dict(), x, hx, lengths,
+        num_layers=2, bidirectional=True, training=m.training, **kwargs,
     )  # fmt: skip
+    out_ref, st_ref = ref[0], ref[1]
     out, st, tape = m.forward_train(x, hx, lengths)
     fwd_err = max(
         np.abs(out - out_ref).max(),
@@ -105,26 +119,37 @@ def _check_case(name, cls, kwargs, rng) -> tuple[float, float]:
     tensors = [x, *_states(m, hx), *m.parameters().values()]
     grads = [gx, *_states(m, ghx), *m.grads.values()]
     directions = [rng.standard_normal(t.shape) for t in tensors]
+    # A unit direction: the step moves the whole point by eps, no more (batch statistics
+    # over 2 sequences bend on the scale of sqrt(bn_eps) ~ 3e-3).
+    norm = np.sqrt(sum(float(np.sum(d * d)) for d in directions))
+    directions = [d / norm for d in directions]
     analytic = sum(float(np.sum(g * v)) for g, v in zip(grads, directions))
-    eps = 1e-6
-    for t, v in zip(tensors, directions):
-        t += eps * v
-    up = loss()
-    for t, v in zip(tensors, directions):
-        t -= 2 * eps * v
-    down = loss()
-    for t, v in zip(tensors, directions):
-        t += eps * v
-    numeric = (up - down) / (2 * eps)
+
+    def derivative(h: float) -> float:  # central difference along the direction
+        for t, v in zip(tensors, directions):
+            t += h * v
+        up = loss()
+        for t, v in zip(tensors, directions):
+            t -= 2 * h * v
+        down = loss()
+        for t, v in zip(tensors, directions):
+            t += h * v
+        return (up - down) / (2 * h)
+
+    # Richardson extrapolation cancels the h^2 term of the central difference: batch
+    # statistics over 2 sequences (a step where only 2 are active) have a large third
+    # derivative, and plain differences would be off by ~1e-5 there.
+    eps = 1e-5
+    numeric = (4 * derivative(eps) - derivative(2 * eps)) / 3
     grad_err = abs(analytic - numeric) / max(1.0, abs(numeric))
     return fwd_err, grad_err
 
 
 def selfcheck() -> bool:
-    print("\nSelf-check: float64, 2 layers, bidirectional, lengths [5, 2, 4]")
+    print("\nSelf-check: float64, 2 layers, bidirectional, lengths [5, 2, 4], every cell and norm")
     print(f"  forward vs NumPy reference (max abs error, must be < {FORWARD_TOL:.0e})")
     print(f"  backward vs finite differences (relative error, must be < {GRADIENT_TOL:.0e})\n")
-    print(f"  {'cell':<24}{'forward':>12}{'backward':>12}   result")
+    print(f"  {'cell':<32}{'forward':>12}{'backward':>12}   result")
     rng = np.random.default_rng(0)
     ok = True
     start = time.perf_counter()
@@ -132,7 +157,7 @@ def selfcheck() -> bool:
         fwd, grad = _check_case(name, cls, kwargs, rng)
         good = fwd < FORWARD_TOL and grad < GRADIENT_TOL
         ok &= good
-        print(f"  {name:<24}{fwd:>12.1e}{grad:>12.1e}   {'ok' if good else 'FAILED'}")
+        print(f"  {name:<32}{fwd:>12.1e}{grad:>12.1e}   {'ok' if good else 'FAILED'}")
     print(
         f"\n{'All checks passed' if ok else 'SOME CHECKS FAILED'} "
         f"({time.perf_counter() - start:.2f} s)."

@@ -20,6 +20,7 @@
 #define RNNCORE_COMMON_H_
 
 #include <Eigen/Core>
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <new>
@@ -112,6 +113,12 @@ class StepIndex {
   Index batch() const { return batch_; }
   bool reverse() const { return reverse_; }
   Index length(Index b) const { return lengths_ ? lengths_[b] : steps_; }
+  // The number of steps at which some sequence is active.
+  Index MaxLength() const {
+    Index m = 0;
+    for (Index b = 0; b < batch_; ++b) m = std::max(m, length(b));
+    return m;
+  }
 
   // Position of sequence b at step k, or -1 when b has already ended.
   Index Position(Index k, Index b) const {
