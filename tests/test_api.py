@@ -9,6 +9,7 @@ views against loading them, one thread against eight).
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 
@@ -794,3 +795,20 @@ def test_results_independent_of_num_threads():
     np.testing.assert_array_equal(g1, g2)
     for n, g in m.grads.items():
         np.testing.assert_array_equal(g, w1[n], err_msg=n)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_child_computes_like_the_parent():
+    """The core's thread pool survives fork(): a child gets its own, same results."""
+    rnncore.set_num_threads(2)
+    try:
+        m = rnncore.LSTM(256, 256).eval()  # big enough that steps are split over threads
+        x = np.random.default_rng(0).standard_normal((20, 1, 256)).astype(np.float32)
+        ref = m(x)[0]
+        pid = os.fork()
+        if pid == 0:  # child: exit status says whether it matched
+            os._exit(0 if np.array_equal(m(x)[0], ref) else 3)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        rnncore.set_num_threads(os.cpu_count() or 1)

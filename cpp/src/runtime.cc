@@ -1,6 +1,8 @@
 #include "rnncore/runtime.h"
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <mutex>
@@ -10,6 +12,9 @@
 #if defined(__linux__)
 #include <pthread.h>
 #include <sched.h>
+#endif
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
 #endif
 
 namespace rnncore {
@@ -36,27 +41,38 @@ int DefaultThreads() {
   return UsableCores();
 }
 
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(_M_X64)
+  _mm_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// How long an idle worker keeps polling for the next job before it sleeps.
+// A time loop hands out one job per step, microseconds apart: polling makes
+// that hand-off cost well under a microsecond instead of a futex wake-up.
+constexpr auto kSpinTime = std::chrono::microseconds(50);
+
 thread_local bool tls_in_parallel = false;
 
-// Workers wait for a job, take chunks from a shared counter, and report when
-// done. The caller takes chunks too.
+constexpr int kCountBits = 16;
+constexpr std::uint64_t kCountMask = (std::uint64_t(1) << kCountBits) - 1;
+constexpr int kMaxParticipants = static_cast<int>(kCountMask);
+
+// A job's chunks are split into contiguous ranges, one per participant (the
+// caller is participant 0): the same thread gets the same chunks on every
+// step of a sequence, so its slice of the weights stays in its cache.
 class Pool {
  public:
   Pool() : threads_(DefaultThreads()) {}
-  ~Pool() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
-    }
-    wake_.notify_all();
-    for (auto& w : workers_) w.join();
-  }
 
   int threads() const { return threads_.load(); }
   void set_threads(int n) { threads_.store(n); }
 
   void Run(Index num_chunks, const std::function<void(Index)>& fn) {
-    const int want = static_cast<int>(std::min<Index>(threads_.load(), num_chunks));
+    const int want = static_cast<int>(
+        std::min<Index>({threads_.load(), num_chunks, Index(kMaxParticipants)}));
     if (want <= 1 || tls_in_parallel) {
       for (Index i = 0; i < num_chunks; ++i) fn(i);
       return;
@@ -67,50 +83,75 @@ class Pool {
       return;
     }
     EnsureWorkers(want - 1);
-    {
+    job_ = &fn;
+    num_chunks_ = num_chunks;
+    participants_ = want;
+    pending_.store(want - 1, std::memory_order_relaxed);
+    // Publishes the job: a new generation, with its participant count in the
+    // low bits so that workers left out read it without touching job data.
+    const std::uint64_t ticket = ticket_.load(std::memory_order_relaxed);
+    ticket_.store(((ticket >> kCountBits) + 1) << kCountBits | static_cast<std::uint64_t>(want),
+                  std::memory_order_seq_cst);
+    if (sleepers_.load(std::memory_order_seq_cst) > 0) {
       std::lock_guard<std::mutex> lock(mu_);
-      job_ = &fn;
-      num_chunks_ = num_chunks;
-      next_.store(0);
-      active_ = want - 1;
-      pending_ = want - 1;
-      ++generation_;
+      wake_.notify_all();
     }
-    wake_.notify_all();
     tls_in_parallel = true;
-    Drain();
+    Work(0);
     tls_in_parallel = false;
-    std::unique_lock<std::mutex> lock(mu_);
-    done_.wait(lock, [&] { return pending_ == 0; });
-    job_ = nullptr;
+    // Poll for the others, then yield: when the cores are oversubscribed a
+    // worker may be waiting for this very core.
+    const auto until = std::chrono::steady_clock::now() + kSpinTime;
+    for (int i = 0; pending_.load(std::memory_order_acquire) != 0; ++i) {
+      if (i < 256 || std::chrono::steady_clock::now() < until)
+        CpuRelax();
+      else
+        std::this_thread::yield();
+    }
   }
 
  private:
-  void Drain() {
-    for (Index i = next_.fetch_add(1); i < num_chunks_; i = next_.fetch_add(1)) (*job_)(i);
+  void Work(int participant) {
+    const Index n = num_chunks_, p = participants_;
+    const Index begin = n * participant / p, end = n * (participant + 1) / p;
+    for (Index i = begin; i < end; ++i) (*job_)(i);
   }
 
   void EnsureWorkers(int n) {
     while (static_cast<int>(workers_.size()) < n) {
       const int id = static_cast<int>(workers_.size());
-      workers_.emplace_back([this, id] { WorkerLoop(id); });
+      // The ticket as of now, before the job that needs this worker is
+      // published: the worker must not take that job for one it has seen.
+      const std::uint64_t seen = ticket_.load();
+      workers_.emplace_back([this, id, seen] { WorkerLoop(id, seen); });
+      workers_.back().detach();  // the pool lives as long as the process
     }
   }
 
-  void WorkerLoop(int id) {
+  void WorkerLoop(int id, std::uint64_t seen) {
     tls_in_parallel = true;
-    std::uint64_t seen = 0;
     for (;;) {
-      {
-        std::unique_lock<std::mutex> lock(mu_);
-        wake_.wait(lock, [&] { return stop_ || (generation_ != seen && id < active_); });
-        if (stop_) return;
-        seen = generation_;
+      std::uint64_t t = ticket_.load(std::memory_order_acquire);
+      if (t == seen) {
+        const auto until = std::chrono::steady_clock::now() + kSpinTime;
+        for (int i = 0; t == seen; ++i) {
+          CpuRelax();
+          t = ticket_.load(std::memory_order_acquire);
+          if ((i & 255) == 255 && std::chrono::steady_clock::now() > until) break;
+        }
       }
-      Drain();
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        if (--pending_ == 0) done_.notify_one();
+      if (t == seen) {
+        std::unique_lock<std::mutex> lock(mu_);
+        sleepers_.fetch_add(1, std::memory_order_seq_cst);
+        wake_.wait(lock, [&] { return ticket_.load(std::memory_order_seq_cst) != seen; });
+        sleepers_.fetch_sub(1, std::memory_order_relaxed);
+        t = ticket_.load(std::memory_order_acquire);
+      }
+      seen = t;
+      // A participant is waited for, so the job it reads cannot change under it.
+      if (id + 1 < static_cast<int>(t & kCountMask)) {
+        Work(id + 1);
+        pending_.fetch_sub(1, std::memory_order_release);
       }
     }
   }
@@ -118,17 +159,18 @@ class Pool {
   std::atomic<int> threads_;
   std::mutex busy_;  // held by the caller whose job the pool is running
   std::mutex mu_;
-  std::condition_variable wake_, done_;
+  std::condition_variable wake_;
   std::vector<std::thread> workers_;
+  // The current job; written before ticket_ is bumped.
   const std::function<void(Index)>* job_ = nullptr;
   Index num_chunks_ = 0;
-  std::atomic<Index> next_{0};
-  int active_ = 0, pending_ = 0;
-  std::uint64_t generation_ = 0;
-  bool stop_ = false;
+  int participants_ = 0;
+  std::atomic<std::uint64_t> ticket_{0};  // generation << kCountBits | participants
+  std::atomic<int> pending_{0};
+  std::atomic<int> sleepers_{0};
 };
 
-// Never destroyed: workers may still be waiting during static teardown.
+// Never destroyed: detached workers may still be polling at exit.
 std::atomic<Pool*> g_pool{nullptr};
 std::once_flag g_pool_once;
 

@@ -22,7 +22,7 @@ constexpr Index kUnitChunk = 256;  // rows of weight-gradient matrices
 constexpr Index kStepChunk = 128;  // output columns of a per-step product
 // A per-step product is split only when it has at least this many
 // multiply-adds: below it, waking threads costs more than it saves.
-constexpr Index kStepParallelMacs = Index(1) << 23;
+constexpr Index kStepParallelMacs = Index(1) << 16;
 
 inline Index NumChunks(Index n, Index chunk) { return (n + chunk - 1) / chunk; }
 
