@@ -800,6 +800,7 @@ def test_results_independent_of_num_threads():
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_forked_child_computes_like_the_parent():
     """The core's thread pool survives fork(): a child gets its own, same results."""
+    before = rnncore.get_num_threads()
     rnncore.set_num_threads(2)
     try:
         m = rnncore.LSTM(256, 256).eval()  # big enough that steps are split over threads
@@ -811,4 +812,4 @@ def test_forked_child_computes_like_the_parent():
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
     finally:
-        rnncore.set_num_threads(os.cpu_count() or 1)
+        rnncore.set_num_threads(before)

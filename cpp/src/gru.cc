@@ -18,10 +18,8 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
   const Index G = kGates * H, rows = steps * B;
   const bool after = config_.reset_after;
   const auto sites = internal::Sites(config_.norm, CellKind::kGru);
-  NormSite<T> nx(sites.x, seq, G, w_.gx, nullptr, config_, w_.rx,
-                 tape ? &tape->nx : nullptr);
-  NormSite<T> nh(sites.h, seq, G, w_.gh, nullptr, config_, w_.rh,
-                 tape ? &tape->nh : nullptr);
+  NormSite<T> nx(sites.x, seq, G, w_.gx, nullptr, config_, w_.rx, tape ? &tape->nx : nullptr);
+  NormSite<T> nh(sites.h, seq, G, w_.gh, nullptr, config_, w_.rh, tape ? &tape->nh : nullptr);
 
   Buffer<T> ax(static_cast<size_t>(rows * G));
   internal::InputProjection(x, rows, D, ldx, w_.w_ih, G, ax.data());

@@ -18,10 +18,8 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
   const Index P = config_.out(), G = kGates * H, rows = steps * B;
   const bool proj = config_.proj > 0;
   const auto sites = internal::Sites(config_.norm, CellKind::kLstm);
-  NormSite<T> nx(sites.x, seq, G, w_.gx, nullptr, config_, w_.rx,
-                 tape ? &tape->nx : nullptr);
-  NormSite<T> nh(sites.h, seq, G, w_.gh, nullptr, config_, w_.rh,
-                 tape ? &tape->nh : nullptr);
+  NormSite<T> nx(sites.x, seq, G, w_.gx, nullptr, config_, w_.rx, tape ? &tape->nx : nullptr);
+  NormSite<T> nh(sites.h, seq, G, w_.gh, nullptr, config_, w_.rh, tape ? &tape->nh : nullptr);
   NormSite<T> nc(sites.c, seq, H, w_.gc, w_.bc, config_, w_.rc, tape ? &tape->nc : nullptr);
 
   Buffer<T> ax(static_cast<size_t>(rows * G));

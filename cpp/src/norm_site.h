@@ -81,9 +81,9 @@ class NormSite {
   // tape: null when nothing is recorded.
   NormSite(SiteKind kind, const StepIndex& seq, Index width, const T* gamma, const T* beta,
            const CellConfig& config, RunningStats<T>* stats, NormTape<T>* tape)
-      : NormSite(kind, width, seq.steps() * seq.batch(), seq.steps(), seq.MaxLength(), gamma,
-                 beta, kind == SiteKind::kLayer ? config.ln_eps : config.bn_eps,
-                 config.bn_momentum, config.training, stats, tape) {}
+      : NormSite(kind, width, seq.steps() * seq.batch(), seq.steps(), seq.MaxLength(), gamma, beta,
+                 kind == SiteKind::kLayer ? config.ln_eps : config.bn_eps, config.bn_momentum,
+                 config.training, stats, tape) {}
 
   // active_steps: the longest sequence (running statistics grow to it).
   NormSite(SiteKind kind, Index width, Index rows_total, Index steps, Index active_steps,

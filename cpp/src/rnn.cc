@@ -19,10 +19,8 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
   const auto sites = internal::Sites(config_.norm, CellKind::kRnn);
   // norm="layer" normalizes the sum of both terms, at the h site.
   const bool norm_sum = config_.norm == Norm::kLayer;
-  NormSite<T> nx(sites.x, seq, H, w_.gx, nullptr, config_, w_.rx,
-                 tape ? &tape->nx : nullptr);
-  NormSite<T> nh(sites.h, seq, H, w_.gh, nullptr, config_, w_.rh,
-                 tape ? &tape->nh : nullptr);
+  NormSite<T> nx(sites.x, seq, H, w_.gx, nullptr, config_, w_.rx, tape ? &tape->nx : nullptr);
+  NormSite<T> nh(sites.h, seq, H, w_.gh, nullptr, config_, w_.rh, tape ? &tape->nh : nullptr);
 
   Buffer<T> ax(static_cast<size_t>(rows * H));
   internal::InputProjection(x, rows, D, ldx, w_.w_ih, H, ax.data());

@@ -46,19 +46,20 @@ inline bool IsAligned(const void* p) {
   return reinterpret_cast<std::uintptr_t>(p) % kAlignment == 0;
 }
 
+// Aligned memory for the core's buffers. Large blocks are recycled through a
+// bounded process-wide cache (runtime.cc): a training loop then reuses pages
+// that are already mapped instead of faulting in fresh ones on every call.
+void* AllocateBytes(std::size_t bytes);
+void FreeBytes(void* p, std::size_t bytes);
+
 template <typename T>
 struct AlignedAllocator {
   using value_type = T;
   AlignedAllocator() = default;
   template <typename U>
   AlignedAllocator(const AlignedAllocator<U>&) {}  // NOLINT: allocator rebinding
-  T* allocate(std::size_t n) {
-    const std::size_t bytes = ((n * sizeof(T) + kAlignment - 1) / kAlignment) * kAlignment;
-    void* p = std::aligned_alloc(kAlignment, bytes == 0 ? kAlignment : bytes);
-    if (!p) throw std::bad_alloc();
-    return static_cast<T*>(p);
-  }
-  void deallocate(T* p, std::size_t) { std::free(p); }
+  T* allocate(std::size_t n) { return static_cast<T*>(AllocateBytes(n * sizeof(T))); }
+  void deallocate(T* p, std::size_t n) { FreeBytes(p, n * sizeof(T)); }
   template <typename U>
   bool operator==(const AlignedAllocator<U>&) const {
     return true;
