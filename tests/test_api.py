@@ -813,3 +813,37 @@ def test_forked_child_computes_like_the_parent():
         assert os.waitstatus_to_exitcode(status) == 0
     finally:
         rnncore.set_num_threads(before)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("norm", [None, "layer", "batch", "batch_input"])
+def test_bitwise_identical_for_1_2_3_threads_at_split_sizes(kind, norm):
+    """Sizes at which the core splits per-step products and row passes over threads
+    (B * G * H above its thresholds): outputs, states and every gradient are bitwise
+    identical for 1, 2 and 3 threads, in training and in eval mode."""
+    old = rnncore.get_num_threads()
+    m = getattr(rnncore, kind)(64, 256, bidirectional=True, norm=norm, seed=0)
+    x = rand((4, 64, 64), seed=2, dtype=np.float32)
+    results = []
+    initial = m.state_dict()  # each round starts from the same running statistics
+    try:
+        for threads in (1, 2, 3):
+            rnncore.set_num_threads(threads)
+            m.load_state_dict(initial)
+            m.train()
+            out, _, tape = m.forward_train(x)
+            m.zero_grad()
+            gx = m.backward(tape, np.cos(out))[0]
+            grads = {n: g.copy() for n, g in m.grads.items()}
+            m.eval()
+            out_eval = m(x)[0]
+            results.append((out, gx, grads, out_eval))
+    finally:
+        rnncore.set_num_threads(old)
+    ref = results[0]
+    for threads, res in zip((2, 3), results[1:]):
+        np.testing.assert_array_equal(res[0], ref[0], err_msg=f"out, {threads} threads")
+        np.testing.assert_array_equal(res[1], ref[1], err_msg=f"grad x, {threads} threads")
+        for n in ref[2]:
+            np.testing.assert_array_equal(res[2][n], ref[2][n], err_msg=f"{n}, {threads} threads")
+        np.testing.assert_array_equal(res[3], ref[3], err_msg=f"eval out, {threads} threads")

@@ -50,12 +50,12 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
         step_rows.FromStep(seq, k, ah.data(), G);
         nh.ForwardStep(k, step_rows);
       }
-      for (Index b = 0; b < B; ++b) {
+      internal::ForRows(B, G, [&](Index b) {
         const Index r = seq.Row(k, b);
-        if (r < 0) continue;
+        if (r < 0) return;
         kernels::GruForward(H, ax.data() + r * G, ah.data() + b * G, w_.b_ih, w_.b_hh,
                             h.data() + b * H, gates_at(r, b), aux_at(r, b), h_new.data() + b * H);
-      }
+      });
     } else {  // reset_before: plain cells only
       internal::StepProduct(h.data(), B, H, w_.w_hh, 2 * H, ah.data(), 2 * H);
       for (Index b = 0; b < B; ++b) {

@@ -55,9 +55,9 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
       step_rows.FromStep(seq, k, ah.data(), G);
       nh.ForwardStep(k, step_rows);
     }
-    for (Index b = 0; b < B; ++b) {
+    internal::ForRows(B, G, [&](Index b) {
       const Index r = seq.Row(k, b);
-      if (r < 0) continue;
+      if (r < 0) return;
       if (tape) {
         CopyRow(h.data() + b * P, tape->h_prev.data() + r * P, P);
         CopyRow(c.data() + b * H, tape->c_prev.data() + r * H, H);
@@ -70,16 +70,16 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
         kernels::LstmForward(H, ax.data() + r * G, ah.data() + b * G, bias.data(), cb,
                              gates_at(r, b), cb, tc_at(r, b), m.data() + b * H);
       }
-    }
+    });
     if (nc.active()) {  // h = o tanh(N_c(c)); c itself is carried un-normalized
       for (Index b = 0; b < B; ++b) CopyRow(c.data() + b * H, cn.data() + b * H, H);
       step_rows.FromStep(seq, k, cn.data(), H);
       nc.ForwardStep(k, step_rows);
-      for (Index b = 0; b < B; ++b) {
+      internal::ForRows(B, H, [&](Index b) {
         const Index r = seq.Row(k, b);
-        if (r < 0) continue;
+        if (r < 0) return;
         kernels::LstmOutput(H, gates_at(r, b), cn.data() + b * H, tc_at(r, b), m.data() + b * H);
-      }
+      });
     }
     const T* out = m.data();
     if (proj) {

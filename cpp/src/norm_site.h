@@ -11,6 +11,7 @@
 #include "kernels/norm.h"
 #include "rnncore/cell.h"
 #include "rnncore/common.h"
+#include "sequence_ops.h"
 
 namespace rnncore {
 namespace internal {
@@ -101,8 +102,7 @@ class NormSite {
         tape_(tape),
         mean_(static_cast<size_t>(width)),
         var_(static_cast<size_t>(width)),
-        r_(static_cast<size_t>(width)),
-        xhat_row_(static_cast<size_t>(width)) {
+        r_(static_cast<size_t>(width)) {
     if (kind_ == SiteKind::kNone) return;
     if (tape_) {
       tape_->xhat.assign(static_cast<size_t>(rows_total * n_), T(0));
@@ -128,11 +128,12 @@ class NormSite {
   void ForwardStep(Index k, const StepRows<T>& s) {
     if (kind_ == SiteKind::kNone || s.count() == 0) return;
     if (kind_ == SiteKind::kLayer) {
-      for (Index i = 0; i < s.count(); ++i) {
-        T* xh = tape_ ? XhatRow(s.positions[i]) : xhat_row_.data();
+      // Rows are independent: split like the cells' row loops.
+      ForRows(s.count(), n_, [&](Index i) {
+        T* xh = tape_ ? XhatRow(s.positions[i]) : nullptr;
         const T r = kernels::LayerNormForward(n_, s.rows[i], gamma_, beta_, eps_, xh, s.rows[i]);
         if (tape_) tape_->rstd[static_cast<size_t>(s.positions[i])] = r;
-      }
+      });
       return;
     }
     // Batch norm over this step's rows (kBatchStep) or with whole-sequence
@@ -272,7 +273,7 @@ class NormSite {
   bool training_;
   RunningStats<T>* stats_;
   NormTape<T>* tape_;
-  Buffer<T> mean_, var_, r_, xhat_row_;
+  Buffer<T> mean_, var_, r_;
   std::vector<T*> all_rows_;
   std::vector<Index> all_pos_;
 };

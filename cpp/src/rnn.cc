@@ -47,16 +47,16 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
       step_rows.FromStep(seq, k, ah.data(), H);
       nh.ForwardStep(k, step_rows);
     }
-    for (Index b = 0; b < B; ++b) {
+    internal::ForRows(B, H, [&](Index b) {
       const Index r = seq.Row(k, b);
-      if (r < 0) continue;
+      if (r < 0) return;
       T* hb = h.data() + b * H;
       if (tape) CopyRow(hb, tape->h_prev.data() + r * H, H);
       kernels::RnnForward(H, config_.activation, norm_sum ? zeros.data() : ax.data() + r * H,
                           ah.data() + b * H, bias.data(), hb);
       if (tape) CopyRow(hb, tape->aux.data() + r * H, H);
       CopyRow(hb, y + r * ldy, H);
-    }
+    });
   }
   std::copy(h.begin(), h.end(), h_n);
 }

@@ -24,6 +24,11 @@ constexpr Index kStepChunk = 128;  // output columns of a per-step product
 // multiply-adds: below it, waking threads costs more than it saves.
 constexpr Index kStepParallelMacs = Index(1) << 16;
 
+// A step's pointwise work over its batch rows is split when it touches at
+// least this many values, in chunks of kStepRows rows.
+constexpr Index kStepParallelValues = Index(1) << 15;
+constexpr Index kStepRows = 8;
+
 inline Index NumChunks(Index n, Index chunk) { return (n + chunk - 1) / chunk; }
 
 // fn(begin, count) over [0, n) in fixed chunks, in parallel.
@@ -32,6 +37,19 @@ void ForChunks(Index n, Index chunk, F&& fn) {
   ParallelFor(NumChunks(n, chunk), [&](Index c) {
     const Index begin = c * chunk;
     fn(begin, std::min(chunk, n - begin));
+  });
+}
+
+// fn(b) for every row b < rows of a step whose rows are width values wide;
+// rows are independent, so how they are split changes nothing.
+template <typename F>
+void ForRows(Index rows, Index width, F&& fn) {
+  if (rows * width < kStepParallelValues) {
+    for (Index b = 0; b < rows; ++b) fn(b);
+    return;
+  }
+  ForChunks(rows, kStepRows, [&](Index b0, Index n) {
+    for (Index b = b0; b < b0 + n; ++b) fn(b);
   });
 }
 

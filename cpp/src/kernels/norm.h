@@ -17,13 +17,13 @@ namespace kernels {
 
 // ------------------------------------------------------------- layer norm
 // One row of width n. y may alias a. beta may be null (LN0: no shift).
-// Writes â to xhat and returns r.
+// Writes â to xhat (unless it is null) and returns r.
 template <typename T>
 inline T LayerNormForward(Index n, const T* a, const T* gamma, const T* beta, T eps, T* xhat,
                           T* y) {
   auto av = A(a, n);
   const T mean = av.sum() / T(n);
-  auto xh = A(xhat, n);
+  auto xh = A(xhat ? xhat : y, n);
   xh = av - mean;
   const T var = xh.square().sum() / T(n);
   const T r = T(1) / std::sqrt(var + eps);
