@@ -116,7 +116,6 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
   Buffer<T> dax_step(static_cast<size_t>(B * G)), dah_step(static_cast<size_t>(B * G));
   Buffer<T> direct(static_cast<size_t>(B * H)), drh(after ? 0 : static_cast<size_t>(B * H));
   Buffer<T> dh_new(static_cast<size_t>(B * H));
-  StepRows<T> step_rows;
 
   for (Index k = steps - 1; k >= 0; --k) {
     for (Index b = 0; b < B; ++b) {
@@ -136,11 +135,8 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
                              direct.data() + b * H);
         CopyRow(ds, dah.data() + r * G, G);
       }
-      if (nh.active()) {
-        step_rows.FromStep(seq, k, dah_step.data(), G);
-        nh.BackwardStep(k, step_rows, grads.gh, nullptr);
-        step_rows.ScatterTo(dah_pre.data(), G);
-      }
+      if (nh.active())
+        nh.BackwardStepRows(seq, k, dah_step.data(), grads.gh, nullptr, dah_pre.data());
       internal::StepProductT(dah_step.data(), B, G, G, w_.w_hh, H, dh_new.data());
     } else {
       for (Index b = 0; b < B; ++b) {

@@ -173,11 +173,7 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
       }
       CopyRow(ds, dz.data() + r * G, G);
     }
-    if (nh.active()) {
-      step_rows.FromStep(seq, k, dstep.data(), G);
-      nh.BackwardStep(k, step_rows, grads.gh, nullptr);
-      step_rows.ScatterTo(dah.data(), G);
-    }
+    if (nh.active()) nh.BackwardStepRows(seq, k, dstep.data(), grads.gh, nullptr, dah.data());
     internal::StepProductT(dstep.data(), B, G, G, w_.w_hh, P, dh_new.data());
     for (Index b = 0; b < B; ++b)
       if (seq.Row(k, b) >= 0) CopyRow(dh_new.data() + b * P, dh + b * P, P);

@@ -212,6 +212,16 @@ class NormSite {
                                        dy.rows[i], false, dgamma, dbeta);
   }
 
+  // BackwardStep over the active rows of a (B, width) step matrix, in place,
+  // also copying the results to their positions in a (T*B, width) matrix.
+  void BackwardStepRows(const StepIndex& seq, Index k, T* step, T* dgamma, T* dbeta,
+                        T* positioned) {
+    StepRows<T> s;
+    s.FromStep(seq, k, step, n_);
+    BackwardStep(k, s, dgamma, dbeta);
+    s.ScatterTo(positioned, n_);
+  }
+
   // Backward over a whole position-ordered gradient matrix (the input term),
   // in place.
   void BackwardAll(const StepIndex& seq, T* da, T* dgamma, T* dbeta) {

@@ -87,7 +87,6 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
   Buffer<T> dz(static_cast<size_t>(rows * H), T(0));
   Buffer<T> dah(nh.active() ? static_cast<size_t>(rows * H) : 0, T(0));
   Buffer<T> dstep(static_cast<size_t>(B * H)), dh_new(static_cast<size_t>(B * H));
-  StepRows<T> step_rows;
   for (Index k = steps - 1; k >= 0; --k) {
     for (Index b = 0; b < B; ++b) {
       const Index r = seq.Row(k, b);
@@ -100,11 +99,7 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
       kernels::RnnBackward(H, config_.activation, tape.aux.data() + r * H, dh + b * H, ds);
       CopyRow(ds, dz.data() + r * H, H);
     }
-    if (nh.active()) {
-      step_rows.FromStep(seq, k, dstep.data(), H);
-      nh.BackwardStep(k, step_rows, grads.gh, nullptr);
-      step_rows.ScatterTo(dah.data(), H);
-    }
+    if (nh.active()) nh.BackwardStepRows(seq, k, dstep.data(), grads.gh, nullptr, dah.data());
     internal::StepProductT(dstep.data(), B, H, H, w_.w_hh, H, dh_new.data());
     for (Index b = 0; b < B; ++b)
       if (seq.Row(k, b) >= 0) CopyRow(dh_new.data() + b * H, dh + b * H, H);
