@@ -174,12 +174,7 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
   const T* dbh = after ? dah.data() : dax.data();
   const T* dwh = nh.active() ? dah_pre.data() : dbh;
   Buffer<T> dax_pre;
-  const T* dwx = dax.data();
-  if (nx.active()) {
-    dax_pre = dax;
-    nx.BackwardAll(seq, dax_pre.data(), grads.gx, nullptr);
-    dwx = dax_pre.data();
-  }
+  const T* dwx = nx.InputGradient(seq, dax, &dax_pre, grads.gx);
   internal::InputSideGradients(rows, D, G, x, ldx, dwx, dax.data(), dbh, w_, grads, dx, lddx,
                                accumulate_dx);
   if (after) {

@@ -180,13 +180,8 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
   }
 
   const T* dwh = nh.active() ? dah.data() : dz.data();
-  const T* dwx = dz.data();
   Buffer<T> dax;
-  if (nx.active()) {
-    dax = dz;
-    nx.BackwardAll(seq, dax.data(), grads.gx, nullptr);
-    dwx = dax.data();
-  }
+  const T* dwx = nx.InputGradient(seq, dz, &dax, grads.gx);
   internal::InputSideGradients(rows, D, G, x, ldx, dwx, dz.data(), dz.data(), w_, grads, dx, lddx,
                                accumulate_dx);
   internal::WeightGradient(dwh, rows, G, G, tape.h_prev.data(), P, P, grads.w_hh);

@@ -92,7 +92,6 @@ class NormSite {
            RunningStats<T>* stats, NormTape<T>* tape)
       : kind_(kind),
         n_(width),
-        steps_(steps),
         gamma_(gamma),
         beta_(beta),
         eps_(static_cast<T>(eps)),
@@ -229,25 +228,36 @@ class NormSite {
     StepRows<T> s;
     if (kind_ == SiteKind::kBatchSeq && training_) {
       // One normalization group over every active position of the sequence.
+      std::vector<T*> rows;
+      std::vector<const T*> dys, xhs;
       for (Index k = 0; k < seq.steps(); ++k) {
         Gather(seq, k, da, &s);
-        all_rows_.insert(all_rows_.end(), s.rows.begin(), s.rows.end());
-        all_pos_.insert(all_pos_.end(), s.positions.begin(), s.positions.end());
+        for (Index i = 0; i < s.count(); ++i) {
+          rows.push_back(s.rows[static_cast<size_t>(i)]);
+          dys.push_back(s.rows[static_cast<size_t>(i)]);
+          xhs.push_back(XhatRow(s.positions[static_cast<size_t>(i)]));
+        }
       }
-      std::vector<const T*> dys(all_rows_.begin(), all_rows_.end()), xhs;
-      for (Index pos : all_pos_) xhs.push_back(XhatRow(pos));
       Buffer<T> scratch(static_cast<size_t>(2 * n_));
-      kernels::BatchNormBackward(static_cast<Index>(dys.size()), dys.data(), xhs.data(), n_,
-                                 RstdFor(0), gamma_, all_rows_.data(), false, dgamma, dbeta,
+      kernels::BatchNormBackward(static_cast<Index>(rows.size()), dys.data(), xhs.data(), n_,
+                                 RstdFor(0), gamma_, rows.data(), false, dgamma, dbeta,
                                  scratch.data());
-      all_rows_.clear();
-      all_pos_.clear();
       return;
     }
     for (Index k = 0; k < seq.steps(); ++k) {
       Gather(seq, k, da, &s);
       BackwardStep(k, s, dgamma, dbeta);
     }
+  }
+
+  // The gradient of the un-normalized input term, from d (the gradient of
+  // this site's output, position-ordered): d itself when the site is the
+  // identity, else a copy in *scratch taken through BackwardAll.
+  const T* InputGradient(const StepIndex& seq, const Buffer<T>& d, Buffer<T>* scratch, T* dgamma) {
+    if (kind_ == SiteKind::kNone) return d.data();
+    *scratch = d;
+    BackwardAll(seq, scratch->data(), dgamma, nullptr);
+    return scratch->data();
   }
 
   // The rows of step k of a position-ordered matrix a.
@@ -276,7 +286,7 @@ class NormSite {
   }
 
   SiteKind kind_;
-  Index n_, steps_;
+  Index n_;
   const T* gamma_;
   const T* beta_;
   T eps_, momentum_;
@@ -284,8 +294,6 @@ class NormSite {
   RunningStats<T>* stats_;
   NormTape<T>* tape_;
   Buffer<T> mean_, var_, r_;
-  std::vector<T*> all_rows_;
-  std::vector<Index> all_pos_;
 };
 
 }  // namespace internal

@@ -105,15 +105,10 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
       if (seq.Row(k, b) >= 0) CopyRow(dh_new.data() + b * H, dh + b * H, H);
   }
   const T* dwh = nh.active() ? dah.data() : dz.data();
-  // The input term's gradient: the normalized sum's (norm="layer"), or dz
-  // through the input-side norm.
-  const T* dwx = norm_sum ? dah.data() : dz.data();
+  // The input term's gradient: the normalized sum's (norm="layer", where the
+  // input site is the identity), or dz through the input-side norm.
   Buffer<T> dax;
-  if (nx.active()) {
-    dax = dz;
-    nx.BackwardAll(seq, dax.data(), grads.gx, nullptr);
-    dwx = dax.data();
-  }
+  const T* dwx = norm_sum ? dah.data() : nx.InputGradient(seq, dz, &dax, grads.gx);
   internal::InputSideGradients(rows, D, H, x, ldx, dwx, dz.data(), dz.data(), w_, grads, dx, lddx,
                                accumulate_dx);
   internal::WeightGradient(dwh, rows, H, H, tape.h_prev.data(), H, H, grads.w_hh);

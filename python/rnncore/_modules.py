@@ -25,14 +25,13 @@ _BATCH_NORMS = ("batch", "batch_input")
 class Tape:
     """What ``forward_train`` keeps for ``backward``. Opaque; usable once."""
 
-    __slots__ = ("_core_tape", "_module", "_batch_first", "_unbatched", "_hx_given")
+    __slots__ = ("_core_tape", "_module", "_batch_first", "_unbatched")
 
-    def __init__(self, core_tape, module, batch_first, unbatched, hx_given):
+    def __init__(self, core_tape, module, batch_first, unbatched):
         self._core_tape = core_tape
         self._module = module
         self._batch_first = batch_first
         self._unbatched = unbatched
-        self._hx_given = hx_given
 
     @property
     def consumed(self) -> bool:
@@ -374,7 +373,7 @@ class _RecurrentBase:
             x, h0=h0, c0=c0, lengths=lengths, record=train, training=self.training
         )
         out, h_n, c_n = self._to_user(out, h_n, c_n, unbatched)
-        return out, self._pack_states(h_n, c_n), tape, unbatched, hx is not None
+        return out, self._pack_states(h_n, c_n), tape, unbatched
 
     def __call__(self, x, hx=None, lengths=None):
         """Runs the module (inference: nothing is kept for backward).
@@ -392,7 +391,7 @@ class _RecurrentBase:
         Raises:
             ValueError: wrong shapes or values. TypeError: wrong types.
         """
-        out, states, _, _, _ = self._run(x, hx, lengths, train=False)
+        out, states, _, _ = self._run(x, hx, lengths, train=False)
         return out, states
 
     forward = __call__
@@ -403,11 +402,8 @@ class _RecurrentBase:
         Returns:
             ``(out, h_n, tape)``; for the LSTM ``h_n`` is the ``(h_n, c_n)`` pair.
         """
-        out, states, core_tape, unbatched, hx_given = self._run(x, hx, lengths, train=True)
-        return out, states, Tape(core_tape, self, self.batch_first, unbatched, hx_given)
-
-    def _grad_state(self, name, value, tape, batch, width):
-        return self._state(name, value, batch, width, tape._unbatched)
+        out, states, core_tape, unbatched = self._run(x, hx, lengths, train=True)
+        return out, states, Tape(core_tape, self, self.batch_first, unbatched)
 
     def _split_grad_h(self, grad_h_n):
         if grad_h_n is not None and isinstance(grad_h_n, (tuple, list)):
@@ -453,8 +449,8 @@ class _RecurrentBase:
                 v.check_shape("grad_out", dout, (steps, batch, width))
             dout = np.ascontiguousarray(dout, dtype=self.dtype)
         gh, gc = self._split_grad_h(grad_h_n)
-        gh = self._grad_state("grad_h_n", gh, tape, batch, self._out_size)
-        gc = self._grad_state("grad_c_n", gc, tape, batch, self.hidden_size)
+        gh = self._state("grad_h_n", gh, batch, self._out_size, tape._unbatched)
+        gc = self._state("grad_c_n", gc, batch, self.hidden_size, tape._unbatched)
         dx, dh0, dc0 = self._model.backward(
             tape._core_tape, grad_out=dout, grad_h_n=gh, grad_c_n=gc
         )
