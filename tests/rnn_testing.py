@@ -17,6 +17,7 @@ from rnncore.reference import (
     BATCH_NORMS,
     GATES,
     StepNorms,
+    draw_masks,
     init_buffers,
     make_params,
     reference_forward,
@@ -56,6 +57,9 @@ class Config:
     # extra constructor options of the normalized cells, e.g. (("ln_eps", 1e-3),): ln_eps,
     # bn_eps, bn_momentum (also passed to the reference) and bn_gamma (constructor only)
     norm_options: tuple[tuple[str, float], ...] = ()
+    # dropout / input_dropout / recurrent_dropout / zoneout, e.g. (("zoneout", 0.2),):
+    # constructor only; the reference gets them as masks (``reference_masks``)
+    regularizers: tuple[tuple[str, float], ...] = ()
 
     @classmethod
     def from_variant(cls, variant: str, **kw) -> Config:
@@ -108,6 +112,7 @@ class Config:
         if self.norm is not None:
             kw["norm"] = self.norm
         kw.update(dict(self.norm_options))
+        kw.update(dict(self.regularizers))
         return kw
 
     def reference_kwargs(self) -> dict[str, Any]:
@@ -299,21 +304,46 @@ def loss_value(out, final_states: list[np.ndarray], seeds: list[np.ndarray | Non
     return total
 
 
-def module_loss(m, cfg: Config, x, states, lengths, seeds) -> float:
-    """Runs ``m`` (plain call) and returns the loss."""
-    out, hn = m(x, pack_states(cfg, states), lengths)
+def reference_masks(cfg: Config, call_seed: int, steps: int, batch: int, training: bool):
+    """The regularization masks rnncore draws for a call with seed ``call_seed`` (for
+    ``reference_forward(..., masks=...)``): the core's draws, laid out by the reference."""
+    from rnncore import _core  # noqa: PLC0415
+
+    def hits(layer, direction, site, p, count):
+        return _core.mask_hits(
+            seed=call_seed, layer=layer, direction=direction, site=site, p=p, count=count
+        )
+
+    return draw_masks(
+        hits,
+        cfg.cell,
+        input_size=cfg.input_size,
+        hidden_size=cfg.hidden_size,
+        num_layers=cfg.num_layers,
+        bidirectional=cfg.bidirectional,
+        steps=steps,
+        batch=batch,
+        proj_size=cfg.proj_size,
+        training=training,
+        **dict(cfg.regularizers),
+    )
+
+
+def module_loss(m, cfg: Config, x, states, lengths, seeds, call_seed=None) -> float:
+    """Runs ``m`` (plain call; with ``call_seed``, that call's masks) and returns the loss."""
+    out, hn = m(x, pack_states(cfg, states), lengths, seed=call_seed)
     return loss_value(out, unpack_states(cfg, hn), seeds)
 
 
-def analytic_gradients(m, cfg: Config, x, states, lengths, seeds):
+def analytic_gradients(m, cfg: Config, x, states, lengths, seeds, call_seed=None):
     """``zero_grad``, ``forward_train``, ``backward`` with the loss's seeds (``None`` seeds are
-    passed as ``None`` gradients).
+    passed as ``None`` gradients); ``call_seed`` fixes the regularization masks.
 
     Returns:
         ``(grad_x, [grad_h0] or [grad_h0, grad_c0], {name: grad copy})``.
     """
     m.zero_grad()
-    _out, _hn, tape = m.forward_train(x, pack_states(cfg, states), lengths)
+    _out, _hn, tape = m.forward_train(x, pack_states(cfg, states), lengths, seed=call_seed)
     grad_out = seeds[0]
     if cfg.is_lstm:
         # (gh, gc) with either part None; both None -> grad_h_n=None
@@ -384,6 +414,7 @@ def check_gradients(
     rtol: float = GRAD_RTOL,
     richardson: bool = False,
     state_step: float | None = None,
+    call_seed: int | None = None,
 ) -> int:
     """Checks grad_x, the initial-state gradients and every parameter's gradient of ``m``.
 
@@ -391,13 +422,14 @@ def check_gradients(
     which ``backward`` must still return. ``entries`` random entries per tensor (at least one
     per tensor; all of a small tensor) are compared with central differences (Richardson-
     extrapolated with ``richardson``, see ``central_difference``). ``state_step`` (default:
-    ``step``) is the step for the initial states only.
+    ``step``) is the step for the initial states only. ``call_seed`` fixes the dropout and
+    zoneout masks of every call (the loss is then a smooth function of everything checked).
 
     Returns:
         The number of entries compared (all passed; on failure an AssertionError lists them).
     """
     batch = None if x.ndim == 2 else x.shape[0 if cfg.batch_first else 1]
-    grad_x, grad_states, grads = analytic_gradients(m, cfg, x, states, lengths, seeds)
+    grad_x, grad_states, grads = analytic_gradients(m, cfg, x, states, lengths, seeds, call_seed)
 
     assert grad_x.shape == x.shape
     assert [g.shape for g in grad_states] == cfg.state_shapes(batch)
@@ -410,7 +442,7 @@ def check_gradients(
     ]
 
     def f():
-        return module_loss(m, cfg, xw, sw, lengths, seeds)
+        return module_loss(m, cfg, xw, sw, lengths, seeds, call_seed)
 
     hstep = step if state_step is None else state_step
     targets = [("x", xw, grad_x, step)]

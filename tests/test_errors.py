@@ -473,6 +473,12 @@ def test_load_state_dict_bad_dtype():
         ((IN, H), {"dropout": 1.0}, "dropout"),
         ((IN, H), {"dropout": 1.5}, "dropout"),
         ((IN, H), {"dropout": float("nan")}, "dropout"),
+        ((IN, H), {"input_dropout": 1.0}, "input_dropout"),
+        ((IN, H), {"input_dropout": -0.5}, "input_dropout"),
+        ((IN, H), {"recurrent_dropout": 1.0}, "recurrent_dropout"),
+        ((IN, H), {"recurrent_dropout": float("nan")}, "recurrent_dropout"),
+        ((IN, H), {"zoneout": 1.0}, "zoneout"),
+        ((IN, H), {"zoneout": -1e-9}, "zoneout"),
         ((IN, H), {"init": "xavier"}, "init"),
     ],
 )
@@ -578,11 +584,24 @@ def test_norm_option_errors(option, value, error):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("dropout", [0.1, 0.5, 0.999])
-def test_dropout_not_implemented_yet(kind, dropout):
-    """dropout in (0, 1) is a later issue: NotImplementedError for now (update when added)."""
-    with pytest.raises(NotImplementedError):
-        getattr(rnncore, kind)(IN, H, num_layers=2, dropout=dropout)
+@pytest.mark.parametrize("option", ["dropout", "input_dropout", "recurrent_dropout", "zoneout"])
+def test_regularizer_types(kind, option):
+    """Regularization probabilities must be real numbers: TypeError naming the option."""
+    for bad in ("0.5", None, True, [0.1]):
+        with pytest.raises(TypeError, match=option):
+            getattr(rnncore, kind)(IN, H, **{option: bad})
+
+
+@pytest.mark.parametrize("bad, error", [(-1, ValueError), (2**64, ValueError), (1.5, TypeError),
+                                        ("7", TypeError), (True, TypeError)])  # fmt: skip
+def test_call_seed_errors(bad, error):
+    """The per-call mask seed is an int in 0..2**64-1."""
+    m = rnncore.LSTM(IN, H, dropout=0.2, num_layers=2)
+    x = np.zeros((3, 2, IN), dtype=np.float32)
+    with pytest.raises(error, match="seed"):
+        m(x, seed=bad)
+    with pytest.raises(error, match="seed"):
+        m.forward_train(x, seed=bad)
 
 
 def test_from_torch_wrong_class():

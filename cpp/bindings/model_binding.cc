@@ -109,7 +109,8 @@ void BindModelImpl(py::module_& m, const char* model_name, const char* tape_name
       .def(py::init([](const std::string& cell, Index input_size, Index hidden_size,
                        Index num_layers, bool bidirectional, bool bias, Index proj_size,
                        const std::string& nonlinearity, bool reset_after, const std::string& norm,
-                       double ln_eps, double bn_eps, double bn_momentum) {
+                       double ln_eps, double bn_eps, double bn_momentum, double dropout,
+                       double input_dropout, double recurrent_dropout, double zoneout) {
              ModelConfig c;
              c.cell = ParseCell(cell);
              c.input_size = input_size;
@@ -124,6 +125,10 @@ void BindModelImpl(py::module_& m, const char* model_name, const char* tape_name
              c.ln_eps = ln_eps;
              c.bn_eps = bn_eps;
              c.bn_momentum = bn_momentum;
+             c.dropout = dropout;
+             c.input_dropout = input_dropout;
+             c.recurrent_dropout = recurrent_dropout;
+             c.zoneout = zoneout;
              c.Validate();
              return std::make_shared<ModelT>(c);
            }),
@@ -131,7 +136,9 @@ void BindModelImpl(py::module_& m, const char* model_name, const char* tape_name
            py::arg("num_layers") = 1, py::arg("bidirectional") = false, py::arg("bias") = true,
            py::arg("proj_size") = 0, py::arg("nonlinearity") = "tanh",
            py::arg("reset_after") = true, py::arg("norm") = "none", py::arg("ln_eps") = 1e-5,
-           py::arg("bn_eps") = 1e-5, py::arg("bn_momentum") = 0.1)
+           py::arg("bn_eps") = 1e-5, py::arg("bn_momentum") = 0.1, py::arg("dropout") = 0.0,
+           py::arg("input_dropout") = 0.0, py::arg("recurrent_dropout") = 0.0,
+           py::arg("zoneout") = 0.0)
       .def_property_readonly(
           "layout",
           [](const ModelT& self) {
@@ -160,7 +167,7 @@ void BindModelImpl(py::module_& m, const char* model_name, const char* tape_name
           [](const ModelT& self, const Array<T>& x_in, const std::optional<Array<T>>& h0,
              const std::optional<Array<T>>& c0,
              const std::optional<py::array_t<std::int64_t, py::array::c_style>>& lengths,
-             bool record, bool training) {
+             bool record, bool training, std::uint64_t seed) {
             const ModelConfig& c = self.config();
             const Array<T> x = Aligned(x_in);
             if (x.ndim() != 3 || x.shape(0) < 1 || x.shape(1) < 1 || x.shape(2) != c.input_size)
@@ -185,7 +192,7 @@ void BindModelImpl(py::module_& m, const char* model_name, const char* tape_name
             {
               py::gil_scoped_release release;
               self.Forward(steps, batch, x.data(), h0p, c0p, lp, out.mutable_data(),
-                           h_n.mutable_data(), cnp, training, tape.get());
+                           h_n.mutable_data(), cnp, training, tape.get(), seed);
             }
             py::object c_obj = c_n ? py::object(*c_n) : py::object(py::none());
             py::object t_obj = tape ? py::cast(tape) : py::object(py::none());
@@ -193,9 +200,10 @@ void BindModelImpl(py::module_& m, const char* model_name, const char* tape_name
           },
           py::arg("x"), py::kw_only(), py::arg("h0") = py::none(), py::arg("c0") = py::none(),
           py::arg("lengths") = py::none(), py::arg("record") = false, py::arg("training") = false,
+          py::arg("seed") = 0,
           "Runs the stack on time-major x (T, B, input_size); training selects batch "
-          "statistics (and updates the running ones), record keeps a tape. Returns (out, h_n, "
-          "c_n or None, tape or None).")
+          "statistics (and updates the running ones) and applies dropout and zoneout masks "
+          "drawn from seed; record keeps a tape. Returns (out, h_n, c_n or None, tape or None).")
       .def_property_readonly(
           "buffer_layout",
           [](const ModelT& self) {
@@ -241,7 +249,8 @@ void BindModelImpl(py::module_& m, const char* model_name, const char* tape_name
       .def(
           "backward",
           [](ModelT& self, TapeT& tape, const std::optional<Array<T>>& dout,
-             const std::optional<Array<T>>& dh_n, const std::optional<Array<T>>& dc_n) {
+             const std::optional<Array<T>>& dh_n, const std::optional<Array<T>>& dc_n,
+             bool step_norms) {
             const ModelConfig& c = self.config();
             if (tape.owner() != &self) throw py::value_error("tape was recorded by another module");
             if (tape.consumed()) throw py::value_error("tape has already been used by backward()");
@@ -257,17 +266,22 @@ void BindModelImpl(py::module_& m, const char* model_name, const char* tape_name
             std::optional<Array<T>> dc0;
             if (lstm) dc0 = NewArray<T>({S, batch, c.hidden_size});
             T* dc0p = dc0 ? dc0->mutable_data() : nullptr;
+            std::optional<Array<T>> norms;
+            if (step_norms) norms = NewArray<T>({S, steps});
+            T* np = norms ? norms->mutable_data() : nullptr;
             {
               py::gil_scoped_release release;
-              self.Backward(&tape, dop, dhp, dcp, dx.mutable_data(), dh0.mutable_data(), dc0p);
+              self.Backward(&tape, dop, dhp, dcp, dx.mutable_data(), dh0.mutable_data(), dc0p, np);
             }
             py::object c_obj = dc0 ? py::object(*dc0) : py::object(py::none());
-            return py::make_tuple(dx, dh0, c_obj);
+            py::object n_obj = norms ? py::object(*norms) : py::object(py::none());
+            return py::make_tuple(dx, dh0, c_obj, n_obj);
           },
           py::arg("tape"), py::arg("grad_out") = py::none(), py::arg("grad_h_n") = py::none(),
-          py::arg("grad_c_n") = py::none(),
-          "Backpropagation through time. Returns (grad_x, grad_h0, grad_c0 or None) and adds "
-          "the parameter gradients into the gradient buffer.");
+          py::arg("grad_c_n") = py::none(), py::arg("step_norms") = false,
+          "Backpropagation through time. Returns (grad_x, grad_h0, grad_c0 or None, step norms "
+          "(layers * directions, T) or None) and adds the parameter gradients into the gradient "
+          "buffer.");
 }
 
 }  // namespace
@@ -275,6 +289,26 @@ void BindModelImpl(py::module_& m, const char* model_name, const char* tape_name
 void BindModel(py::module_& m) {
   BindModelImpl<float>(m, "ModelF32", "TapeF32");
   BindModelImpl<double>(m, "ModelF64", "TapeF64");
+  m.def(
+      "mask_hits",
+      [](std::uint64_t seed, Index layer, Index direction, int site, double p, std::uint64_t start,
+         Index count) {
+        if (site < static_cast<int>(MaskSite::kInput) ||
+            site > static_cast<int>(MaskSite::kLayerOutput))
+          throw py::value_error("site must be in 1..5");
+        if (count < 0) throw py::value_error("count must be >= 0");
+        if (!(p >= 0 && p < 1)) throw py::value_error("p must be in [0, 1)");
+        py::array_t<std::uint8_t> out(count);
+        MaskHits(seed, layer, direction, static_cast<MaskSite>(site), p, start, count,
+                 out.mutable_data());
+        return out.attr("astype")("bool");
+      },
+      py::kw_only(), py::arg("seed"), py::arg("layer"), py::arg("direction"), py::arg("site"),
+      py::arg("p"), py::arg("start") = 0, py::arg("count"),
+      "The draws behind the regularization masks: element j is True where element start + j "
+      "of the mask of (seed, layer, direction, site) is a hit (probability p; dropped by "
+      "dropout, kept by zoneout). Sites: 1 input, 2 recurrent, 3 zoneout h, 4 zoneout c, "
+      "5 layer output.");
 }
 
 }  // namespace bindings

@@ -2,6 +2,7 @@
 
 #include "kernels/pointwise.h"
 #include "norm_site.h"
+#include "regularize.h"
 #include "sequence_ops.h"
 
 namespace rnncore {
@@ -9,7 +10,9 @@ namespace gru {
 
 using internal::CopyRow;
 using internal::NormSite;
+using internal::RecurrentDropout;
 using internal::StepRows;
+using internal::Zoneout;
 
 template <typename T>
 void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h0, T* y, Index ldy,
@@ -29,6 +32,8 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
   Buffer<T> ah(static_cast<size_t>(B * G));
   Buffer<T> rh(after ? 0 : static_cast<size_t>(B * H));
   Buffer<T> gates_buf(static_cast<size_t>(B * G)), aux_buf(static_cast<size_t>(B * H));
+  RecurrentDropout<T> rd(config_, B, H);
+  const Zoneout<T> zone(config_, MaskSite::kZoneH, H);
   StepRows<T> step_rows;
   if (tape) {
     internal::ResizeZero(tape->gates, rows * G);
@@ -44,8 +49,10 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
   };
 
   for (Index k = 0; k < steps; ++k) {
+    // u: the recurrent products' input; the state update uses h itself.
+    const T* u = rd.Apply(h.data());
     if (after) {
-      internal::StepProduct(h.data(), B, H, w_.w_hh, G, ah.data(), G);
+      internal::StepProduct(u, B, H, w_.w_hh, G, ah.data(), G);
       if (nh.active()) {
         step_rows.FromStep(seq, k, ah.data(), G);
         nh.ForwardStep(k, step_rows);
@@ -57,12 +64,12 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
                             h.data() + b * H, gates_at(r, b), aux_at(r, b), h_new.data() + b * H);
       });
     } else {  // reset_before: plain cells only
-      internal::StepProduct(h.data(), B, H, w_.w_hh, 2 * H, ah.data(), 2 * H);
+      internal::StepProduct(u, B, H, w_.w_hh, 2 * H, ah.data(), 2 * H);
       for (Index b = 0; b < B; ++b) {
         const Index r = seq.Row(k, b);
         if (r < 0) continue;
         kernels::GruResetBeforeGates(H, ax.data() + r * G, ah.data() + b * 2 * H, w_.b_ih, w_.b_hh,
-                                     h.data() + b * H, gates_at(r, b), rh.data() + b * H);
+                                     u + b * H, gates_at(r, b), rh.data() + b * H);
       }
       // ah now (B, H): (r h) W_hn^T.
       internal::StepProduct(rh.data(), B, H, w_.w_hh + 2 * H * H, H, ah.data(), H);
@@ -78,6 +85,7 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
       const Index r = seq.Row(k, b);
       if (r < 0) continue;
       if (tape) CopyRow(h.data() + b * H, tape->h_prev.data() + r * H, H);
+      if (zone.active()) zone.Blend(r, h.data() + b * H, h_new.data() + b * H);
       CopyRow(h_new.data() + b * H, h.data() + b * H, H);
       CopyRow(h_new.data() + b * H, y + r * ldy, H);
     }
@@ -116,11 +124,19 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
   Buffer<T> dax_step(static_cast<size_t>(B * G)), dah_step(static_cast<size_t>(B * G));
   Buffer<T> direct(static_cast<size_t>(B * H)), drh(after ? 0 : static_cast<size_t>(B * H));
   Buffer<T> dh_new(static_cast<size_t>(B * H));
+  const RecurrentDropout<T> rd(config_, B, H);
+  const Zoneout<T> zone(config_, MaskSite::kZoneH, H);
+  Buffer<T> zdirect(zone.active() ? static_cast<size_t>(B * H) : 0);
+  Buffer<T> du(after ? 0 : static_cast<size_t>(B * H)), u_row(static_cast<size_t>(H));
 
   for (Index k = steps - 1; k >= 0; --k) {
     for (Index b = 0; b < B; ++b) {
       const Index r = seq.Row(k, b);
-      if (r >= 0) VectorMap<T>(dh + b * H, H) += ConstVectorMap<T>(dy + r * ldy, H);
+      if (r < 0) continue;
+      VectorMap<T>(dh + b * H, H) += ConstVectorMap<T>(dy + r * ldy, H);
+      internal::AddSquaredNorm(grads.dh_sq, r, B, dh + b * H, H);
+      // Zoneout: from here on dh is the gradient of the new value h~.
+      if (zone.active()) zone.Split(r, dh + b * H, zdirect.data() + b * H);
     }
     if (after) {
       for (Index b = 0; b < B; ++b) {
@@ -155,17 +171,28 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
         const Index r = seq.Row(k, b);
         if (r < 0) continue;
         T* ds = dax_step.data() + b * G;
-        kernels::GruResetBeforeBackwardGates(H, tape.gates.data() + r * G,
-                                             tape.h_prev.data() + r * H, dh + b * H,
-                                             drh.data() + b * H, ds, direct.data() + b * H);
+        const T* u = tape.h_prev.data() + r * H;
+        if (rd.active()) {
+          rd.ApplyRow(b, u, u_row.data());
+          u = u_row.data();
+        }
+        kernels::GruResetBeforeBackwardGates(H, tape.gates.data() + r * G, u, dh + b * H,
+                                             drh.data() + b * H, ds, direct.data() + b * H,
+                                             du.data() + b * H);
         CopyRow(ds, dax.data() + r * G, G);
       }
       internal::StepProductT(dax_step.data(), B, 2 * H, G, w_.w_hh, H, dh_new.data());
+      for (Index b = 0; b < B; ++b)
+        if (seq.Row(k, b) >= 0)
+          VectorMap<T>(dh_new.data() + b * H, H) += ConstVectorMap<T>(du.data() + b * H, H);
     }
+    // dh_new is the gradient of the recurrent input u; through its mask, of h.
+    rd.MaskGradient(dh_new.data());
     for (Index b = 0; b < B; ++b) {
       if (seq.Row(k, b) < 0) continue;
       VectorMap<T>(dh + b * H, H) =
           ConstVectorMap<T>(dh_new.data() + b * H, H) + ConstVectorMap<T>(direct.data() + b * H, H);
+      if (zone.active()) VectorMap<T>(dh + b * H, H) += ConstVectorMap<T>(zdirect.data() + b * H, H);
     }
   }
 
@@ -177,10 +204,12 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
   const T* dwx = nx.InputGradient(seq, dax, &dax_pre, grads.gx);
   internal::InputSideGradients(rows, D, G, x, ldx, dwx, dax.data(), dbh, w_, grads, dx, lddx,
                                accumulate_dx);
+  Buffer<T> scratch;
+  const T* history = rd.History(tape.h_prev.data(), rows, &scratch);
   if (after) {
-    internal::WeightGradient(dwh, rows, G, G, tape.h_prev.data(), H, H, grads.w_hh);
+    internal::WeightGradient(dwh, rows, G, G, history, H, H, grads.w_hh);
   } else {
-    internal::WeightGradient(dax.data(), rows, 2 * H, G, tape.h_prev.data(), H, H, grads.w_hh);
+    internal::WeightGradient(dax.data(), rows, 2 * H, G, history, H, H, grads.w_hh);
     internal::WeightGradient(dax.data() + 2 * H, rows, H, G, tape.aux.data(), H, H,
                              grads.w_hh + 2 * H * H);
   }

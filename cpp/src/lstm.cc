@@ -2,6 +2,7 @@
 
 #include "kernels/pointwise.h"
 #include "norm_site.h"
+#include "regularize.h"
 #include "sequence_ops.h"
 
 namespace rnncore {
@@ -9,7 +10,9 @@ namespace lstm {
 
 using internal::CopyRow;
 using internal::NormSite;
+using internal::RecurrentDropout;
 using internal::StepRows;
+using internal::Zoneout;
 
 template <typename T>
 void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h0, const T* c0,
@@ -34,6 +37,11 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
   Buffer<T> hp(proj ? static_cast<size_t>(B * P) : 0);
   Buffer<T> cn(nc.active() ? static_cast<size_t>(B * H) : 0);
   Buffer<T> gates_buf(static_cast<size_t>(B * G)), tc_buf(static_cast<size_t>(B * H));
+  RecurrentDropout<T> rd(config_, B, P);
+  // Zoneout (Krueger et al. 2017): h~ = o tanh(c~) from the new cell value
+  // c~; then c and h each keep their previous values where zoned out.
+  const Zoneout<T> zh(config_, MaskSite::kZoneH, P), zc(config_, MaskSite::kZoneC, H);
+  Buffer<T> c_old(zc.active() ? static_cast<size_t>(B * H) : 0);
   StepRows<T> step_rows;
   if (tape) {
     internal::ResizeZero(tape->gates, rows * G);
@@ -50,7 +58,7 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
   };
 
   for (Index k = 0; k < steps; ++k) {
-    internal::StepProduct(h.data(), B, P, w_.w_hh, G, ah.data(), G);
+    internal::StepProduct(rd.Apply(h.data()), B, P, w_.w_hh, G, ah.data(), G);
     if (nh.active()) {
       step_rows.FromStep(seq, k, ah.data(), G);
       nh.ForwardStep(k, step_rows);
@@ -63,6 +71,7 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
         CopyRow(c.data() + b * H, tape->c_prev.data() + r * H, H);
       }
       T* cb = c.data() + b * H;
+      if (zc.active()) CopyRow(cb, c_old.data() + b * H, H);
       if (nc.active()) {
         kernels::LstmGates(H, ax.data() + r * G, ah.data() + b * G, bias.data(), cb, gates_at(r, b),
                            cb);
@@ -81,7 +90,7 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
         kernels::LstmOutput(H, gates_at(r, b), cn.data() + b * H, tc_at(r, b), m.data() + b * H);
       });
     }
-    const T* out = m.data();
+    T* out = m.data();
     if (proj) {
       internal::StepProduct(m.data(), B, H, w_.w_hr, P, hp.data(), P);
       out = hp.data();
@@ -89,8 +98,11 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
     for (Index b = 0; b < B; ++b) {
       const Index r = seq.Row(k, b);
       if (r < 0) continue;
-      CopyRow(out + b * P, h.data() + b * P, P);
-      CopyRow(out + b * P, y + r * ldy, P);
+      T* ob = out + b * P;
+      if (zc.active()) zc.Blend(r, c_old.data() + b * H, c.data() + b * H);
+      if (zh.active()) zh.Blend(r, h.data() + b * P, ob);
+      CopyRow(ob, h.data() + b * P, P);
+      CopyRow(ob, y + r * ldy, P);
     }
   }
   std::copy(h.begin(), h.end(), h_n);
@@ -130,11 +142,20 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
   Buffer<T> dh_out(proj ? static_cast<size_t>(rows * P) : 0, T(0));
   Buffer<T> dcn(nc.active() ? static_cast<size_t>(B * H) : 0);
   StepRows<T> step_rows;
+  const RecurrentDropout<T> rd(config_, B, P);
+  const Zoneout<T> zh(config_, MaskSite::kZoneH, P), zc(config_, MaskSite::kZoneC, H);
+  Buffer<T> dh_direct(zh.active() ? static_cast<size_t>(B * P) : 0);
+  Buffer<T> dc_direct(zc.active() ? static_cast<size_t>(B * H) : 0);
 
   for (Index k = steps - 1; k >= 0; --k) {
     for (Index b = 0; b < B; ++b) {
       const Index r = seq.Row(k, b);
-      if (r >= 0) VectorMap<T>(dh + b * P, P) += ConstVectorMap<T>(dy + r * ldy, P);
+      if (r < 0) continue;
+      VectorMap<T>(dh + b * P, P) += ConstVectorMap<T>(dy + r * ldy, P);
+      internal::AddSquaredNorm(grads.dh_sq, r, B, dh + b * P, P);
+      // Zoneout: from here on dh and dc are the gradients of h~ and c~.
+      if (zh.active()) zh.Split(r, dh + b * P, dh_direct.data() + b * P);
+      if (zc.active()) zc.Split(r, dc + b * H, dc_direct.data() + b * H);
     }
     const T* dm = dh;
     if (proj) {
@@ -175,8 +196,13 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
     }
     if (nh.active()) nh.BackwardStepRows(seq, k, dstep.data(), grads.gh, nullptr, dah.data());
     internal::StepProductT(dstep.data(), B, G, G, w_.w_hh, P, dh_new.data());
-    for (Index b = 0; b < B; ++b)
-      if (seq.Row(k, b) >= 0) CopyRow(dh_new.data() + b * P, dh + b * P, P);
+    rd.MaskGradient(dh_new.data());
+    for (Index b = 0; b < B; ++b) {
+      if (seq.Row(k, b) < 0) continue;
+      CopyRow(dh_new.data() + b * P, dh + b * P, P);
+      if (zh.active()) VectorMap<T>(dh + b * P, P) += ConstVectorMap<T>(dh_direct.data() + b * P, P);
+      if (zc.active()) VectorMap<T>(dc + b * H, H) += ConstVectorMap<T>(dc_direct.data() + b * H, H);
+    }
   }
 
   const T* dwh = nh.active() ? dah.data() : dz.data();
@@ -184,7 +210,9 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
   const T* dwx = nx.InputGradient(seq, dz, &dax, grads.gx);
   internal::InputSideGradients(rows, D, G, x, ldx, dwx, dz.data(), dz.data(), w_, grads, dx, lddx,
                                accumulate_dx);
-  internal::WeightGradient(dwh, rows, G, G, tape.h_prev.data(), P, P, grads.w_hh);
+  Buffer<T> scratch;
+  internal::WeightGradient(dwh, rows, G, G, rd.History(tape.h_prev.data(), rows, &scratch), P, P,
+                           grads.w_hh);
   if (proj) {
     // m = o * tanh(N_c(c)), zero at inactive positions (their gates are zero).
     Buffer<T> m(static_cast<size_t>(rows * H));

@@ -7,6 +7,8 @@
 #include "rnncore/lstm.h"
 #include "rnncore/rnn.h"
 #include "rnncore/runtime.h"
+#include "regularize.h"
+#include "sequence_ops.h"
 
 namespace rnncore {
 
@@ -55,7 +57,52 @@ std::vector<NormParam> NormParams(const ModelConfig& c) {
   return {};
 }
 
+// x (rows, D) under the variational input mask of (layer, dir): row r is
+// multiplied by mask row r % B. Returns the masked copy, kept in *scratch.
+template <typename T>
+const T* MaskedInput(const T* x, Index rows, Index batch, Index D, double p, std::uint64_t seed,
+                     Index layer, Index dir, Buffer<T>* mask, Buffer<T>* scratch) {
+  const internal::Bernoulli draw(internal::MaskKey(seed, layer, dir, MaskSite::kInput), p);
+  mask->resize(static_cast<size_t>(batch * D));
+  internal::DropoutMask(draw, p, 0, batch * D, mask->data());
+  scratch->resize(static_cast<size_t>(rows * D));
+  internal::ForChunks(rows, internal::kRowChunk, [&](Index r0, Index n) {
+    for (Index r = r0; r < r0 + n; ++r)
+      VectorMap<T>(scratch->data() + r * D, D) =
+          ConstVectorMap<T>(x + r * D, D).cwiseProduct(ConstVectorMap<T>(mask->data() + (r % batch) * D, D));
+  });
+  return scratch->data();
+}
+
+// dx (rows, D) *= its input mask (the backward of MaskedInput).
+template <typename T>
+void MaskRows(T* dx, Index rows, Index batch, Index D, const T* mask) {
+  internal::ForChunks(rows, internal::kRowChunk, [&](Index r0, Index n) {
+    for (Index r = r0; r < r0 + n; ++r)
+      VectorMap<T>(dx + r * D, D) =
+          ConstVectorMap<T>(dx + r * D, D).cwiseProduct(ConstVectorMap<T>(mask + (r % batch) * D, D));
+  });
+}
+
+// a (rows, width) *= the dropout mask of layer's output: elementwise, so the
+// same call is the forward pass and its backward.
+template <typename T>
+void LayerOutputDropout(T* a, Index rows, Index width, double p, std::uint64_t seed, Index layer) {
+  const internal::Bernoulli draw(internal::MaskKey(seed, layer, 0, MaskSite::kLayerOutput), p);
+  const T scale = static_cast<T>(1.0 / (1.0 - p));
+  internal::ForChunks(rows, internal::kRowChunk, [&](Index r0, Index n) {
+    for (Index i = r0 * width; i < (r0 + n) * width; ++i)
+      a[i] = draw.Hit(static_cast<std::uint64_t>(i)) ? T(0) : a[i] * scale;
+  });
+}
+
 }  // namespace
+
+void MaskHits(std::uint64_t seed, Index layer, Index dir, MaskSite site, double p,
+              std::uint64_t start, Index n, std::uint8_t* out) {
+  const internal::Bernoulli draw(internal::MaskKey(seed, layer, dir, site), p);
+  for (Index j = 0; j < n; ++j) out[j] = draw.Hit(start + static_cast<std::uint64_t>(j)) ? 1 : 0;
+}
 
 Index ModelConfig::gates() const {
   switch (cell) {
@@ -81,6 +128,8 @@ void ModelConfig::Validate() const {
           "the GRU with reset_after=False is only available with norm=None");
   Require(ln_eps >= 0 && bn_eps >= 0, "normalization epsilons must be >= 0");
   Require(bn_momentum >= 0 && bn_momentum <= 1, "bn_momentum must be in [0, 1]");
+  for (double p : {dropout, input_dropout, recurrent_dropout, zoneout})
+    Require(p >= 0 && p < 1, "dropout and zoneout probabilities must be in [0, 1)");
 }
 
 Index ParamInfo::size() const {
@@ -187,8 +236,13 @@ void Model<T>::SetRunning(Index stats, Index rows, const T* mean, const T* var) 
 }
 
 template <typename T>
-CellConfig Model<T>::LayerConfig(Index layer, bool training) const {
+CellConfig Model<T>::LayerConfig(Index layer, Index dir, bool training, std::uint64_t seed) const {
   CellConfig c;
+  c.layer = layer;
+  c.direction = dir;
+  c.seed = seed;
+  c.recurrent_dropout = config_.recurrent_dropout;
+  c.zoneout = config_.zoneout;
   c.input = config_.layer_input(layer);
   c.hidden = config_.hidden_size;
   c.proj = config_.proj_size;
@@ -248,7 +302,7 @@ CellGrads<T> Model<T>::Grads(Index layer, Index dir) {
 template <typename T>
 void Model<T>::Forward(Index steps, Index batch, const T* x, const T* h0, const T* c0,
                        const std::int64_t* lengths, T* out, T* h_n, T* c_n, bool training,
-                       ModelTape<T>* tape) const {
+                       ModelTape<T>* tape, std::uint64_t seed) const {
   Require(steps > 0 && batch > 0, "sequence length and batch size must be positive");
   if (lengths)
     for (Index b = 0; b < batch; ++b)
@@ -263,6 +317,7 @@ void Model<T>::Forward(Index steps, Index batch, const T* x, const T* h0, const 
     tape->owner_ = this;
     tape->consumed_ = false;
     tape->training_ = training;
+    tape->seed_ = seed;
     tape->steps_ = steps;
     tape->batch_ = batch;
     tape->lengths_.assign(lengths ? lengths : nullptr, lengths ? lengths + batch : nullptr);
@@ -295,37 +350,44 @@ void Model<T>::Forward(Index steps, Index batch, const T* x, const T* h0, const 
       bufs[l % 2].assign(static_cast<size_t>(rows * width), T(0));
       layer_out = bufs[l % 2].data();
     }
-    const CellConfig cc = LayerConfig(l, training);
     // The directions are independent: run them side by side.
     ParallelFor(Dn, [&](Index d) {
+      const CellConfig cc = LayerConfig(l, d, training, seed);
       const Index s = l * Dn + d;
       const StepIndex seq(steps, batch, lengths, d == 1);
       CellTape<T>* ct = tape ? &tape->cells_[static_cast<size_t>(s)] : nullptr;
+      Buffer<T> mask, masked;
+      const T* xin = layer_in;
+      if (training && config_.input_dropout > 0)
+        xin = MaskedInput(layer_in, rows, batch, cc.input, config_.input_dropout, seed, l, d, &mask,
+                          &masked);
       const T* hs0 = h0 ? h0 + s * batch * P : nullptr;
       T* y = layer_out + d * P;
       T* hn = h_n + s * batch * P;
       const CellWeights<T> w = Weights(l, d);
       switch (config_.cell) {
         case CellKind::kRnn:
-          rnn::ForwardPass<T>(cc, w).Run(seq, layer_in, cc.input, hs0, y, width, hn, ct);
+          rnn::ForwardPass<T>(cc, w).Run(seq, xin, cc.input, hs0, y, width, hn, ct);
           break;
         case CellKind::kGru:
-          gru::ForwardPass<T>(cc, w).Run(seq, layer_in, cc.input, hs0, y, width, hn, ct);
+          gru::ForwardPass<T>(cc, w).Run(seq, xin, cc.input, hs0, y, width, hn, ct);
           break;
         case CellKind::kLstm:
-          lstm::ForwardPass<T>(cc, w).Run(seq, layer_in, cc.input, hs0,
+          lstm::ForwardPass<T>(cc, w).Run(seq, xin, cc.input, hs0,
                                           c0 ? c0 + s * batch * H : nullptr, y, width, hn,
                                           c_n + s * batch * H, ct);
           break;
       }
     });
+    if (l < L - 1 && training && config_.dropout > 0)
+      LayerOutputDropout(layer_out, rows, width, config_.dropout, seed, l);
     layer_in = layer_out;
   }
 }
 
 template <typename T>
 void Model<T>::Backward(ModelTape<T>* tape, const T* dout, const T* dh_n, const T* dc_n, T* dx,
-                        T* dh0, T* dc0) {
+                        T* dh0, T* dc0, T* step_norms) {
   Require(tape != nullptr, "tape is required");
   Require(tape->owner_ == this, "tape was recorded by another module");
   Require(!tape->consumed_, "tape has already been used by backward()");
@@ -339,9 +401,10 @@ void Model<T>::Backward(ModelTape<T>* tape, const T* dout, const T* dh_n, const 
   Buffer<T> dy(static_cast<size_t>(rows * Dn * P), T(0));
   if (dout) std::copy(dout, dout + rows * Dn * P, dy.begin());
   Buffer<T> dlayer_in, dx_rev;
+  const bool training = tape->training_;
+  const std::uint64_t seed = tape->seed_;
   for (Index l = L - 1; l >= 0; --l) {
-    const CellConfig cc = LayerConfig(l, tape->training_);
-    const Index in = cc.input;
+    const Index in = config_.layer_input(l);
     T* dxl;
     if (l == 0) {
       dxl = dx;
@@ -354,10 +417,17 @@ void Model<T>::Backward(ModelTape<T>* tape, const T* dout, const T* dh_n, const 
     // to its own buffer, added afterwards (always in this order).
     if (Dn == 2) dx_rev.assign(static_cast<size_t>(rows * in), T(0));
     ParallelFor(Dn, [&](Index d) {
+      const CellConfig cc = LayerConfig(l, d, training, seed);
       T* dxd = d == 0 ? dxl : dx_rev.data();
       const Index s = l * Dn + d;
       const StepIndex seq(steps, batch, lengths, d == 1);
       const CellTape<T>& ct = tape->cells_[static_cast<size_t>(s)];
+      // The input the cell saw: the layer input under this direction's mask.
+      Buffer<T> mask, masked;
+      const bool in_drop = training && config_.input_dropout > 0;
+      const T* xin = xl;
+      if (in_drop)
+        xin = MaskedInput(xl, rows, batch, in, config_.input_dropout, seed, l, d, &mask, &masked);
       T* dh = dh0 + s * batch * P;
       if (dh_n)
         std::copy(dh_n + s * batch * P, dh_n + (s + 1) * batch * P, dh);
@@ -365,13 +435,15 @@ void Model<T>::Backward(ModelTape<T>* tape, const T* dout, const T* dh_n, const 
         std::fill_n(dh, batch * P, T(0));
       const T* dyd = dy.data() + d * P;
       const CellWeights<T> w = Weights(l, d);
-      const CellGrads<T> g = Grads(l, d);
+      CellGrads<T> g = Grads(l, d);
+      Buffer<T> dh_sq(step_norms ? static_cast<size_t>(steps) : 0, T(0));
+      if (step_norms) g.dh_sq = dh_sq.data();
       switch (config_.cell) {
         case CellKind::kRnn:
-          rnn::BackwardPass<T>(cc, w).Run(seq, xl, in, ct, dyd, Dn * P, dh, dxd, in, false, g);
+          rnn::BackwardPass<T>(cc, w).Run(seq, xin, in, ct, dyd, Dn * P, dh, dxd, in, false, g);
           break;
         case CellKind::kGru:
-          gru::BackwardPass<T>(cc, w).Run(seq, xl, in, ct, dyd, Dn * P, dh, dxd, in, false, g);
+          gru::BackwardPass<T>(cc, w).Run(seq, xin, in, ct, dyd, Dn * P, dh, dxd, in, false, g);
           break;
         case CellKind::kLstm: {
           T* dc = dc0 + s * batch * H;
@@ -379,13 +451,22 @@ void Model<T>::Backward(ModelTape<T>* tape, const T* dout, const T* dh_n, const 
             std::copy(dc_n + s * batch * H, dc_n + (s + 1) * batch * H, dc);
           else
             std::fill_n(dc, batch * H, T(0));
-          lstm::BackwardPass<T>(cc, w).Run(seq, xl, in, ct, dyd, Dn * P, dh, dc, dxd, in, false, g);
+          lstm::BackwardPass<T>(cc, w).Run(seq, xin, in, ct, dyd, Dn * P, dh, dc, dxd, in, false,
+                                           g);
           break;
         }
       }
+      if (in_drop) MaskRows(dxd, rows, batch, in, mask.data());
+      if (step_norms)
+        for (Index t = 0; t < steps; ++t) step_norms[s * steps + t] = std::sqrt(dh_sq[static_cast<size_t>(t)]);
     });
     if (Dn == 2) VectorMap<T>(dxl, rows * in) += ConstVectorMap<T>(dx_rev.data(), rows * in);
-    if (l > 0) dy.swap(dlayer_in);
+    if (l > 0) {
+      dy.swap(dlayer_in);
+      // dy is now the gradient of layer l - 1's output after its dropout.
+      if (training && config_.dropout > 0)
+        LayerOutputDropout(dy.data(), rows, Dn * P, config_.dropout, seed, l - 1);
+    }
   }
   // The tape's memory is no longer needed.
   tape->inputs_.clear();

@@ -2,6 +2,7 @@
 
 #include "kernels/pointwise.h"
 #include "norm_site.h"
+#include "regularize.h"
 #include "sequence_ops.h"
 
 namespace rnncore {
@@ -9,7 +10,9 @@ namespace rnn {
 
 using internal::CopyRow;
 using internal::NormSite;
+using internal::RecurrentDropout;
 using internal::StepRows;
+using internal::Zoneout;
 
 template <typename T>
 void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h0, T* y, Index ldy,
@@ -31,13 +34,16 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
 
   Buffer<T> h = internal::InitialState(h0, B, H);
   Buffer<T> ah(static_cast<size_t>(B * H));
+  RecurrentDropout<T> rd(config_, B, H);
+  const Zoneout<T> zone(config_, MaskSite::kZoneH, H);
+  Buffer<T> h_new(zone.active() ? static_cast<size_t>(B * H) : 0);
   StepRows<T> step_rows;
   if (tape) {
     internal::ResizeZero(tape->h_prev, rows * H);
     internal::ResizeZero(tape->aux, rows * H);
   }
   for (Index k = 0; k < steps; ++k) {
-    internal::StepProduct(h.data(), B, H, w_.w_hh, H, ah.data(), H);
+    internal::StepProduct(rd.Apply(h.data()), B, H, w_.w_hh, H, ah.data(), H);
     if (norm_sum)
       for (Index b = 0; b < B; ++b) {
         const Index r = seq.Row(k, b);
@@ -52,9 +58,15 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
       if (r < 0) return;
       T* hb = h.data() + b * H;
       if (tape) CopyRow(hb, tape->h_prev.data() + r * H, H);
+      // With zoneout the new value h~ is blended with the old one.
+      T* out = zone.active() ? h_new.data() + b * H : hb;
       kernels::RnnForward(H, config_.activation, norm_sum ? zeros.data() : ax.data() + r * H,
-                          ah.data() + b * H, bias.data(), hb);
-      if (tape) CopyRow(hb, tape->aux.data() + r * H, H);
+                          ah.data() + b * H, bias.data(), out);
+      if (tape) CopyRow(out, tape->aux.data() + r * H, H);
+      if (zone.active()) {
+        zone.Blend(r, hb, out);
+        CopyRow(out, hb, H);
+      }
       CopyRow(hb, y + r * ldy, H);
     });
   }
@@ -87,6 +99,9 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
   Buffer<T> dz(static_cast<size_t>(rows * H), T(0));
   Buffer<T> dah(nh.active() ? static_cast<size_t>(rows * H) : 0, T(0));
   Buffer<T> dstep(static_cast<size_t>(B * H)), dh_new(static_cast<size_t>(B * H));
+  const RecurrentDropout<T> rd(config_, B, H);
+  const Zoneout<T> zone(config_, MaskSite::kZoneH, H);
+  Buffer<T> direct(zone.active() ? static_cast<size_t>(B * H) : 0);
   for (Index k = steps - 1; k >= 0; --k) {
     for (Index b = 0; b < B; ++b) {
       const Index r = seq.Row(k, b);
@@ -96,13 +111,19 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
         continue;
       }
       VectorMap<T>(dh + b * H, H) += ConstVectorMap<T>(dy + r * ldy, H);
+      internal::AddSquaredNorm(grads.dh_sq, r, B, dh + b * H, H);
+      if (zone.active()) zone.Split(r, dh + b * H, direct.data() + b * H);
       kernels::RnnBackward(H, config_.activation, tape.aux.data() + r * H, dh + b * H, ds);
       CopyRow(ds, dz.data() + r * H, H);
     }
     if (nh.active()) nh.BackwardStepRows(seq, k, dstep.data(), grads.gh, nullptr, dah.data());
     internal::StepProductT(dstep.data(), B, H, H, w_.w_hh, H, dh_new.data());
-    for (Index b = 0; b < B; ++b)
-      if (seq.Row(k, b) >= 0) CopyRow(dh_new.data() + b * H, dh + b * H, H);
+    rd.MaskGradient(dh_new.data());
+    for (Index b = 0; b < B; ++b) {
+      if (seq.Row(k, b) < 0) continue;
+      CopyRow(dh_new.data() + b * H, dh + b * H, H);
+      if (zone.active()) VectorMap<T>(dh + b * H, H) += ConstVectorMap<T>(direct.data() + b * H, H);
+    }
   }
   const T* dwh = nh.active() ? dah.data() : dz.data();
   // The input term's gradient: the normalized sum's (norm="layer", where the
@@ -111,7 +132,9 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
   const T* dwx = norm_sum ? dah.data() : nx.InputGradient(seq, dz, &dax, grads.gx);
   internal::InputSideGradients(rows, D, H, x, ldx, dwx, dz.data(), dz.data(), w_, grads, dx, lddx,
                                accumulate_dx);
-  internal::WeightGradient(dwh, rows, H, H, tape.h_prev.data(), H, H, grads.w_hh);
+  Buffer<T> scratch;
+  internal::WeightGradient(dwh, rows, H, H, rd.History(tape.h_prev.data(), rows, &scratch), H, H,
+                           grads.w_hh);
 }
 
 template class ForwardPass<float>;

@@ -58,6 +58,13 @@ inline void CopyRow(const T* src, T* dst, Index n) {
   std::memcpy(dst, src, sizeof(T) * static_cast<size_t>(n));
 }
 
+// Step-norm diagnostics: adds |g|^2 of the gradient row g (n) of position
+// row r to dh_sq[t], t = r / B, when dh_sq is not null.
+template <typename T>
+inline void AddSquaredNorm(T* dh_sq, Index r, Index B, const T* g, Index n) {
+  if (dh_sq) dh_sq[r / B] += ConstVectorMap<T>(g, n).squaredNorm();
+}
+
 // out (rows, N) = x (rows, D; stride ldx) w^T, w (N, D).
 template <typename T>
 void InputProjection(const T* x, Index rows, Index D, Index ldx, const T* w, Index N, T* out) {

@@ -6,20 +6,34 @@ by a C++/Eigen core, behind NumPy-facing classes that follow ``torch.nn``'s layo
 
 from __future__ import annotations
 
-from . import _core, _validation
+from . import _core, _validation, init, losses, optim
+from ._clip import clip_grad_norm, clip_grad_value
+from ._linear import Linear, LinearTape
 from ._loader import available_isas, supported_isas
 from ._modules import GRU, LSTM, RNN, Tape
+from ._tbptt import truncated_bptt
+from .losses import mse_loss, softmax_cross_entropy
 
 __version__ = _core.__version__
 __all__ = [
     "GRU",
     "LSTM",
+    "Linear",
+    "LinearTape",
     "RNN",
     "Tape",
     "__version__",
     "build_info",
+    "clip_grad_norm",
+    "clip_grad_value",
     "get_num_threads",
+    "init",
+    "losses",
+    "mse_loss",
+    "optim",
     "set_num_threads",
+    "softmax_cross_entropy",
+    "truncated_bptt",
 ]
 
 

@@ -4,6 +4,7 @@ Usage:
     python -m rnncore            build information, then the self-check
     python -m rnncore info       build information only
     python -m rnncore selfcheck  the self-check only
+    python -m rnncore demo ...   train small models and compare them (--help for options)
 
 The self-check runs every cell in float64 (two layers, bidirectional, sequences of
 different lengths) and compares:
@@ -51,6 +52,14 @@ for _cls in (rnncore.RNN, rnncore.LSTM, rnncore.GRU):
         for _mode in ("train",) if _norm == "layer" else ("train", "eval"):
             CASES.append((f"{_cls.__name__} norm={_norm} {_mode}", _cls,
                           {"norm": _norm, "_eval": _mode == "eval"}))  # fmt: skip
+# Every regularizer at once (training mode, masks replayed from the call's seed), plain and
+# layer-normalized, and zoneout's eval-mode expectation.
+_REG = {"dropout": 0.3, "input_dropout": 0.2, "recurrent_dropout": 0.3, "zoneout": 0.3}
+for _cls in (rnncore.RNN, rnncore.LSTM, rnncore.GRU):
+    CASES.append((f"{_cls.__name__} dropout+zoneout train", _cls, {"_reg": _REG}))
+    CASES.append((f"{_cls.__name__} LN dropout+zoneout train", _cls,
+                  {"_reg": _REG, "norm": "layer"}))  # fmt: skip
+    CASES.append((f"{_cls.__name__} zoneout eval", _cls, {"_reg": _REG, "_eval": True}))
 
 
 def print_info() -> None:
@@ -81,7 +90,8 @@ def _check_case(name, cls, kwargs, rng) -> tuple[float, float]:
     T, B, D, H = 5, 3, 4, 4
     kwargs = dict(kwargs)
     eval_mode = kwargs.pop("_eval", False)
-    m = cls(D, H, num_layers=2, bidirectional=True, dtype="float64", seed=1, **kwargs)
+    reg = kwargs.pop("_reg", {})
+    m = cls(D, H, num_layers=2, bidirectional=True, dtype="float64", seed=1, **kwargs, **reg)
     for k, p in m.parameters().items():  # not the default init: exercise every entry
         gain = k.startswith(("ln_", "bn_")) and "_weight" in k
         p[...] = rng.uniform(0.5, 1.5, size=p.shape) if gain else rng.uniform(-0.6, 0.6, p.shape)
@@ -94,12 +104,24 @@ def _check_case(name, cls, kwargs, rng) -> tuple[float, float]:
     h0 = rng.standard_normal((4, B, P))
     hx = (h0, rng.standard_normal((4, B, H))) if cls is rnncore.LSTM else h0
 
+    out, st, tape = m.forward_train(x, hx, lengths)
+    masks = None
+    if reg:  # the call's masks, from the core's draws for its seed
+
+        def hits(layer, direction, site, p, count):
+            return rnncore._core.mask_hits(
+                seed=tape.seed, layer=layer, direction=direction, site=site, p=p, count=count
+            )
+
+        masks = reference.draw_masks(
+            hits, cls.__name__.lower(), input_size=D, hidden_size=H, num_layers=2,
+            bidirectional=True, steps=T, batch=B, training=m.training, **reg,
+        )  # fmt: skip
     ref = reference.reference_forward(
         cls.__name__.lower(), m.state_dict(), x, hx, lengths,
-        num_layers=2, bidirectional=True, training=m.training, **kwargs,
+        num_layers=2, bidirectional=True, training=m.training, masks=masks, **kwargs,
     )  # fmt: skip
     out_ref, st_ref = ref[0], ref[1]
-    out, st, tape = m.forward_train(x, hx, lengths)
     fwd_err = max(
         np.abs(out - out_ref).max(),
         *(np.abs(a - b).max() for a, b in zip(_states(m, st), _states(m, st_ref))),
@@ -110,7 +132,7 @@ def _check_case(name, cls, kwargs, rng) -> tuple[float, float]:
     r_st = tuple(rng.standard_normal(s.shape) for s in _states(m, st))
 
     def loss() -> float:
-        o, s = m(x, hx, lengths)
+        o, s = m(x, hx, lengths, seed=tape.seed)
         return float(np.sum(r_out * o) + sum(np.sum(r * a) for r, a in zip(r_st, _states(m, s))))
 
     m.zero_grad()
@@ -146,7 +168,10 @@ def _check_case(name, cls, kwargs, rng) -> tuple[float, float]:
 
 
 def selfcheck() -> bool:
-    print("\nSelf-check: float64, 2 layers, bidirectional, lengths [5, 2, 4], every cell and norm")
+    print(
+        "\nSelf-check: float64, 2 layers, bidirectional, lengths [5, 2, 4], every cell, norm and"
+        " regularizer"
+    )
     print(f"  forward vs NumPy reference (max abs error, must be < {FORWARD_TOL:.0e})")
     print(f"  backward vs finite differences (relative error, must be < {GRADIENT_TOL:.0e})\n")
     print(f"  {'cell':<32}{'forward':>12}{'backward':>12}   result")
@@ -166,8 +191,15 @@ def selfcheck() -> bool:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "demo":
+        from ._demo import main as demo_main  # noqa: PLC0415 - loaded only for the demo
+
+        return demo_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m rnncore", description=__doc__.split("\n")[0])
-    parser.add_argument("command", nargs="?", default="all", choices=["all", "info", "selfcheck"])
+    parser.add_argument(
+        "command", nargs="?", default="all", choices=["all", "info", "selfcheck", "demo"]
+    )
     args = parser.parse_args(argv)
     if args.command in ("all", "info"):
         print_info()

@@ -19,3 +19,4 @@ build_info = _impl.build_info
 cpu_supports = _impl.cpu_supports
 get_num_threads = _impl.get_num_threads
 set_num_threads = _impl.set_num_threads
+mask_hits = _impl.mask_hits

@@ -12,6 +12,9 @@ def build_info() -> dict[str, Any]: ...
 def cpu_supports(isa: str) -> bool: ...
 def get_num_threads() -> int: ...
 def set_num_threads(n: int) -> None: ...
+def mask_hits(
+    *, seed: int, layer: int, direction: int, site: int, p: float, start: int = 0, count: int
+) -> npt.NDArray[np.bool_]: ...
 
 class _Tape:
     @property
@@ -38,6 +41,13 @@ class _Model:
         nonlinearity: str = "tanh",
         reset_after: bool = True,
         norm: str = "none",
+        ln_eps: float = 1e-5,
+        bn_eps: float = 1e-5,
+        bn_momentum: float = 0.1,
+        dropout: float = 0.0,
+        input_dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        zoneout: float = 0.0,
     ) -> None: ...
     @property
     def layout(self) -> list[tuple[str, tuple[int, ...], int]]: ...
@@ -50,7 +60,9 @@ class _Model:
         h0: npt.NDArray[np.floating] | None = None,
         c0: npt.NDArray[np.floating] | None = None,
         lengths: npt.NDArray[np.int64] | None = None,
-        train: bool = False,
+        record: bool = False,
+        training: bool = False,
+        seed: int = 0,
     ) -> tuple[
         npt.NDArray[np.floating],
         npt.NDArray[np.floating],
@@ -63,9 +75,21 @@ class _Model:
         grad_out: npt.NDArray[np.floating] | None = None,
         grad_h_n: npt.NDArray[np.floating] | None = None,
         grad_c_n: npt.NDArray[np.floating] | None = None,
+        step_norms: bool = False,
     ) -> tuple[
-        npt.NDArray[np.floating], npt.NDArray[np.floating], npt.NDArray[np.floating] | None
+        npt.NDArray[np.floating],
+        npt.NDArray[np.floating],
+        npt.NDArray[np.floating] | None,
+        npt.NDArray[np.floating] | None,
     ]: ...
+    @property
+    def buffer_layout(self) -> list[tuple[str, int, bool, bool, int]]: ...
+    def get_running(
+        self, stats: int
+    ) -> tuple[npt.NDArray[np.floating], npt.NDArray[np.floating]]: ...
+    def set_running(
+        self, stats: int, mean: npt.NDArray[np.floating], var: npt.NDArray[np.floating]
+    ) -> None: ...
 
 class ModelF32(_Model): ...
 class ModelF64(_Model): ...

@@ -1,26 +1,24 @@
-"""Parameter initialization (spec/normalization.md section 4)."""
+"""Parameter initialization (spec/normalization.md section 4).
+
+The weight initializers themselves live in the public ``rnncore.init``; these wrappers keep
+the (rng, rows, cols) call form ``init_parameters`` uses, drawing the same numbers.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
+from . import init as _public
+
 
 def glorot_uniform(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
     """U(-L, L), L = sqrt(6 / (rows + cols)), for a (rows, cols) weight block."""
-    limit = np.sqrt(6.0 / (rows + cols))
-    return rng.uniform(-limit, limit, size=(rows, cols))
+    return _public.glorot_uniform((rows, cols), rng=rng)
 
 
 def orthogonal(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
-    """A (rows, cols) matrix with orthonormal rows or columns (whichever fit).
-
-    QR of a Gaussian matrix with the signs of diag(R) folded into Q, which makes the
-    distribution uniform (Haar) over orthogonal matrices.
-    """
-    a = rng.standard_normal((max(rows, cols), min(rows, cols)))
-    q, r = np.linalg.qr(a)
-    q = q * np.sign(np.diag(r))
-    return q if rows >= cols else q.T
+    """A (rows, cols) matrix with orthonormal rows or columns (whichever fit), Haar."""
+    return _public.orthogonal((rows, cols), rng=rng)
 
 
 def init_parameters(

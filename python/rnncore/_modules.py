@@ -20,18 +20,29 @@ _MAX_BYTES = 2**40
 _NORMS = (None, "layer", "batch", "batch_input")
 _NORM_OPTIONS = {"ln_eps": 1e-5, "bn_eps": 1e-5, "bn_momentum": 0.1, "bn_gamma": None}
 _BATCH_NORMS = ("batch", "batch_input")
+_REGULARIZERS = ("input_dropout", "recurrent_dropout", "zoneout")
+_MAX_SEED = 2**64 - 1
 
 
 class Tape:
     """What ``forward_train`` keeps for ``backward``. Opaque; usable once."""
 
-    __slots__ = ("_core_tape", "_module", "_batch_first", "_unbatched")
+    __slots__ = ("_core_tape", "_module", "_batch_first", "_unbatched", "_seed")
 
-    def __init__(self, core_tape, module, batch_first, unbatched):
+    def __init__(self, core_tape, module, batch_first, unbatched, seed):
         self._core_tape = core_tape
         self._module = module
         self._batch_first = batch_first
         self._unbatched = unbatched
+        self._seed = seed
+
+    @property
+    def seed(self) -> int:
+        """The seed the call's dropout and zoneout masks were drawn from.
+
+        Passing it as ``seed=`` to another training-mode call replays the same masks.
+        """
+        return self._seed
 
     @property
     def consumed(self) -> bool:
@@ -69,6 +80,8 @@ class _RecurrentBase:
         forget_bias=1.0,
         update_bias=0.0,
         norm_options=None,
+        regularizers=None,
+        chrono=None,
     ):
         self.input_size = v.check_int("input_size", input_size, 1)
         self.hidden_size = v.check_int("hidden_size", hidden_size, 1)
@@ -111,10 +124,11 @@ class _RecurrentBase:
         self._check_size()
         self.forget_bias = float(forget_bias)
         self.update_bias = float(update_bias)
-        if self.dropout > 0.0:
-            raise NotImplementedError(
-                "dropout between layers is not available in this version of rnncore yet"
-            )
+        reg = dict(regularizers or {})
+        for key in _REGULARIZERS:
+            setattr(self, key, v.check_float(key, reg.get(key, 0.0), 0.0, 1.0, high_open=True))
+        # The masks of each training-mode call come from a seed drawn here.
+        self._mask_rng = np.random.default_rng(None if seed is None else [seed, 0x6D61736B])
 
         core_class = _core.ModelF64 if self.dtype == np.float64 else _core.ModelF32
         self._model = core_class(
@@ -131,21 +145,31 @@ class _RecurrentBase:
             ln_eps=options["ln_eps"],
             bn_eps=options["bn_eps"],
             bn_momentum=options["bn_momentum"],
+            dropout=self.dropout,
+            input_dropout=self.input_dropout,
+            recurrent_dropout=self.recurrent_dropout,
+            zoneout=self.zoneout,
         )
         self._params = self._views(self._model.parameter_buffer())
         self._grads = self._views(self._model.gradient_buffer())
         self.training = True
+        init_rng = np.random.default_rng(seed)
         _init.init_parameters(
             self._params,
             cell=self._cell,
             hidden_size=self.hidden_size,
             gates=self._gates,
             scheme=init,
-            rng=np.random.default_rng(seed),
+            rng=init_rng,
             forget_bias=self.forget_bias,
             update_bias=self.update_bias,
             bn_gamma=options["bn_gamma"],
         )
+        self.chrono = chrono
+        if chrono is not None:  # replaces the gate biases set above
+            from . import init as public_init  # noqa: PLC0415 - it imports this module
+
+            public_init.chrono(self, chrono, init_rng)
 
     def _check_size(self) -> None:
         """Refuses models whose parameter count cannot be allocated, naming the culprit."""
@@ -362,21 +386,37 @@ class _RecurrentBase:
     def _pack_states(self, h, c):
         return h
 
-    def _run(self, x, hx, lengths, train):
+    @property
+    def _regularized(self) -> bool:
+        """Whether training-mode calls draw masks (dropout, zoneout)."""
+        return any(getattr(self, k) > 0 for k in ("dropout", *_REGULARIZERS))
+
+    def _call_seed(self, seed) -> int:
+        if seed is not None:
+            return v.check_int("seed", seed, 0, _MAX_SEED)
+        if self.training and self._regularized:
+            return int(self._mask_rng.integers(0, 2**63))
+        return 0
+
+    def _run(self, x, hx, lengths, train, seed):
         x, h0, c0, lengths, unbatched = self._prepare(x, hx, lengths)
+        seed = self._call_seed(seed)
         if self.training and self.norm in _BATCH_NORMS and x.shape[1] < 2:
             raise ValueError(
                 f"norm={self.norm!r} in training mode needs a batch of at least 2 sequences "
                 f"(x has {x.shape[1]}); call .eval() to use the running statistics"
             )
         out, h_n, c_n, tape = self._model.forward(
-            x, h0=h0, c0=c0, lengths=lengths, record=train, training=self.training
+            x, h0=h0, c0=c0, lengths=lengths, record=train, training=self.training, seed=seed
         )
         out, h_n, c_n = self._to_user(out, h_n, c_n, unbatched)
-        return out, self._pack_states(h_n, c_n), tape, unbatched
+        return out, self._pack_states(h_n, c_n), tape, unbatched, seed
 
-    def __call__(self, x, hx=None, lengths=None):
+    def __call__(self, x, hx=None, lengths=None, *, seed=None):
         """Runs the module (inference: nothing is kept for backward).
+
+        In training mode, dropout and zoneout (when set) draw fresh masks on every call;
+        in eval mode they are off (zoneout uses its expectation).
 
         Args:
             x: ``(T, B, input_size)``, ``(B, T, input_size)`` with ``batch_first``, or
@@ -384,6 +424,9 @@ class _RecurrentBase:
             hx: initial state ``(D * num_layers, B, H_out)`` (LSTM: a ``(h_0, c_0)``
                 pair) or None for zeros.
             lengths: optional integer array ``(B,)`` with values in ``1..T``.
+            seed: the seed of this call's dropout and zoneout masks (an int in
+                ``0..2**64-1``); default: drawn from the module's generator, itself
+                seeded by the constructor's ``seed``.
 
         Returns:
             ``(out, h_n)``; for the LSTM ``(out, (h_n, c_n))``.
@@ -391,26 +434,29 @@ class _RecurrentBase:
         Raises:
             ValueError: wrong shapes or values. TypeError: wrong types.
         """
-        out, states, _, _ = self._run(x, hx, lengths, train=False)
+        out, states, _, _, _ = self._run(x, hx, lengths, False, seed)
         return out, states
 
     forward = __call__
 
-    def forward_train(self, x, hx=None, lengths=None):
+    def forward_train(self, x, hx=None, lengths=None, *, seed=None):
         """Like calling the module, and also returns the tape ``backward`` needs.
+
+        The tape keeps the seed of the call's masks, so ``backward`` replays them
+        exactly (``tape.seed``).
 
         Returns:
             ``(out, h_n, tape)``; for the LSTM ``h_n`` is the ``(h_n, c_n)`` pair.
         """
-        out, states, core_tape, unbatched = self._run(x, hx, lengths, train=True)
-        return out, states, Tape(core_tape, self, self.batch_first, unbatched)
+        out, states, core_tape, unbatched, seed = self._run(x, hx, lengths, True, seed)
+        return out, states, Tape(core_tape, self, self.batch_first, unbatched, seed)
 
     def _split_grad_h(self, grad_h_n):
         if grad_h_n is not None and isinstance(grad_h_n, (tuple, list)):
             raise TypeError(f"grad_h_n must be an array or None for {type(self).__name__}")
         return grad_h_n, None
 
-    def backward(self, tape, grad_out, grad_h_n=None):
+    def backward(self, tape, grad_out, grad_h_n=None, *, return_step_norms=False):
         """Backpropagation through time over what ``forward_train`` recorded.
 
         Args:
@@ -418,11 +464,17 @@ class _RecurrentBase:
             grad_out: gradient of the loss w.r.t. ``out`` (its shape), or None.
             grad_h_n: gradient w.r.t. ``h_n`` (LSTM: ``(grad_h_n, grad_c_n)``, either
                 part None), or None.
+            return_step_norms: also return the per-step gradient diagnostics.
 
         Returns:
             ``(grad_x, grad_hx)``: ``grad_x`` in the layout of ``x``, ``grad_hx`` in the
             structure of ``hx`` (LSTM: ``(grad_h_0, grad_c_0)``). Parameter gradients are
-            ADDED into ``self.grads``.
+            ADDED into ``self.grads``. With ``return_step_norms``, a third element
+            ``(D * num_layers, T)``: for each layer and direction (ordered as the
+            states) and each time step t, the Euclidean norm over the batch and the
+            units of dL/dh_t, the gradient of the loss with respect to that layer's
+            step output h_t (the projected one for a projected LSTM). Plotted against
+            t, it shows gradients vanishing or exploding through time.
 
         Raises:
             TypeError: ``tape`` is not a Tape. ValueError: the tape is used or belongs to
@@ -451,14 +503,17 @@ class _RecurrentBase:
         gh, gc = self._split_grad_h(grad_h_n)
         gh = self._state("grad_h_n", gh, batch, self._out_size, tape._unbatched)
         gc = self._state("grad_c_n", gc, batch, self.hidden_size, tape._unbatched)
-        dx, dh0, dc0 = self._model.backward(
-            tape._core_tape, grad_out=dout, grad_h_n=gh, grad_c_n=gc
+        return_step_norms = v.check_bool("return_step_norms", return_step_norms)
+        dx, dh0, dc0, norms = self._model.backward(
+            tape._core_tape, grad_out=dout, grad_h_n=gh, grad_c_n=gc, step_norms=return_step_norms
         )
         if tape._unbatched:
             dx, dh0 = dx[:, 0, :], dh0[:, 0, :]
             dc0 = None if dc0 is None else dc0[:, 0, :]
         elif tape._batch_first:
             dx = dx.transpose(1, 0, 2)
+        if return_step_norms:
+            return dx, self._pack_states(dh0, dc0), norms
         return dx, self._pack_states(dh0, dc0)
 
     # ------------------------------------------------------------------- torch
@@ -502,6 +557,9 @@ class _RecurrentBase:
             opts.append("bidirectional=True")
         if self.batch_first:
             opts.append("batch_first=True")
+        for key in ("dropout", *_REGULARIZERS):
+            if getattr(self, key) > 0:
+                opts.append(f"{key}={getattr(self, key)}")
         opts.append(f"dtype={self.dtype.name}")
         return f"rnncore.{type(self).__name__}({', '.join(opts)})"
 
@@ -530,11 +588,16 @@ class RNN(_RecurrentBase):
         seed: int | None = None,
         *,
         init: str = "default",
+        input_dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        zoneout: float = 0.0,
         **norm_options,
     ):
         super().__init__(
             input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
             norm, dtype, seed, init, nonlinearity=nonlinearity, norm_options=norm_options,
+            regularizers=dict(input_dropout=input_dropout, recurrent_dropout=recurrent_dropout,
+                              zoneout=zoneout),
         )  # fmt: skip
 
     @classmethod
@@ -542,10 +605,27 @@ class RNN(_RecurrentBase):
         return {"nonlinearity": module.nonlinearity}
 
 
+_REGULARIZATION_DOC = """
+    Regularization (training mode; masks drawn per call from a seedable generator and
+    replayed exactly by ``backward``; inverted scaling):
+
+    - ``dropout``: PyTorch's, on the outputs of every layer but the last.
+    - ``input_dropout``: variational dropout of each layer's input (one mask per sequence,
+      the same at every step; Keras' ``dropout``, Gal & Ghahramani 2016).
+    - ``recurrent_dropout``: variational dropout of ``h_{t-1}`` where it enters the
+      recurrent product (Keras' ``recurrent_dropout``).
+    - ``zoneout``: each unit of h (and of the LSTM cell) keeps its previous value with this
+      probability (Krueger et al. 2017); eval mode uses the expectation
+      ``s_t = p s_{t-1} + (1 - p) s~_t``.
+"""
+
+
 class LSTM(_RecurrentBase):
     """LSTM with gates i, f, g, o and optional projection, as ``torch.nn.LSTM``.
 
-    ``hx`` and the returned state are ``(h, c)`` pairs.
+    ``hx`` and the returned state are ``(h, c)`` pairs. ``forget_bias`` is the initial
+    forget-gate bias; ``chrono=T_max`` draws the gate biases by chrono initialization
+    instead (``rnncore.init.chrono``).
     """
 
     _cell = "lstm"
@@ -567,12 +647,18 @@ class LSTM(_RecurrentBase):
         *,
         init: str = "default",
         forget_bias: float = 1.0,
+        chrono: float | None = None,
+        input_dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        zoneout: float = 0.0,
         **norm_options,
     ):
         super().__init__(
             input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
             norm, dtype, seed, init, proj_size=proj_size, forget_bias=forget_bias,
-            norm_options=norm_options,
+            norm_options=norm_options, chrono=chrono,
+            regularizers=dict(input_dropout=input_dropout, recurrent_dropout=recurrent_dropout,
+                              zoneout=zoneout),
         )  # fmt: skip
 
     def _split_hx(self, hx):
@@ -598,7 +684,11 @@ class LSTM(_RecurrentBase):
 
 
 class GRU(_RecurrentBase):
-    """GRU with gates r, z, n. ``reset_after=True`` is PyTorch's / cuDNN's form."""
+    """GRU with gates r, z, n. ``reset_after=True`` is PyTorch's / cuDNN's form.
+
+    ``update_bias`` is the initial z-gate bias; ``chrono=T_max`` draws it by chrono
+    initialization instead (``rnncore.init.chrono``).
+    """
 
     _cell = "gru"
     _gates = 3
@@ -619,10 +709,20 @@ class GRU(_RecurrentBase):
         *,
         init: str = "default",
         update_bias: float = 0.0,
+        chrono: float | None = None,
+        input_dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        zoneout: float = 0.0,
         **norm_options,
     ):
         super().__init__(
             input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
             norm, dtype, seed, init, reset_after=reset_after, update_bias=update_bias,
-            norm_options=norm_options,
+            norm_options=norm_options, chrono=chrono,
+            regularizers=dict(input_dropout=input_dropout, recurrent_dropout=recurrent_dropout,
+                              zoneout=zoneout),
         )  # fmt: skip
+
+
+for _cls in (RNN, LSTM, GRU):
+    _cls.__doc__ = (_cls.__doc__ or "") + _REGULARIZATION_DOC

@@ -27,6 +27,7 @@ Structure:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
@@ -323,6 +324,7 @@ def gru_cell(
     b_hh: Array | None = None,
     reset_after: bool = True,
     norms: StepNorms | None = None,
+    h_in: Array | None = None,
 ) -> Array:
     """One GRU step, gates ``r, z, n`` (spec/normalization.md section 3).
 
@@ -338,6 +340,8 @@ def gru_cell(
         b_hh: ``(3H,)`` or ``None``.
         reset_after: Where the reset gate is applied (see above).
         norms: Normalization hooks (``x``, ``h``); only with ``reset_after=True``.
+        h_in: The recurrent products' input when it differs from ``h`` (``h`` under a
+            recurrent-dropout mask); the state update always uses ``h``.
 
     Returns:
         The new hidden state ``(B, H)``.
@@ -345,21 +349,22 @@ def gru_cell(
     n = norms or _NO_NORMS
     width = w_ih.shape[0]
     hs = width // 3
+    u = h if h_in is None else h_in
     b_ih = _bias(b_ih, width)
     b_hh = _bias(b_hh, width)
     xg = n.get("x")(x @ w_ih.T) + b_ih
     if reset_after:
-        hg = n.get("h")(h @ w_hh.T) + b_hh
+        hg = n.get("h")(u @ w_hh.T) + b_hh
         r = sigmoid(xg[:, :hs] + hg[:, :hs])
         z = sigmoid(xg[:, hs : 2 * hs] + hg[:, hs : 2 * hs])
         cand = np.tanh(xg[:, 2 * hs :] + r * hg[:, 2 * hs :])
     else:
         if norms is not None and (norms.x is not None or norms.h is not None):
             raise ValueError("reset_after=False is defined for norm=None only")
-        hg = h @ w_hh[: 2 * hs].T + b_hh[: 2 * hs]
+        hg = u @ w_hh[: 2 * hs].T + b_hh[: 2 * hs]
         r = sigmoid(xg[:, :hs] + hg[:, :hs])
         z = sigmoid(xg[:, hs : 2 * hs] + hg[:, hs : 2 * hs])
-        cand = np.tanh(xg[:, 2 * hs :] + (r * h) @ w_hh[2 * hs :].T + b_hh[2 * hs :])
+        cand = np.tanh(xg[:, 2 * hs :] + (r * u) @ w_hh[2 * hs :].T + b_hh[2 * hs :])
     return (1.0 - z) * cand + z * h
 
 
@@ -370,6 +375,7 @@ def run_direction(
     lengths: Array,
     reverse: bool,
     step_norms: Callable[[int, Array], StepNorms | None] | None = None,
+    zone: Callable[[Array], tuple[Array, ...]] | None = None,
 ) -> tuple[Array, tuple[Array, ...]]:
     """Runs one direction of one layer with packed-sequence semantics.
 
@@ -385,6 +391,9 @@ def run_direction(
         lengths: ``(B,)`` integers in ``1..T``.
         reverse: Whether this is the reverse direction.
         step_norms: Optional ``step_norms(k, active_mask) -> StepNorms``.
+        zone: Optional zoneout: ``zone(positions) -> (d_h, d_c ...)``, one ``(B, width)``
+            coefficient array per state component for the time positions the step reads;
+            the new state is ``d * old + (1 - d) * new``.
 
     Returns:
         ``(out, final_state)``: ``out`` is ``(T, B, H_out)`` (zero past each length) and
@@ -402,6 +411,8 @@ def run_direction(
         pos = np.clip(pos, 0, t_len - 1)  # inactive rows read something valid, then discarded
         norms = None if step_norms is None else step_norms(k, active)
         new = step(x[pos, rows], state, norms)
+        if zone is not None:
+            new = tuple(d * old + (1.0 - d) * n for d, old, n in zip(zone(pos), state, new))
         state = tuple(np.where(active[:, None], n, s) for n, s in zip(new, state))
         out[pos[active], rows[active]] = new[0][active]
     return out, state
@@ -792,6 +803,101 @@ def _initial_buffers(cell, hidden, num_layers, bidirectional, norm, p, buffers):
     return bufs
 
 
+@dataclass
+class Masks:
+    """The regularization of one call, as multiplicative masks (all optional).
+
+    Keys are ``(layer, direction)`` except for ``layer_out`` (``layer``). Shapes use
+    ``T, B``, the layer's input width ``in`` and ``H_out``, ``H`` of :func:`lstm_cell`.
+
+    Attributes:
+        input: variational input dropout ``(B, in)``: the layer input ``x_t`` of that
+            direction is ``x_t * m`` at every step.
+        recurrent: variational recurrent dropout ``(B, H_out)``: the recurrent products
+            read ``h_{t-1} * m`` (the GRU's state update reads ``h_{t-1}``).
+        zone_h: zoneout ``(T, B, H_out)``, by time position: ``h_t = d h_{t-1} + (1 - d) h~_t``
+            with ``h~_t`` the cell's new value (for the LSTM ``o * tanh(N_c(c~_t))``).
+        zone_c: the LSTM cell's zoneout ``(T, B, H)``: ``c_t = d c_{t-1} + (1 - d) c~_t``.
+        layer_out: dropout of layer ``k``'s output ``(T, B, D * H_out)`` (not the last layer).
+    """
+
+    input: dict = dataclasses.field(default_factory=dict)
+    recurrent: dict = dataclasses.field(default_factory=dict)
+    zone_h: dict = dataclasses.field(default_factory=dict)
+    zone_c: dict = dataclasses.field(default_factory=dict)
+    layer_out: dict = dataclasses.field(default_factory=dict)
+
+
+# Mask sites of the core's generator (cpp/src/regularize.h).
+MASK_SITES = {"input": 1, "recurrent": 2, "zone_h": 3, "zone_c": 4, "layer_out": 5}
+
+
+def draw_masks(
+    hits: Callable[..., Array],
+    cell: str,
+    *,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int,
+    bidirectional: bool,
+    steps: int,
+    batch: int,
+    proj_size: int = 0,
+    dropout: float = 0.0,
+    input_dropout: float = 0.0,
+    recurrent_dropout: float = 0.0,
+    zoneout: float = 0.0,
+    training: bool = True,
+) -> Masks:
+    """The masks of one call, from the draws of a generator.
+
+    Dropout (probability p) zeroes where an element's draw is a hit and scales the others by
+    ``1 / (1 - p)``; zoneout keeps the previous value where it is a hit. The draws are laid
+    out as in cpp/src/regularize.h: input ``(B, in)``, recurrent ``(B, H_out)``, zoneout
+    ``(T, B, width)``, layer output ``(T, B, D * H_out)`` (direction 0). In eval mode only
+    zoneout acts, with the expectation ``d = p``.
+
+    Args:
+        hits: ``hits(layer, direction, site, p, count) -> bool array (count,)`` (for rnncore's
+            generator: ``_core.mask_hits`` with the call's seed).
+        cell: ``"rnn"``, ``"lstm"`` or ``"gru"``; the other arguments describe the module.
+
+    Returns:
+        The :class:`Masks` of the call.
+    """
+    d = 2 if bidirectional else 1
+    h_out = proj_size if (cell == "lstm" and proj_size > 0) else hidden_size
+    masks = Masks()
+
+    def dropout_mask(layer, direction, site, p, shape):
+        hit = hits(layer, direction, MASK_SITES[site], p, int(np.prod(shape))).reshape(shape)
+        return np.where(hit, 0.0, 1.0 / (1.0 - p))
+
+    for k in range(num_layers):
+        width_in = input_size if k == 0 else d * h_out
+        for direction in range(d):
+            key = (k, direction)
+            if training and input_dropout > 0:
+                masks.input[key] = dropout_mask(k, direction, "input", input_dropout,
+                                                (batch, width_in))  # fmt: skip
+            if training and recurrent_dropout > 0:
+                masks.recurrent[key] = dropout_mask(k, direction, "recurrent", recurrent_dropout,
+                                                    (batch, h_out))  # fmt: skip
+            if zoneout > 0:
+                widths = [("zone_h", h_out)] + ([("zone_c", hidden_size)] if cell == "lstm" else [])
+                for site, width in widths:
+                    shape = (steps, batch, width)
+                    if training:
+                        hit = hits(k, direction, MASK_SITES[site], zoneout, int(np.prod(shape)))
+                        coef = hit.reshape(shape).astype(np.float64)
+                    else:
+                        coef = np.full(shape, zoneout)
+                    getattr(masks, site)[key] = coef
+        if training and dropout > 0 and k < num_layers - 1:
+            masks.layer_out[k] = dropout_mask(k, 0, "layer_out", dropout, (steps, batch, d * h_out))
+    return masks
+
+
 def reference_forward(
     cell: str,
     params,
@@ -814,6 +920,7 @@ def reference_forward(
     ln_eps: float = 1e-5,
     bn_eps: float = 1e-5,
     bn_momentum: float = 0.1,
+    masks: Masks | None = None,
 ):
     """Float64 forward pass with the exact semantics of spec/api.md and spec/normalization.md.
 
@@ -851,6 +958,8 @@ def reference_forward(
         ln_eps: Layer-norm epsilon.
         bn_eps: Batch-norm epsilon.
         bn_momentum: Momentum of the running statistics.
+        masks: Regularization (dropout, zoneout) of the call, or None (see :class:`Masks`,
+            :func:`draw_masks`). Used with time-major ``x`` positions.
 
     Returns:
         ``(out, h_n)`` for RNN/GRU, ``(out, (h_n, c_n))`` for the LSTM, in float64. For
@@ -920,6 +1029,7 @@ def reference_forward(
 
     h_n = np.zeros_like(h0)
     c_n = None if c0 is None else np.zeros_like(c0)
+    masks = masks or Masks()
     layer_in = x
     for k in range(num_layers):
         outs = []
@@ -928,21 +1038,44 @@ def reference_forward(
             w_ih, w_hh = p[f"weight_ih_l{k}{sfx}"], p[f"weight_hh_l{k}{sfx}"]
             b_ih = p[f"bias_ih_l{k}{sfx}"] if bias else None
             b_hh = p[f"bias_hh_l{k}{sfx}"] if bias else None
+            key = (k, direction)
+            # Variational input dropout: the same (B, in) mask at every step.
+            x_dir = layer_in * masks.input[key][None] if key in masks.input else layer_in
+            rm = masks.recurrent.get(key)
+
+            def rec(h, rm=rm):  # the recurrent products' input
+                return h if rm is None else h * rm
+
             if cell == "rnn":
 
-                def step(xt, st, nm, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh):
-                    return (rnn_cell(xt, st[0], w_ih, w_hh, b_ih, b_hh, nonlinearity, nm),)
+                def step(xt, st, nm, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh, rec=rec):
+                    return (rnn_cell(xt, rec(st[0]), w_ih, w_hh, b_ih, b_hh, nonlinearity, nm),)
 
             elif cell == "gru":
 
-                def step(xt, st, nm, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh):
-                    return (gru_cell(xt, st[0], w_ih, w_hh, b_ih, b_hh, reset_after, nm),)
+                def step(xt, st, nm, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh, rec=rec):
+                    return (
+                        gru_cell(xt, st[0], w_ih, w_hh, b_ih, b_hh, reset_after, nm, rec(st[0])),
+                    )
 
             else:
                 w_hr = p[f"weight_hr_l{k}{sfx}"] if proj_size > 0 else None
 
-                def step(xt, st, nm, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh, w_hr=w_hr):
-                    return lstm_cell(xt, st[0], st[1], w_ih, w_hh, b_ih, b_hh, w_hr, nm)
+                def step(
+                    xt, st, nm, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh, w_hr=w_hr, rec=rec
+                ):
+                    return lstm_cell(xt, rec(st[0]), st[1], w_ih, w_hh, b_ih, b_hh, w_hr, nm)
+
+            zone = None
+            if key in masks.zone_h:
+                zh, zc = masks.zone_h[key], masks.zone_c.get(key)
+                rows_b = np.arange(batch)
+
+                def zone(pos, zh=zh, zc=zc, rows_b=rows_b):
+                    coefs = (zh[pos, rows_b],)
+                    if zc is not None:
+                        coefs += (zc[pos, rows_b],)
+                    return coefs
 
             idx = k * d + direction
             state0 = (h0[idx],) if c0 is None else (h0[idx], c0[idx])
@@ -955,7 +1088,7 @@ def reference_forward(
                 training,
                 ln_eps,
                 bn_eps,
-                seq_input=(layer_in, lens, w_ih),
+                seq_input=(x_dir, lens, w_ih),
                 observe=None
                 if observe_norms is None
                 else (lambda *a, k=k, direction=direction: observe_norms(k, direction, *a)),
@@ -967,13 +1100,15 @@ def reference_forward(
                     user = None if step_norms is None else step_norms(k, direction, step_k, active)
                     return _compose(dir_norms(step_k, active), user)
 
-            out_dir, final = run_direction(step, layer_in, state0, lens, bool(direction), sn)
+            out_dir, final = run_direction(step, x_dir, state0, lens, bool(direction), sn, zone)
             dir_norms.update_buffers(new_bufs, int(lens.max()), bn_momentum)
             outs.append(out_dir)
             h_n[idx] = final[0]
             if c_n is not None:
                 c_n[idx] = final[1]
         layer_in = np.concatenate(outs, axis=2)
+        if k in masks.layer_out:
+            layer_in = layer_in * masks.layer_out[k]
 
     out = layer_in
     if unbatched:

@@ -3,7 +3,8 @@
 //   * lstm/gru/rnn ForwardPass::Run over a whole sequence equals a loop of
 //     Iterate calls (the hoisted input GEMM against one step at a time);
 //   * Model::Backward matches central finite differences of Model::Forward in
-//     double, for every cell and normalization;
+//     double, for every cell and normalization, and with dropout and zoneout
+//     (masks replayed from the call's seed);
 //   * tapes are single-use and bound to their model;
 //   * results are bitwise identical for 1, 2 and 3 threads.
 #include <cmath>
@@ -81,18 +82,22 @@ struct Case {
   rnncore::CellKind cell;
   rnncore::Norm norm;
   bool training;
+  bool regularized = false;
 };
+
+constexpr std::uint64_t kSeed = 42;
 
 double Loss(const rnncore::Model<double>& m, rnncore::Index T, rnncore::Index B,
             const std::vector<double>& x, const std::vector<double>& h0,
             const std::vector<double>& c0, const std::vector<std::int64_t>& lengths,
             const std::vector<double>& r_out, const std::vector<double>& r_h, bool training) {
+  // Every call replays the same dropout and zoneout masks (seed kSeed).
   const auto& c = m.config();
   const rnncore::Index S = c.num_layers * c.directions();
   std::vector<double> out(r_out.size()), hn(static_cast<size_t>(S * B * c.out_size())),
       cn(static_cast<size_t>(S * B * c.hidden_size));
   m.Forward(T, B, x.data(), h0.data(), c0.data(), lengths.data(), out.data(), hn.data(), cn.data(),
-            training, nullptr);
+            training, nullptr, kSeed);
   double l = 0;
   for (size_t i = 0; i < out.size(); ++i) l += r_out[i] * out[i];
   for (size_t i = 0; i < hn.size(); ++i) l += r_h[i] * hn[i];
@@ -109,6 +114,12 @@ void GradientCheck(const Case& tc, std::mt19937& rng) {
   cfg.num_layers = 2;
   cfg.bidirectional = true;
   cfg.norm = tc.norm;
+  if (tc.regularized) {
+    cfg.dropout = 0.3;
+    cfg.input_dropout = 0.2;
+    cfg.recurrent_dropout = 0.3;
+    cfg.zoneout = 0.25;
+  }
   rnncore::Model<double> m(cfg);
   auto p = Random(rng, m.num_parameters(), 0.7);
   std::copy(p.begin(), p.end(), m.parameters());
@@ -124,7 +135,7 @@ void GradientCheck(const Case& tc, std::mt19937& rng) {
   rnncore::ModelTape<double> tape;
   std::vector<double> out(r_out.size()), hn(r_h.size()), cn(r_h.size());
   m.Forward(T, B, x.data(), h0.data(), c0.data(), lengths.data(), out.data(), hn.data(), cn.data(),
-            tc.training, &tape);
+            tc.training, &tape, kSeed);
   std::vector<double> dx(x.size()), dh0(h0.size()), dc0(c0.size());
   std::fill(m.gradients(), m.gradients() + m.num_parameters(), 0.0);
   m.Backward(&tape, r_out.data(), r_h.data(), nullptr, dx.data(), dh0.data(), dc0.data());
@@ -231,6 +242,11 @@ int main() {
       {"bn-lstm eval", CellKind::kLstm, Norm::kBatch, false},
       {"bn-gru train", CellKind::kGru, Norm::kBatch, true},
       {"bni-rnn train", CellKind::kRnn, Norm::kBatchInput, true},
+      {"rnn dropout+zoneout", CellKind::kRnn, Norm::kNone, true, true},
+      {"lstm dropout+zoneout", CellKind::kLstm, Norm::kNone, true, true},
+      {"gru dropout+zoneout", CellKind::kGru, Norm::kNone, true, true},
+      {"ln-lstm dropout+zoneout", CellKind::kLstm, Norm::kLayer, true, true},
+      {"bn-gru zoneout eval", CellKind::kGru, Norm::kBatch, false, true},
   };
   for (const auto& tc : cases) GradientCheck(tc, rng);
   TapeRules(rng);

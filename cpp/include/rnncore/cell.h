@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <vector>
 
 #include "rnncore/common.h"
@@ -24,6 +25,16 @@ struct CellConfig {
   double ln_eps = 1e-5;
   double bn_eps = 1e-5;
   double bn_momentum = 0.1;
+  // Regularization (regularize.h). recurrent_dropout: variational dropout of
+  // h_{t-1} in the recurrent product, training only. zoneout: probability
+  // that a unit of h (and of the LSTM cell) keeps its previous value in
+  // training; eval mode uses the expectation. The masks are drawn from seed,
+  // layer and direction.
+  double recurrent_dropout = 0;
+  double zoneout = 0;
+  std::uint64_t seed = 0;
+  Index layer = 0;
+  Index direction = 0;
   // Width P of the step output h_t (and of the recurrent input).
   Index out() const { return proj > 0 ? proj : hidden; }
 };
@@ -109,7 +120,18 @@ struct CellWeights {
   RunningStats<T>* rc = nullptr;
 };
 
+// Where a regularization mask applies (regularize.h).
+enum class MaskSite : std::uint64_t {
+  kInput = 1,
+  kRecurrent = 2,
+  kZoneH = 3,
+  kZoneC = 4,
+  kLayerOutput = 5
+};
+
 // Gradient buffers with the shapes of CellWeights; BackwardPass ADDS into them.
+// dh_sq (T) or null: receives, per time position t, the sum over the batch of
+// the squared gradient of the step output h_t.
 template <typename T>
 struct CellGrads {
   T* w_ih = nullptr;
@@ -121,6 +143,7 @@ struct CellGrads {
   T* gh = nullptr;
   T* gc = nullptr;
   T* bc = nullptr;
+  T* dh_sq = nullptr;
 };
 
 // What a normalization site keeps: â (T*B, width) in position order, and r:

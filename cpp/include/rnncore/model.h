@@ -34,6 +34,16 @@ struct ModelConfig {
   double ln_eps = 1e-5;
   double bn_eps = 1e-5;
   double bn_momentum = 0.1;
+  // Regularization, each a probability in [0, 1). dropout: PyTorch's, on the
+  // outputs of every layer but the last. input_dropout, recurrent_dropout:
+  // variational (one mask per sequence) on each layer's input and on h_{t-1}
+  // in the recurrent product. These three act in training mode only.
+  // zoneout: h (and the LSTM cell) keep their previous value per unit with
+  // this probability in training; eval mode blends with the expectation.
+  double dropout = 0;
+  double input_dropout = 0;
+  double recurrent_dropout = 0;
+  double zoneout = 0;
 
   Index gates() const;
   Index directions() const { return bidirectional ? 2 : 1; }
@@ -67,6 +77,13 @@ struct BufferInfo {
 
 std::vector<BufferInfo> BufferLayout(const ModelConfig& config);
 
+// The draws behind the regularization masks (see src/regularize.h), exposed
+// so that tests and references can rebuild them: out[j] = 1 when element
+// start + j of the mask of (seed, layer, dir, site) is a hit (probability p:
+// dropped by dropout, kept by zoneout), else 0.
+void MaskHits(std::uint64_t seed, Index layer, Index dir, MaskSite site, double p,
+              std::uint64_t start, Index n, std::uint8_t* out);
+
 template <typename T>
 class Model;
 
@@ -80,12 +97,14 @@ class ModelTape {
   Index steps() const { return steps_; }
   Index batch() const { return batch_; }
   bool training() const { return training_; }
+  std::uint64_t seed() const { return seed_; }
 
  private:
   friend class Model<T>;
   const void* owner_ = nullptr;
   bool consumed_ = false;
   bool training_ = true;  // the mode of the forward pass (batch norm statistics)
+  std::uint64_t seed_ = 0;  // of the regularization masks
   Index steps_ = 0, batch_ = 0;
   std::vector<std::int64_t> lengths_;  // empty: all sequences have length T
   std::vector<Buffer<T>> inputs_;      // per layer (T*B, layer_input), padding zeroed
@@ -108,10 +127,12 @@ class Model {
   // running statistics of the batch norms) over the running ones; with a
   // tape, records what Backward needs. Calls in eval mode (training false)
   // change nothing and may run concurrently on one model; a training-mode
-  // call of a batch-normalized model may not run beside other calls.
+  // call of a batch-normalized model may not run beside other calls. seed
+  // draws the regularization masks of a training-mode call (the tape keeps
+  // it, so that Backward replays them).
   void Forward(Index steps, Index batch, const T* x, const T* h0, const T* c0,
                const std::int64_t* lengths, T* out, T* h_n, T* c_n, bool training,
-               ModelTape<T>* tape) const;
+               ModelTape<T>* tape, std::uint64_t seed = 0) const;
 
   // Running statistics buffers (see BufferLayout), copied out and in. Set
   // takes rows x width values of the mean and the variance of one site.
@@ -123,11 +144,14 @@ class Model {
   // h0 / c0 or null. Writes dx (T, B, input), dh0, dc0 (c0 for LSTM only, may
   // be null otherwise) and ADDS parameter gradients into gradients(). Marks
   // the tape consumed; throws InvalidArgument for a used or foreign tape.
+  // step_norms (L * Dn, T), when not null, receives the diagnostics: the
+  // Euclidean norm over batch and units of the gradient of each layer's and
+  // direction's step output h_t, for every time position t.
   void Backward(ModelTape<T>* tape, const T* dout, const T* dh_n, const T* dc_n, T* dx, T* dh0,
-                T* dc0);
+                T* dc0, T* step_norms = nullptr);
 
  private:
-  CellConfig LayerConfig(Index layer, bool training) const;
+  CellConfig LayerConfig(Index layer, Index dir, bool training, std::uint64_t seed) const;
   CellWeights<T> Weights(Index layer, Index dir) const;
   CellGrads<T> Grads(Index layer, Index dir);
 

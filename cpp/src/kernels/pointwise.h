@@ -170,14 +170,17 @@ inline void GruResetBeforeBackwardOutput(Index H, const T* gates, const T* h_pre
   A(da + 2 * H, H) = d * (T(1) - z) * (T(1) - n.square());
 }
 
-// reset_before backward, second half: drh = gradient of r h_prev (from the n
-// block through W_hn). Writes the r block of da and dh_direct.
+// reset_before backward, second half: drh = gradient of r u (from the n
+// block through W_hn), u the recurrent input (h_prev, or h_prev under its
+// dropout mask). Writes the r block of da, dh_direct = dh z (the part of
+// dh_{t-1} through the state update) and du = drh r (the part through u).
 template <typename T>
-inline void GruResetBeforeBackwardGates(Index H, const T* gates, const T* h_prev, const T* dh,
-                                        const T* drh, T* da, T* dh_direct) {
+inline void GruResetBeforeBackwardGates(Index H, const T* gates, const T* u, const T* dh,
+                                        const T* drh, T* da, T* dh_direct, T* du) {
   auto r = A(gates, H), z = A(gates + H, H);
-  A(da, H) = A(drh, H) * A(h_prev, H) * r * (T(1) - r);
-  A(dh_direct, H) = A(dh, H) * z + A(drh, H) * r;
+  A(da, H) = A(drh, H) * A(u, H) * r * (T(1) - r);
+  A(dh_direct, H) = A(dh, H) * z;
+  A(du, H) = A(drh, H) * r;
 }
 
 }  // namespace kernels
