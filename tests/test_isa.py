@@ -1,9 +1,10 @@
 """Every compiled instruction-set variant is correct, and RNNCORE_ISA selects it.
 
-The main suite runs on the variant chosen at import (the best this CPU supports).
-Here each other variant runs the package self-check (forward vs the NumPy reference,
-BPTT vs finite differences, every cell) in a fresh process, and all variants must
-agree with each other.
+The main suite runs on the variant chosen at import (the best this CPU supports). Here
+every other variant this CPU can run gets the same treatment in a fresh process: the
+package self-check, and every test file that exercises the compiled core (forward against
+the reference, gradients against finite differences, PyTorch parity, the normalized and
+regularized cells, threads, errors). All variants must also agree with each other.
 """
 
 import os
@@ -29,7 +30,7 @@ np.save(sys.argv[1], out)
 def _run(isa, *args):
     env = dict(os.environ, RNNCORE_ISA=isa)
     return subprocess.run(
-        [sys.executable, *args], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, *args], env=env, capture_output=True, text=True, timeout=900
     )
 
 
@@ -38,6 +39,26 @@ def test_selfcheck_passes_on_each_isa(isa):
     proc = _run(isa, "-m", "rnncore", "selfcheck")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "All checks passed" in proc.stdout
+
+
+# The test files that run the compiled core. Left out: this file, the C++ build test (its
+# own compilation), the demo, and the pure-Python training-kit tests.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_NOT_CORE = {"test_isa.py", "test_cpp.py", "test_demo.py", "test_kit_init.py",
+             "test_linear.py", "test_losses.py", "test_optim.py", "test_clip.py"}  # fmt: skip
+CORE_SUITE = sorted(
+    f for f in os.listdir(_HERE) if f.startswith("test_") and f.endswith(".py")
+    and f not in _NOT_CORE
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("isa", [i for i in rc.supported_isas() if i != rc.build_info()["isa"]])
+def test_core_suite_passes_on_each_other_isa(isa):
+    files = [os.path.join(_HERE, f) for f in CORE_SUITE]
+    proc = _run(isa, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *files)
+    tail = proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert proc.returncode == 0, tail
+    assert " passed" in proc.stdout and "failed" not in proc.stdout, tail
 
 
 def test_isas_agree(tmp_path):
