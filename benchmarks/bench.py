@@ -143,8 +143,9 @@ class Case:
 def default_cases(cells: Sequence[str], threads: Sequence[int]) -> list[Case]:
     """The default benchmark set.
 
-    Inference for hidden 64/256/512 x batch 1/16/64 at T=100, a training step at batch 64,
-    hidden 256, and a streamed single-step sequence at batch 1, hidden 256.
+    Inference for hidden 64/256/512/1024 x batch 1/16/64 at T=100 and at T=1000 for batch 1,
+    hidden 256; a training step at batch 64, hidden 256 and 512; and a streamed single-step
+    sequence at batch 1, hidden 256.
 
     Args:
         cells: Keys into ``CELLS``.
@@ -156,10 +157,12 @@ def default_cases(cells: Sequence[str], threads: Sequence[int]) -> list[Case]:
     cases = []
     for th in threads:
         for cell in cells:
-            for h in (64, 256, 512):
+            for h in (64, 256, 512, 1024):
                 for b in (1, 16, 64):
                     cases.append(Case(cell, "infer", T=100, B=b, H=h, threads=th))
-            cases.append(Case(cell, "train", T=100, B=64, H=256, threads=th))
+            cases.append(Case(cell, "infer", T=1000, B=1, H=256, threads=th))
+            for h in (256, 512):
+                cases.append(Case(cell, "train", T=100, B=64, H=h, threads=th))
             cases.append(Case(cell, "stream", T=100, B=1, H=256, threads=th))
     return cases
 
@@ -1591,6 +1594,86 @@ def torch_ops_summary(rows: Sequence[Row]) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+#: The speed targets of the main table (issue 4), as (description, predicate on a record,
+#: the value judged, the bound, whether the value must be at most the bound).
+def _stream_us(r: Mapping[str, Any]) -> float | None:
+    ms = r.get("rnncore_ms_median")
+    return None if ms is None else ms * 1e3 / r["T"]
+
+
+def _train_vs_torch(r: Mapping[str, Any]) -> float | None:
+    rc, tt = r.get("rnncore_ms_median"), r.get("torch_ms_median")
+    return rc / tt if (rc is not None and tt) else None
+
+
+SPEED_TARGETS = [
+    ("inference, B>=16, H>=256: rnncore / best peer <= 0.9",
+     lambda r: r["mode"] == "infer" and r["B"] >= 16 and r["H"] >= 256 and r["cell"] in PLAIN,
+     lambda r: r.get("ratio"), 0.9),
+    ("inference, B>=16, H>=256: >= 90% of the SGEMM peak",
+     lambda r: r["mode"] == "infer" and r["B"] >= 16 and r["H"] >= 256 and r["cell"] in PLAIN,
+     lambda r: None if r.get("pct_peak") is None else -r["pct_peak"], -90.0),
+    ("inference, B=1 or H=64: rnncore / best peer <= 0.5",
+     lambda r: r["mode"] == "infer" and (r["B"] == 1 or r["H"] == 64) and r["cell"] in PLAIN,
+     lambda r: r.get("ratio"), 0.5),
+    ("training step: rnncore / torch <= 0.75",
+     lambda r: r["mode"] == "train" and r["cell"] in PLAIN,
+     _train_vs_torch, 0.75),
+    ("streamed LSTM step, H=256: <= 20 us per call",
+     lambda r: r["mode"] == "stream" and r["cell"] == "lstm" and r["H"] == 256,
+     _stream_us, 20.0),
+    ("streamed LSTM step, H=256: rnncore / best peer <= 0.35",
+     lambda r: r["mode"] == "stream" and r["cell"] == "lstm" and r["H"] == 256,
+     lambda r: r.get("ratio"), 0.35),
+]  # fmt: skip
+PLAIN = ("lstm", "gru", "rnn")
+SCALING_TARGET = 1.7
+
+
+def targets_summary(records: Sequence[Mapping[str, Any]]) -> None:
+    """Prints, per speed target, how many rows meet it and the worst one; then rnncore's
+    thread scaling (time at 1 thread / time at the most threads) where both were run."""
+    if not records:
+        return
+    print("speed targets (value judged per row; worst row shown):")
+    for what, applies, value, bound in SPEED_TARGETS:
+        rows = [(value(r), r) for r in records if applies(r)]
+        rows = [(v, r) for v, r in rows if v is not None]
+        if not rows:
+            print(f"  {what}: not measured in this run")
+            continue
+        met = sum(v <= bound for v, _ in rows)
+        worst_v, worst = max(rows, key=lambda vr: vr[0])
+        shown = -worst_v if bound < 0 else worst_v
+        print(
+            f"  {what}: {met}/{len(rows)} rows met; worst {shown:.2f} "
+            f"({worst['case']}, {worst['threads']} thr)"
+        )
+    by_case: dict[str, dict[int, float]] = {}
+    for r in records:
+        if r.get("rnncore_ms_median") is not None:
+            by_case.setdefault(r["case"], {})[r["threads"]] = r["rnncore_ms_median"]
+    scaling = []
+    for case, times in by_case.items():
+        if 1 in times and len(times) > 1:
+            most = max(times)
+            rec = next(r for r in records if r["case"] == case)
+            scaling.append((case, most, times[1] / times[most], rec))
+    if not scaling:
+        return
+    print(f"rnncore thread scaling (1-thread time / {scaling[0][1]}-thread time):")
+    judged = [s for s in scaling if s[3]["B"] >= 16 and s[3]["H"] >= 256
+              and s[3]["mode"] != "stream"]  # fmt: skip
+    for case, _most, speedup, rec in scaling:
+        mark = ""
+        if rec in [j[3] for j in judged]:
+            mark = "  ok" if speedup >= SCALING_TARGET else f"  < {SCALING_TARGET}"
+        print(f"  {case:<36} {speedup:5.2f}x{mark}")
+    if judged:
+        met = sum(s[2] >= SCALING_TARGET for s in judged)
+        print(f"  target (B>=16, H>=256: >= {SCALING_TARGET}x): {met}/{len(judged)} rows met")
+
+
 def _cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -1642,7 +1725,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     sect.add_argument("--no-norms", action="store_true", help="skip the normalization section")
     p.add_argument("--csv", metavar="PATH", help="write the results as CSV")
     p.add_argument(
-        "--threads", type=_int_list, default=[1], help="comma-separated thread counts [1]"
+        "--threads",
+        type=_int_list,
+        help="comma-separated thread counts [1,2; 1 with --quick]",
     )
     p.add_argument(
         "--cells",
@@ -1672,6 +1757,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--repeats must be >= 1")
     if args.target_time is None:
         args.target_time = 0.1 if args.quick else 0.5
+    if args.threads is None:
+        args.threads = [1] if args.quick else [1, 2]
     return args
 
 
@@ -1746,6 +1833,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         failures += fails
         print()
+    targets_summary(report.records[: len(cases)])
+    print()
     print(f"{len(cases) + n_norm} cases in {time.perf_counter() - t_start:.1f} s", end="")
     print(f", {failures} with a MISMATCH or an error" if failures else ", all checks passed")
     if args.csv:

@@ -65,9 +65,19 @@ inline void AddSquaredNorm(T* dh_sq, Index r, Index B, const T* g, Index n) {
   if (dh_sq) dh_sq[r / B] += ConstVectorMap<T>(g, n).squaredNorm();
 }
 
-// out (rows, N) = x (rows, D; stride ldx) w^T, w (N, D).
+// out (rows, N) = x (rows, D; stride ldx) w^T, w (N, D). Split over row chunks;
+// a projection of fewer rows than one chunk (a streamed step, a short
+// sequence at batch 1) is split over output columns instead, so that each
+// thread reads only its own slice of w.
 template <typename T>
 void InputProjection(const T* x, Index rows, Index D, Index ldx, const T* w, Index N, T* out) {
+  if (rows <= kRowChunk && rows * D * N >= kStepParallelMacs) {
+    ForChunks(N, kStepChunk, [&](Index c0, Index n) {
+      View(out + c0, rows, n, N).noalias() =
+          CView(x, rows, D, ldx) * CView(w + c0 * D, n, D).transpose();
+    });
+    return;
+  }
   ForChunks(rows, kRowChunk, [&](Index r0, Index n) {
     View(out + r0 * N, n, N).noalias() =
         CView(x + r0 * ldx, n, D, ldx) * CView(w, N, D).transpose();
