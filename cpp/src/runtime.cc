@@ -60,11 +60,23 @@ thread_local bool tls_in_parallel = false;
 
 constexpr int kCountBits = 16;
 constexpr std::uint64_t kCountMask = (std::uint64_t(1) << kCountBits) - 1;
-constexpr int kMaxParticipants = static_cast<int>(kCountMask);
+constexpr int kMaxParticipants = 256;
+
+// The check-in word of the current job: generation << 17 | open << 16 |
+// number of workers inside the job.
+constexpr std::uint64_t kOpen = std::uint64_t(1) << kCountBits;
+constexpr int kGenShift = kCountBits + 1;
 
 // A job's chunks are split into contiguous ranges, one per participant (the
 // caller is participant 0): the same thread gets the same chunks on every
-// step of a sequence, so its slice of the weights stays in its cache.
+// step of a sequence, so its slice of the weights stays in its cache. A
+// participant that has finished its own range takes the chunks others have
+// not started (one at a time, from per-range counters), so a worker that the
+// operating system has not scheduled (the cores are busy with the caller's
+// other threads or other processes) delays the job by at most the chunk it
+// is in, not by its whole range. Which thread computes a chunk never changes
+// the chunk's result, so results stay independent of the thread count and
+// of scheduling.
 class Pool {
  public:
   Pool() : threads_(DefaultThreads()) {}
@@ -86,14 +98,19 @@ class Pool {
     }
     EnsureWorkers(want - 1);
     job_ = &fn;
-    num_chunks_ = num_chunks;
     participants_ = want;
-    pending_.store(want - 1, std::memory_order_relaxed);
-    // Publishes the job: a new generation, with its participant count in the
-    // low bits so that workers left out read it without touching job data.
+    for (int p = 0; p < want; ++p) {
+      next_[p].value.store(num_chunks * p / want, std::memory_order_relaxed);
+      end_[p] = num_chunks * (p + 1) / want;
+    }
+    done_.store(0, std::memory_order_relaxed);
+    // Opens the job for check-in, then publishes it: a new generation, with
+    // its participant count in the low bits so that workers left out read
+    // it without touching job data.
     const std::uint64_t ticket = ticket_.load(std::memory_order_relaxed);
-    ticket_.store(((ticket >> kCountBits) + 1) << kCountBits | static_cast<std::uint64_t>(want),
-                  std::memory_order_seq_cst);
+    const std::uint64_t gen = (ticket >> kCountBits) + 1;
+    state_.store(gen << kGenShift | kOpen, std::memory_order_seq_cst);
+    ticket_.store(gen << kCountBits | static_cast<std::uint64_t>(want), std::memory_order_seq_cst);
     if (sleepers_.load(std::memory_order_seq_cst) > 0) {
       std::lock_guard<std::mutex> lock(mu_);
       wake_.notify_all();
@@ -101,10 +118,27 @@ class Pool {
     tls_in_parallel = true;
     Work(0);
     tls_in_parallel = false;
-    // Poll for the others, then yield: when the cores are oversubscribed a
-    // worker may be waiting for this very core.
+    // Every chunk has been claimed; wait until they are done, then close the
+    // job and wait for the workers inside it to leave, so that none reads
+    // the job after this call returns.
+    Wait([&] { return done_.load(std::memory_order_acquire) == num_chunks; });
+    std::uint64_t s = state_.load(std::memory_order_acquire);
+    while (!state_.compare_exchange_weak(s, s & ~kOpen, std::memory_order_acq_rel)) {
+    }
+    Wait([&] { return (state_.load(std::memory_order_acquire) & kCountMask) == 0; });
+  }
+
+ private:
+  struct alignas(64) Counter {
+    std::atomic<Index> value{0};
+  };
+
+  // Polls cond, then yields: when the cores are oversubscribed the thread
+  // waited for may need this very core.
+  template <typename Cond>
+  static void Wait(Cond cond) {
     const auto until = std::chrono::steady_clock::now() + kSpinTime;
-    for (int i = 0; pending_.load(std::memory_order_acquire) != 0; ++i) {
+    for (int i = 0; !cond(); ++i) {
       if (i < 256 || std::chrono::steady_clock::now() < until)
         CpuRelax();
       else
@@ -112,11 +146,30 @@ class Pool {
     }
   }
 
- private:
+  // Claims and runs chunks: first from the participant's own range, then
+  // from the others'.
   void Work(int participant) {
-    const Index n = num_chunks_, p = participants_;
-    const Index begin = n * participant / p, end = n * (participant + 1) / p;
-    for (Index i = begin; i < end; ++i) (*job_)(i);
+    const int p = participants_;
+    Index ran = 0;
+    for (int k = 0; k < p; ++k) {
+      const int q = (participant + k) % p;
+      for (;;) {
+        const Index i = next_[q].value.fetch_add(1, std::memory_order_relaxed);
+        if (i >= end_[q]) break;
+        (*job_)(i);
+        ++ran;
+      }
+    }
+    if (ran > 0) done_.fetch_add(ran, std::memory_order_release);
+  }
+
+  // Enters the job of generation gen if it is still open.
+  bool CheckIn(std::uint64_t gen) {
+    std::uint64_t s = state_.load(std::memory_order_acquire);
+    for (;;) {
+      if ((s >> kGenShift) != gen || !(s & kOpen)) return false;
+      if (state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel)) return true;
+    }
   }
 
   void EnsureWorkers(int n) {
@@ -150,10 +203,10 @@ class Pool {
         t = ticket_.load(std::memory_order_acquire);
       }
       seen = t;
-      // A participant is waited for, so the job it reads cannot change under it.
-      if (id + 1 < static_cast<int>(t & kCountMask)) {
+      // Inside a job (checked in), its data cannot change under the worker.
+      if (id + 1 < static_cast<int>(t & kCountMask) && CheckIn(t >> kCountBits)) {
         Work(id + 1);
-        pending_.fetch_sub(1, std::memory_order_release);
+        state_.fetch_sub(1, std::memory_order_acq_rel);
       }
     }
   }
@@ -165,10 +218,12 @@ class Pool {
   std::vector<std::thread> workers_;
   // The current job; written before ticket_ is bumped.
   const std::function<void(Index)>* job_ = nullptr;
-  Index num_chunks_ = 0;
   int participants_ = 0;
+  Counter next_[kMaxParticipants];  // next unclaimed chunk of each range
+  Index end_[kMaxParticipants] = {};
+  std::atomic<Index> done_{0};
   std::atomic<std::uint64_t> ticket_{0};  // generation << kCountBits | participants
-  std::atomic<int> pending_{0};
+  std::atomic<std::uint64_t> state_{0};   // see kOpen
   std::atomic<int> sleepers_{0};
 };
 
