@@ -1,5 +1,7 @@
 #include "rnncore/gru.h"
 
+#include <optional>
+
 #include "kernels/pointwise.h"
 #include "norm_site.h"
 #include "regularize.h"
@@ -35,6 +37,14 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
   RecurrentDropout<T> rd(config_, B, H);
   const Zoneout<T> zone(config_, MaskSite::kZoneH, H);
   StepRows<T> step_rows;
+  // W_hh^T; reset_before: its r, z rows and its n rows apart.
+  std::optional<internal::StepMatrix<T>> whh, wrz, wn;
+  if (after) {
+    whh.emplace(w_.w_hh, H, G, 1, H, B);
+  } else {
+    wrz.emplace(w_.w_hh, H, 2 * H, 1, H, B);
+    wn.emplace(w_.w_hh + 2 * H * H, H, H, 1, H, B);
+  }
   if (tape) {
     internal::ResizeZero(tape->gates, rows * G);
     internal::ResizeZero(tape->h_prev, rows * H);
@@ -52,7 +62,7 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
     // u: the recurrent products' input; the state update uses h itself.
     const T* u = rd.Apply(h.data());
     if (after) {
-      internal::StepProduct(u, B, H, w_.w_hh, G, ah.data(), G);
+      whh->Product(u, H, ah.data(), G);
       if (nh.active()) {
         step_rows.FromStep(seq, k, ah.data(), G);
         nh.ForwardStep(k, step_rows);
@@ -64,7 +74,7 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
                             h.data() + b * H, gates_at(r, b), aux_at(r, b), h_new.data() + b * H);
       });
     } else {  // reset_before: plain cells only
-      internal::StepProduct(u, B, H, w_.w_hh, 2 * H, ah.data(), 2 * H);
+      wrz->Product(u, H, ah.data(), 2 * H);
       for (Index b = 0; b < B; ++b) {
         const Index r = seq.Row(k, b);
         if (r < 0) continue;
@@ -72,7 +82,7 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
                                      u + b * H, gates_at(r, b), rh.data() + b * H);
       }
       // ah now (B, H): (r h) W_hn^T.
-      internal::StepProduct(rh.data(), B, H, w_.w_hh + 2 * H * H, H, ah.data(), H);
+      wn->Product(rh.data(), H, ah.data(), H);
       for (Index b = 0; b < B; ++b) {
         const Index r = seq.Row(k, b);
         if (r < 0) continue;
@@ -128,6 +138,14 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
   const Zoneout<T> zone(config_, MaskSite::kZoneH, H);
   Buffer<T> zdirect(zone.active() ? static_cast<size_t>(B * H) : 0);
   Buffer<T> du(after ? 0 : static_cast<size_t>(B * H)), u_row(static_cast<size_t>(H));
+  // W_hh; reset_before: its r, z rows and its n rows apart.
+  std::optional<internal::StepMatrix<T>> whh, wrz, wn;
+  if (after) {
+    whh.emplace(w_.w_hh, G, H, H, 1, B);
+  } else {
+    wrz.emplace(w_.w_hh, 2 * H, H, H, 1, B);
+    wn.emplace(w_.w_hh + 2 * H * H, H, H, H, 1, B);
+  }
 
   for (Index k = steps - 1; k >= 0; --k) {
     for (Index b = 0; b < B; ++b) {
@@ -153,7 +171,7 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
       }
       if (nh.active())
         nh.BackwardStepRows(seq, k, dah_step.data(), grads.gh, nullptr, dah_pre.data());
-      internal::StepProductT(dah_step.data(), B, G, G, w_.w_hh, H, dh_new.data());
+      whh->Product(dah_step.data(), G, dh_new.data(), H);
     } else {
       for (Index b = 0; b < B; ++b) {
         const Index r = seq.Row(k, b);
@@ -166,7 +184,7 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
                                               tape.h_prev.data() + r * H, dh + b * H, ds);
       }
       // drh (B, H) = da_n W_hn
-      internal::StepProductT(dax_step.data() + 2 * H, B, H, G, w_.w_hh + 2 * H * H, H, drh.data());
+      wn->Product(dax_step.data() + 2 * H, G, drh.data(), H);
       for (Index b = 0; b < B; ++b) {
         const Index r = seq.Row(k, b);
         if (r < 0) continue;
@@ -181,7 +199,7 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
                                              du.data() + b * H);
         CopyRow(ds, dax.data() + r * G, G);
       }
-      internal::StepProductT(dax_step.data(), B, 2 * H, G, w_.w_hh, H, dh_new.data());
+      wrz->Product(dax_step.data(), G, dh_new.data(), H);
       for (Index b = 0; b < B; ++b)
         if (seq.Row(k, b) >= 0)
           VectorMap<T>(dh_new.data() + b * H, H) += ConstVectorMap<T>(du.data() + b * H, H);

@@ -1,5 +1,7 @@
 #include "rnncore/lstm.h"
 
+#include <optional>
+
 #include "kernels/pointwise.h"
 #include "norm_site.h"
 #include "regularize.h"
@@ -43,6 +45,9 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
   const Zoneout<T> zh(config_, MaskSite::kZoneH, P), zc(config_, MaskSite::kZoneC, H);
   Buffer<T> c_old(zc.active() ? static_cast<size_t>(B * H) : 0);
   StepRows<T> step_rows;
+  const internal::StepMatrix<T> whh(w_.w_hh, P, G, 1, P, B);  // W_hh^T
+  std::optional<internal::StepMatrix<T>> whr;                 // W_hr^T
+  if (proj) whr.emplace(w_.w_hr, H, P, 1, H, B);
   if (tape) {
     internal::ResizeZero(tape->gates, rows * G);
     internal::ResizeZero(tape->h_prev, rows * P);
@@ -58,7 +63,7 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
   };
 
   for (Index k = 0; k < steps; ++k) {
-    internal::StepProduct(rd.Apply(h.data()), B, P, w_.w_hh, G, ah.data(), G);
+    whh.Product(rd.Apply(h.data()), P, ah.data(), G);
     if (nh.active()) {
       step_rows.FromStep(seq, k, ah.data(), G);
       nh.ForwardStep(k, step_rows);
@@ -92,7 +97,7 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
     }
     T* out = m.data();
     if (proj) {
-      internal::StepProduct(m.data(), B, H, w_.w_hr, P, hp.data(), P);
+      whr->Product(m.data(), H, hp.data(), P);
       out = hp.data();
     }
     for (Index b = 0; b < B; ++b) {
@@ -146,6 +151,9 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
   const Zoneout<T> zh(config_, MaskSite::kZoneH, P), zc(config_, MaskSite::kZoneC, H);
   Buffer<T> dh_direct(zh.active() ? static_cast<size_t>(B * P) : 0);
   Buffer<T> dc_direct(zc.active() ? static_cast<size_t>(B * H) : 0);
+  const internal::StepMatrix<T> whh(w_.w_hh, G, P, P, 1, B);  // W_hh
+  std::optional<internal::StepMatrix<T>> whr;                 // W_hr
+  if (proj) whr.emplace(w_.w_hr, P, H, H, 1, B);
 
   for (Index k = steps - 1; k >= 0; --k) {
     for (Index b = 0; b < B; ++b) {
@@ -159,7 +167,7 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
     }
     const T* dm = dh;
     if (proj) {
-      internal::StepProductT(dh, B, P, P, w_.w_hr, H, dm_buf.data());
+      whr->Product(dh, P, dm_buf.data(), H);
       dm = dm_buf.data();
       for (Index b = 0; b < B; ++b) {
         const Index r = seq.Row(k, b);
@@ -195,7 +203,7 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
       CopyRow(ds, dz.data() + r * G, G);
     }
     if (nh.active()) nh.BackwardStepRows(seq, k, dstep.data(), grads.gh, nullptr, dah.data());
-    internal::StepProductT(dstep.data(), B, G, G, w_.w_hh, P, dh_new.data());
+    whh.Product(dstep.data(), G, dh_new.data(), P);
     rd.MaskGradient(dh_new.data());
     for (Index b = 0; b < B; ++b) {
       if (seq.Row(k, b) < 0) continue;

@@ -42,8 +42,9 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
     internal::ResizeZero(tape->h_prev, rows * H);
     internal::ResizeZero(tape->aux, rows * H);
   }
+  const internal::StepMatrix<T> whh(w_.w_hh, H, H, 1, H, B);  // W_hh^T
   for (Index k = 0; k < steps; ++k) {
-    internal::StepProduct(rd.Apply(h.data()), B, H, w_.w_hh, H, ah.data(), H);
+    whh.Product(rd.Apply(h.data()), H, ah.data(), H);
     if (norm_sum)
       for (Index b = 0; b < B; ++b) {
         const Index r = seq.Row(k, b);
@@ -102,6 +103,7 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
   const RecurrentDropout<T> rd(config_, B, H);
   const Zoneout<T> zone(config_, MaskSite::kZoneH, H);
   Buffer<T> direct(zone.active() ? static_cast<size_t>(B * H) : 0);
+  const internal::StepMatrix<T> whh(w_.w_hh, H, H, H, 1, B);  // W_hh
   for (Index k = steps - 1; k >= 0; --k) {
     for (Index b = 0; b < B; ++b) {
       const Index r = seq.Row(k, b);
@@ -117,7 +119,7 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
       CopyRow(ds, dz.data() + r * H, H);
     }
     if (nh.active()) nh.BackwardStepRows(seq, k, dstep.data(), grads.gh, nullptr, dah.data());
-    internal::StepProductT(dstep.data(), B, H, H, w_.w_hh, H, dh_new.data());
+    whh.Product(dstep.data(), H, dh_new.data(), H);
     rd.MaskGradient(dh_new.data());
     for (Index b = 0; b < B; ++b) {
       if (seq.Row(k, b) < 0) continue;

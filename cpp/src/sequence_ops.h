@@ -6,8 +6,10 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <vector>
 
+#include "kernels/gemm.h"
 #include "rnncore/cell.h"
 #include "rnncore/common.h"
 #include "rnncore/runtime.h"
@@ -19,7 +21,7 @@ namespace internal {
 // problem, so a chunk's result never depends on the thread count.
 constexpr Index kRowChunk = 256;   // rows of (T*B, .) matrices
 constexpr Index kUnitChunk = 256;  // rows of weight-gradient matrices
-constexpr Index kStepChunk = 128;  // output columns of a per-step product
+constexpr Index kStepChunk = 128;  // output columns of a per-step product (StepMatrix)
 // A per-step product is split only when it has at least this many
 // multiply-adds: below it, waking threads costs more than it saves.
 constexpr Index kStepParallelMacs = Index(1) << 16;
@@ -65,50 +67,87 @@ inline void AddSquaredNorm(T* dh_sq, Index r, Index B, const T* g, Index n) {
   if (dh_sq) dh_sq[r / B] += ConstVectorMap<T>(g, n).squaredNorm();
 }
 
-// out (rows, N) = x (rows, D; stride ldx) w^T, w (N, D). Split over row chunks;
-// a projection of fewer rows than one chunk (a streamed step, a short
-// sequence at batch 1) is split over output columns instead, so that each
-// thread reads only its own slice of w.
+// A matrix M (K, N) packed for kernels::PanelProduct. Element (k, n) is
+// read from w[k * sk + n * sn]: sk == 1 is W^T for a row-major W (N, K) (the
+// forward products x W^T), sn == 1 a row-major W (K, N) itself (the
+// backward products d W).
+template <typename T>
+class PackedMatrix {
+ public:
+  PackedMatrix(const T* w, Index K, Index N, Index sk, Index sn)
+      : K_(K), N_(N), data_(static_cast<size_t>(kernels::NumPanels<T>(N) * K *
+                                                kernels::PanelWidth<T>())) {
+    kernels::PackPanels(w, K, N, sk, sn, data_.data());
+  }
+  // out (B, columns [c0, c0 + n); stride ldo) = a (B, K; stride lda) M; c0
+  // and n are multiples of the panel width (n may end at N). out points at
+  // column 0.
+  void Multiply(const T* a, Index B, Index lda, T* out, Index ldo, Index c0, Index n) const {
+    constexpr Index PW = kernels::PanelWidth<T>();
+    kernels::PanelProduct(a, B, K_, lda, data_.data(), N_, c0 / PW, (c0 + n + PW - 1) / PW, out,
+                          ldo);
+  }
+  void Multiply(const T* a, Index B, Index lda, T* out, Index ldo) const {
+    Multiply(a, B, lda, out, ldo, 0, N_);
+  }
+
+ private:
+  Index K_, N_;
+  Buffer<T> data_;
+};
+
+// The weight matrix of a per-step product (M as in PackedMatrix), prepared
+// once per sequence for steps of `batch` rows. For batches of 2 or more it is
+// packed; a single row (a matrix-vector product) goes to Eigen. Large
+// products are split over output columns in fixed chunks.
+template <typename T>
+class StepMatrix {
+ public:
+  StepMatrix(const T* w, Index K, Index N, Index sk, Index sn, Index batch)
+      : w_(w), K_(K), N_(N), sk_(sk), sn_(sn), batch_(batch) {
+    static_assert(kStepChunk % kernels::PanelWidth<T>() == 0, "chunks must hold whole panels");
+    if (batch >= 2) packed_.emplace(w, K, N, sk, sn);
+  }
+
+  // out (B, N; stride ldo) = a (B, K; stride lda) M, B = the batch given.
+  void Product(const T* a, Index lda, T* out, Index ldo) const {
+    const Index B = batch_, K = K_, N = N_;
+    auto columns = [&](Index c0, Index n) {
+      if (packed_) {
+        packed_->Multiply(a, B, lda, out, ldo, c0, n);
+        return;
+      }
+      auto A = CView(a, B, K, lda);
+      if (sk_ == 1)
+        View(out + c0, B, n, ldo).noalias() = A * CView(w_ + c0 * sn_, n, K, sn_).transpose();
+      else
+        View(out + c0, B, n, ldo).noalias() = A * CView(w_ + c0, K, n, sk_);
+    };
+    if (B * K * N < kStepParallelMacs)
+      columns(0, N);
+    else
+      ForChunks(N, kStepChunk, columns);
+  }
+
+ private:
+  const T* w_;
+  Index K_, N_, sk_, sn_, batch_;
+  std::optional<PackedMatrix<T>> packed_;
+};
+
+// out (rows, N) = x (rows, D; stride ldx) w^T, w (N, D), through the packed
+// w. Split over row chunks; a projection of fewer rows than one chunk (a
+// streamed step, a short sequence at batch 1) is split over output columns
+// instead, so that each thread reads only its own slice of w.
 template <typename T>
 void InputProjection(const T* x, Index rows, Index D, Index ldx, const T* w, Index N, T* out) {
-  if (rows <= kRowChunk && rows * D * N >= kStepParallelMacs) {
-    ForChunks(N, kStepChunk, [&](Index c0, Index n) {
-      View(out + c0, rows, n, N).noalias() =
-          CView(x, rows, D, ldx) * CView(w + c0 * D, n, D).transpose();
-    });
+  if (rows <= kRowChunk) {
+    StepMatrix<T>(w, D, N, 1, D, rows).Product(x, ldx, out, N);
     return;
   }
-  ForChunks(rows, kRowChunk, [&](Index r0, Index n) {
-    View(out + r0 * N, n, N).noalias() =
-        CView(x + r0 * ldx, n, D, ldx) * CView(w, N, D).transpose();
-  });
-}
-
-// The recurrent product of one step: out (B, N; stride ldo) = h (B, P) w^T,
-// w (N, P). Large steps are split over output columns.
-template <typename T>
-void StepProduct(const T* h, Index B, Index P, const T* w, Index N, T* out, Index ldo) {
-  if (B * P * N < kStepParallelMacs) {
-    View(out, B, N, ldo).noalias() = CView(h, B, P) * CView(w, N, P).transpose();
-    return;
-  }
-  ForChunks(N, kStepChunk, [&](Index c0, Index n) {
-    View(out + c0, B, n, ldo).noalias() = CView(h, B, P) * CView(w + c0 * P, n, P).transpose();
-  });
-}
-
-// The backward counterpart: out (B, P) = d (B, N; stride ldd) w, w (N, P).
-// Split over output columns (of P) when large; the reduction over N is never
-// split, so it keeps one order.
-template <typename T>
-void StepProductT(const T* d, Index B, Index N, Index ldd, const T* w, Index P, T* out) {
-  if (B * P * N < kStepParallelMacs) {
-    View(out, B, P).noalias() = CView(d, B, N, ldd) * CView(w, N, P);
-    return;
-  }
-  ForChunks(P, kStepChunk, [&](Index c0, Index n) {
-    View(out + c0, B, n, P).noalias() = CView(d, B, N, ldd) * CView(w + c0, N, n, P);
-  });
+  const PackedMatrix<T> wt(w, D, N, 1, D);
+  ForChunks(rows, kRowChunk,
+            [&](Index r0, Index n) { wt.Multiply(x + r0 * ldx, n, ldx, out + r0 * N, N); });
 }
 
 // dw (N, K) += da^T (N x rows) x (rows, K), da with row stride ldda, x with
@@ -149,12 +188,15 @@ void InputSideGradients(Index rows, Index D, Index N, const T* x, Index ldx, con
   WeightGradient(dax, rows, N, N, x, D, ldx, g.w_ih);
   VectorMap<T>(g.b_ih, N) += CView(dbx, rows, N).colwise().sum();
   VectorMap<T>(g.b_hh, N) += CView(dbh, rows, N).colwise().sum();
+  if (accumulate_dx) {
+    ForChunks(rows, kRowChunk, [&](Index r0, Index n) {
+      View(dx + r0 * lddx, n, D, lddx).noalias() += CView(dax + r0 * N, n, N) * CView(w.w_ih, N, D);
+    });
+    return;
+  }
+  const PackedMatrix<T> wih(w.w_ih, N, D, D, 1);
   ForChunks(rows, kRowChunk, [&](Index r0, Index n) {
-    auto DX = View(dx + r0 * lddx, n, D, lddx);
-    if (accumulate_dx)
-      DX.noalias() += CView(dax + r0 * N, n, N) * CView(w.w_ih, N, D);
-    else
-      DX.noalias() = CView(dax + r0 * N, n, N) * CView(w.w_ih, N, D);
+    wih.Multiply(dax + r0 * N, n, N, dx + r0 * lddx, lddx);
   });
 }
 

@@ -1,0 +1,145 @@
+// A register-blocked matrix product for the recurrent step products: a few
+// rows (the batch) times a weight matrix that is used on every step.
+//
+// The weight matrix M (K, N) is packed once per sequence into column panels
+// of kPanel columns, each panel K x kPanel values contiguous (zero-padded past
+// N), so that a step streams it linearly and a panel stays in L1 while every
+// row block of the batch uses it. The kernel keeps kRows x 2 vector
+// accumulators in registers and broadcasts one value of each row per k.
+// Eigen's general product repacks the weights on every call, which at batch
+// sizes of a recurrent step costs as much as the multiply itself.
+//
+// Written with GCC/Clang vector extensions, so one source compiles to
+// 512-, 256- or 128-bit code in each ISA's module. Each output value is one
+// accumulation over k in order: results do not depend on how the columns are
+// split over threads.
+#ifndef RNNCORE_KERNELS_GEMM_H_
+#define RNNCORE_KERNELS_GEMM_H_
+
+#include <algorithm>
+#include <cstring>
+
+#include "rnncore/common.h"
+
+namespace rnncore {
+namespace kernels {
+
+#if defined(__AVX512F__)
+constexpr int kVectorBytes = 64;
+constexpr int kRows = 12;  // 24 accumulators of the 32 vector registers
+#elif defined(__AVX__)
+constexpr int kVectorBytes = 32;
+constexpr int kRows = 6;  // 12 of 16
+#else
+constexpr int kVectorBytes = 16;
+constexpr int kRows = 4;  // 8 of 16
+#endif
+
+template <typename T>
+struct Vector {
+  typedef T type __attribute__((vector_size(kVectorBytes)));
+};
+
+// Columns per packed panel: two vectors.
+template <typename T>
+constexpr Index PanelWidth() {
+  return 2 * kVectorBytes / static_cast<Index>(sizeof(T));
+}
+
+// Packs M (K, N), element (k, n) at src[k * sk + n * sn], into panels:
+// dst[(p * K + k) * PW + j] = M(k, p * PW + j), zero for columns >= N.
+// dst holds NumPanels(N) * K * PW values.
+template <typename T>
+constexpr Index NumPanels(Index n) {
+  return (n + PanelWidth<T>() - 1) / PanelWidth<T>();
+}
+
+template <typename T>
+void PackPanels(const T* src, Index K, Index N, Index sk, Index sn, T* dst) {
+  constexpr Index PW = PanelWidth<T>();
+  for (Index p = 0; p < NumPanels<T>(N); ++p) {
+    const Index cols = std::min(PW, N - p * PW);
+    T* out = dst + p * K * PW;
+    for (Index k = 0; k < K; ++k) {
+      const T* in = src + k * sk + p * PW * sn;
+      for (Index j = 0; j < cols; ++j) out[k * PW + j] = in[j * sn];
+      for (Index j = cols; j < PW; ++j) out[k * PW + j] = T(0);
+    }
+  }
+}
+
+// c (R, cols; ldc) = a (R, K; lda) times one packed panel (K, PW).
+template <typename T, int R>
+inline void PanelBlock(const T* a, Index lda, Index K, const T* panel, T* c, Index ldc,
+                       Index cols) {
+  using V = typename Vector<T>::type;
+  constexpr int W = kVectorBytes / static_cast<int>(sizeof(T));
+  V acc0[R], acc1[R];
+  for (int r = 0; r < R; ++r) acc0[r] = acc1[r] = V{};
+  for (Index k = 0; k < K; ++k) {
+    V m0, m1;
+    std::memcpy(&m0, panel + k * 2 * W, sizeof(V));
+    std::memcpy(&m1, panel + k * 2 * W + W, sizeof(V));
+    for (int r = 0; r < R; ++r) {
+      const T s = a[r * lda + k];
+      acc0[r] += s * m0;
+      acc1[r] += s * m1;
+    }
+  }
+  if (cols == 2 * W) {
+    for (int r = 0; r < R; ++r) {
+      std::memcpy(c + r * ldc, &acc0[r], sizeof(V));
+      std::memcpy(c + r * ldc + W, &acc1[r], sizeof(V));
+    }
+    return;
+  }
+  for (int r = 0; r < R; ++r) {  // the last, partial panel
+    T row[2 * W];
+    std::memcpy(row, &acc0[r], sizeof(V));
+    std::memcpy(row + W, &acc1[r], sizeof(V));
+    std::memcpy(c + r * ldc, row, sizeof(T) * static_cast<size_t>(cols));
+  }
+}
+
+template <typename T, int R>
+inline void PanelRows(const T* a, Index lda, Index K, const T* panel, T* c, Index ldc,
+                      Index cols) {
+  if constexpr (R > 0) PanelBlock<T, R>(a, lda, K, panel, c, ldc, cols);
+}
+
+// c (B, columns of panels [p0, p1); ldc) = a (B, K; lda) M, with M packed by
+// PackPanels (N columns). c points at column 0.
+template <typename T>
+void PanelProduct(const T* a, Index B, Index K, Index lda, const T* packed, Index N, Index p0,
+                  Index p1, T* c, Index ldc) {
+  constexpr Index PW = PanelWidth<T>();
+  for (Index p = p0; p < p1; ++p) {
+    const Index cols = std::min(PW, N - p * PW);
+    const T* panel = packed + p * K * PW;
+    T* cp = c + p * PW;
+    Index b = 0;
+    for (; b + kRows <= B; b += kRows)
+      PanelBlock<T, kRows>(a + b * lda, lda, K, panel, cp + b * ldc, ldc, cols);
+    const T* ab = a + b * lda;
+    T* cb = cp + b * ldc;
+    switch (B - b) {  // the rows left over, fewer than kRows
+      case 1: PanelRows<T, 1>(ab, lda, K, panel, cb, ldc, cols); break;
+      case 2: PanelRows<T, 2>(ab, lda, K, panel, cb, ldc, cols); break;
+      case 3: PanelRows<T, 3>(ab, lda, K, panel, cb, ldc, cols); break;
+      case 4: PanelRows<T, (kRows > 4 ? 4 : 0)>(ab, lda, K, panel, cb, ldc, cols); break;
+      case 5: PanelRows<T, (kRows > 5 ? 5 : 0)>(ab, lda, K, panel, cb, ldc, cols); break;
+      case 6: PanelRows<T, (kRows > 6 ? 6 : 0)>(ab, lda, K, panel, cb, ldc, cols); break;
+      case 7: PanelRows<T, (kRows > 7 ? 7 : 0)>(ab, lda, K, panel, cb, ldc, cols); break;
+      case 8: PanelRows<T, (kRows > 8 ? 8 : 0)>(ab, lda, K, panel, cb, ldc, cols); break;
+      case 9: PanelRows<T, (kRows > 9 ? 9 : 0)>(ab, lda, K, panel, cb, ldc, cols); break;
+      case 10: PanelRows<T, (kRows > 10 ? 10 : 0)>(ab, lda, K, panel, cb, ldc, cols); break;
+      case 11: PanelRows<T, (kRows > 11 ? 11 : 0)>(ab, lda, K, panel, cb, ldc, cols); break;
+      default: break;
+    }
+  }
+}
+
+}  // namespace kernels
+}  // namespace rnncore
+
+#endif  // RNNCORE_KERNELS_GEMM_H_
