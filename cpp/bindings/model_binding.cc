@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "rnncore/model.h"
 
@@ -66,6 +67,19 @@ const T* OptionalData(const std::optional<Array<T>>& a, std::initializer_list<In
   return a->data();
 }
 
+// Memory for arrays handed to NumPy: the core's allocator (so that a training
+// loop's outputs and gradients are recycled through its block cache instead
+// of faulting in fresh pages on every call), with the block size kept in a
+// header before the data so that the array's owner can give it back.
+template <typename T>
+std::pair<T*, py::capsule> OwnedBlock(std::size_t n) {
+  const std::size_t bytes = kAlignment + sizeof(T) * (n == 0 ? 1 : n);
+  void* block = AllocateBytes(bytes);
+  *static_cast<std::size_t*>(block) = bytes;
+  py::capsule owner(block, [](void* b) { FreeBytes(b, *static_cast<std::size_t*>(b)); });
+  return {reinterpret_cast<T*>(static_cast<char*>(block) + kAlignment), std::move(owner)};
+}
+
 // A new C-contiguous array whose data starts on the core's alignment, so that
 // results never depend on where NumPy happened to put a buffer.
 template <typename T>
@@ -76,8 +90,7 @@ Array<T> NewArray(std::initializer_list<Index> shape) {
     n *= static_cast<std::size_t>(d);
     dims.push_back(static_cast<py::ssize_t>(d));
   }
-  T* p = AlignedAllocator<T>().allocate(n);
-  py::capsule owner(p, [](void* q) { std::free(q); });
+  auto [p, owner] = OwnedBlock<T>(n);
   return Array<T>(dims, p, owner);
 }
 
@@ -86,9 +99,8 @@ template <typename T>
 Array<T> Aligned(const Array<T>& a) {
   if (IsAligned(a.data())) return a;
   std::size_t n = static_cast<std::size_t>(a.size());
-  T* p = AlignedAllocator<T>().allocate(n == 0 ? 1 : n);
+  auto [p, owner] = OwnedBlock<T>(n);
   std::copy(a.data(), a.data() + n, p);
-  py::capsule owner(p, [](void* q) { std::free(q); });
   std::vector<py::ssize_t> dims(a.shape(), a.shape() + a.ndim());
   return Array<T>(dims, p, owner);
 }
