@@ -21,6 +21,7 @@ namespace internal {
 // problem, so a chunk's result never depends on the thread count.
 constexpr Index kRowChunk = 256;   // rows of (T*B, .) matrices
 constexpr Index kUnitChunk = 256;  // rows of weight-gradient matrices
+constexpr Index kPackChunk = 4;    // panels of a matrix being packed
 constexpr Index kStepChunk = 128;  // output columns of a per-step product (StepMatrix)
 // A per-step product is split only when it has at least this many
 // multiply-adds: below it, waking threads costs more than it saves.
@@ -28,7 +29,7 @@ constexpr Index kStepParallelMacs = Index(1) << 16;
 
 // A step's pointwise work over its batch rows is split when it touches at
 // least this many values, in chunks of kStepRows rows.
-constexpr Index kStepParallelValues = Index(1) << 15;
+constexpr Index kStepParallelValues = Index(1) << 13;
 constexpr Index kStepRows = 8;
 
 inline Index NumChunks(Index n, Index chunk) { return (n + chunk - 1) / chunk; }
@@ -77,7 +78,10 @@ class PackedMatrix {
   PackedMatrix(const T* w, Index K, Index N, Index sk, Index sn)
       : K_(K), N_(N), data_(static_cast<size_t>(kernels::NumPanels<T>(N) * K *
                                                 kernels::PanelWidth<T>())) {
-    kernels::PackPanels(w, K, N, sk, sn, data_.data());
+    // Fixed chunks of panels: each is packed the same way on any thread.
+    ForChunks(kernels::NumPanels<T>(N), kPackChunk, [&](Index p0, Index n) {
+      kernels::PackPanels(w, K, N, sk, sn, data_.data(), p0, p0 + n);
+    });
   }
   // out (B, columns [c0, c0 + n); stride ldo) = a (B, K; stride lda) M; c0
   // and n are multiples of the panel width (n may end at N). out points at

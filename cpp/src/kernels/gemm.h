@@ -54,12 +54,22 @@ constexpr Index NumPanels(Index n) {
   return (n + PanelWidth<T>() - 1) / PanelWidth<T>();
 }
 
+// Packs panels [p0, p1) only (callers split the panels over threads).
 template <typename T>
-void PackPanels(const T* src, Index K, Index N, Index sk, Index sn, T* dst) {
+void PackPanels(const T* src, Index K, Index N, Index sk, Index sn, T* dst, Index p0, Index p1) {
   constexpr Index PW = PanelWidth<T>();
-  for (Index p = 0; p < NumPanels<T>(N); ++p) {
+  for (Index p = p0; p < p1; ++p) {
     const Index cols = std::min(PW, N - p * PW);
     T* out = dst + p * K * PW;
+    if (sk == 1) {  // read along k, the contiguous direction; the panel is in L1
+      for (Index j = 0; j < cols; ++j) {
+        const T* in = src + (p * PW + j) * sn;
+        for (Index k = 0; k < K; ++k) out[k * PW + j] = in[k];
+      }
+      for (Index k = 0; k < K; ++k)
+        for (Index j = cols; j < PW; ++j) out[k * PW + j] = T(0);
+      continue;
+    }
     for (Index k = 0; k < K; ++k) {
       const T* in = src + k * sk + p * PW * sn;
       for (Index j = 0; j < cols; ++j) out[k * PW + j] = in[j * sn];
