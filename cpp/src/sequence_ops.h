@@ -22,6 +22,7 @@ namespace internal {
 constexpr Index kRowChunk = 256;   // rows of (T*B, .) matrices
 constexpr Index kUnitChunk = 256;  // rows of weight-gradient matrices
 constexpr Index kPackChunk = 4;    // panels of a matrix being packed
+constexpr Index kReduceChunk = 256;  // rows of a weight gradient's reduction
 constexpr Index kStepChunk = 128;  // output columns of a per-step product (StepMatrix)
 // A per-step product is split only when it has at least this many
 // multiply-adds: below it, waking threads costs more than it saves.
@@ -88,8 +89,16 @@ class PackedMatrix {
   // column 0.
   void Multiply(const T* a, Index B, Index lda, T* out, Index ldo, Index c0, Index n) const {
     constexpr Index PW = kernels::PanelWidth<T>();
-    kernels::PanelProduct(a, B, K_, lda, data_.data(), N_, c0 / PW, (c0 + n + PW - 1) / PW, out,
-                          ldo);
+    kernels::PanelProduct(a, B, K_, lda, 1, data_.data(), K_, N_, c0 / PW, (c0 + n + PW - 1) / PW,
+                          out, ldo, false);
+  }
+  // out (B, N; ldo) += A M over M's rows [k0, k0 + nk), A's element (r, k) at
+  // a[r * ra + k * ka] for k < nk.
+  void MultiplyAdd(const T* a, Index B, Index ra, Index ka, Index k0, Index nk, T* out,
+                   Index ldo) const {
+    constexpr Index PW = kernels::PanelWidth<T>();
+    kernels::PanelProduct(a, B, nk, ra, ka, data_.data() + k0 * PW, K_, N_, 0,
+                          kernels::NumPanels<T>(N_), out, ldo, true);
   }
   void Multiply(const T* a, Index B, Index lda, T* out, Index ldo) const {
     Multiply(a, B, lda, out, ldo, 0, N_);
@@ -155,13 +164,22 @@ void InputProjection(const T* x, Index rows, Index D, Index ldx, const T* w, Ind
 }
 
 // dw (N, K) += da^T (N x rows) x (rows, K), da with row stride ldda, x with
-// row stride ldx. Split over the rows of dw.
+// row stride ldx. x is packed once; the reduction over rows runs in blocks of
+// kReduceChunk (each block's panels stay in cache while all of a chunk of dw's
+// rows use them), added into dw in order. Split over fixed chunks of dw's
+// rows.
 template <typename T>
 void WeightGradient(const T* da, Index rows, Index N, Index ldda, const T* x, Index K, Index ldx,
                     T* dw) {
+  if (rows < 2) {
+    View(dw, N, K).noalias() += CView(da, rows, N, ldda).transpose() * CView(x, rows, K, ldx);
+    return;
+  }
+  const PackedMatrix<T> xp(x, rows, K, ldx, 1);
   ForChunks(N, kUnitChunk, [&](Index n0, Index n) {
-    View(dw + n0 * K, n, K).noalias() +=
-        CView(da + n0, rows, n, ldda).transpose() * CView(x, rows, K, ldx);
+    for (Index r0 = 0; r0 < rows; r0 += kReduceChunk)
+      xp.MultiplyAdd(da + r0 * ldda + n0, n, 1, ldda, r0, std::min(kReduceChunk, rows - r0),
+                     dw + n0 * K, K);
   });
 }
 

@@ -34,6 +34,7 @@ constexpr int kRows = 6;  // 12 of 16
 constexpr int kVectorBytes = 16;
 constexpr int kRows = 4;  // 8 of 16
 #endif
+static_assert(kRows <= 12, "PanelProduct handles at most 11 leftover rows");
 
 template <typename T>
 struct Vector {
@@ -78,10 +79,11 @@ void PackPanels(const T* src, Index K, Index N, Index sk, Index sn, T* dst, Inde
   }
 }
 
-// c (R, cols; ldc) = a (R, K; lda) times one packed panel (K, PW).
+// c (R, cols; ldc) = (or +=, with accumulate) a (R, K) times one packed panel
+// (K, PW), where a's element (r, k) is a[r * ra + k * ka].
 template <typename T, int R>
-inline void PanelBlock(const T* a, Index lda, Index K, const T* panel, T* c, Index ldc,
-                       Index cols) {
+inline void PanelBlock(const T* a, Index ra, Index ka, Index K, const T* panel, T* c, Index ldc,
+                       Index cols, bool accumulate) {
   using V = typename Vector<T>::type;
   constexpr int W = kVectorBytes / static_cast<int>(sizeof(T));
   V acc0[R], acc1[R];
@@ -90,61 +92,70 @@ inline void PanelBlock(const T* a, Index lda, Index K, const T* panel, T* c, Ind
     V m0, m1;
     std::memcpy(&m0, panel + k * 2 * W, sizeof(V));
     std::memcpy(&m1, panel + k * 2 * W + W, sizeof(V));
+    const T* ak = a + k * ka;
     for (int r = 0; r < R; ++r) {
-      const T s = a[r * lda + k];
+      const T s = ak[r * ra];
       acc0[r] += s * m0;
       acc1[r] += s * m1;
     }
   }
-  if (cols == 2 * W) {
-    for (int r = 0; r < R; ++r) {
-      std::memcpy(c + r * ldc, &acc0[r], sizeof(V));
-      std::memcpy(c + r * ldc + W, &acc1[r], sizeof(V));
-    }
-    return;
-  }
-  for (int r = 0; r < R; ++r) {  // the last, partial panel
+  for (int r = 0; r < R; ++r) {
     T row[2 * W];
     std::memcpy(row, &acc0[r], sizeof(V));
     std::memcpy(row + W, &acc1[r], sizeof(V));
-    std::memcpy(c + r * ldc, row, sizeof(T) * static_cast<size_t>(cols));
+    T* cr = c + r * ldc;
+    if (accumulate) {
+      for (Index j = 0; j < cols; ++j) cr[j] += row[j];
+    } else {
+      std::memcpy(cr, row, sizeof(T) * static_cast<size_t>(cols));
+    }
   }
 }
 
+// The rows left over after the blocks of kRows: R < kRows (R == 0: none).
 template <typename T, int R>
-inline void PanelRows(const T* a, Index lda, Index K, const T* panel, T* c, Index ldc,
-                      Index cols) {
-  if constexpr (R > 0) PanelBlock<T, R>(a, lda, K, panel, c, ldc, cols);
+inline void PanelRest(const T* a, Index ra, Index ka, Index K, const T* panel, T* c, Index ldc,
+                      Index cols, bool accumulate) {
+  if constexpr (R > 0 && R < kRows) PanelBlock<T, R>(a, ra, ka, K, panel, c, ldc, cols, accumulate);
 }
 
-// c (B, columns of panels [p0, p1); ldc) = a (B, K; lda) M, with M packed by
-// PackPanels (N columns). c points at column 0.
+// c (rows [0, B), columns of panels [p0, p1); ldc) = (or +=) a M, with a's
+// element (r, k) at a[r * ra + k * ka] and M (K rows, N columns) packed by
+// PackPanels with its panels `stride` rows apart (K, or more when only rows
+// [k0, k0 + K) of a taller packed matrix are used: pass packed + k0 * PW).
+// c points at column 0.
 template <typename T>
-void PanelProduct(const T* a, Index B, Index K, Index lda, const T* packed, Index N, Index p0,
-                  Index p1, T* c, Index ldc) {
+void PanelProduct(const T* a, Index B, Index K, Index ra, Index ka, const T* packed,
+                  Index stride, Index N, Index p0, Index p1, T* c, Index ldc, bool accumulate) {
   constexpr Index PW = PanelWidth<T>();
   for (Index p = p0; p < p1; ++p) {
     const Index cols = std::min(PW, N - p * PW);
-    const T* panel = packed + p * K * PW;
+    const T* panel = packed + p * stride * PW;
     T* cp = c + p * PW;
     Index b = 0;
     for (; b + kRows <= B; b += kRows)
-      PanelBlock<T, kRows>(a + b * lda, lda, K, panel, cp + b * ldc, ldc, cols);
-    const T* ab = a + b * lda;
+      PanelBlock<T, kRows>(a + b * ra, ra, ka, K, panel, cp + b * ldc, ldc, cols, accumulate);
+    const T* ab = a + b * ra;
     T* cb = cp + b * ldc;
-    switch (B - b) {  // the rows left over, fewer than kRows
-      case 1: PanelRows<T, 1>(ab, lda, K, panel, cb, ldc, cols); break;
-      case 2: PanelRows<T, 2>(ab, lda, K, panel, cb, ldc, cols); break;
-      case 3: PanelRows<T, 3>(ab, lda, K, panel, cb, ldc, cols); break;
-      case 4: PanelRows<T, (kRows > 4 ? 4 : 0)>(ab, lda, K, panel, cb, ldc, cols); break;
-      case 5: PanelRows<T, (kRows > 5 ? 5 : 0)>(ab, lda, K, panel, cb, ldc, cols); break;
-      case 6: PanelRows<T, (kRows > 6 ? 6 : 0)>(ab, lda, K, panel, cb, ldc, cols); break;
-      case 7: PanelRows<T, (kRows > 7 ? 7 : 0)>(ab, lda, K, panel, cb, ldc, cols); break;
-      case 8: PanelRows<T, (kRows > 8 ? 8 : 0)>(ab, lda, K, panel, cb, ldc, cols); break;
-      case 9: PanelRows<T, (kRows > 9 ? 9 : 0)>(ab, lda, K, panel, cb, ldc, cols); break;
-      case 10: PanelRows<T, (kRows > 10 ? 10 : 0)>(ab, lda, K, panel, cb, ldc, cols); break;
-      case 11: PanelRows<T, (kRows > 11 ? 11 : 0)>(ab, lda, K, panel, cb, ldc, cols); break;
-      default: break;
+    switch (B - b) {
+#define RNNCORE_REST(n) \
+  case n:               \
+    PanelRest<T, n>(ab, ra, ka, K, panel, cb, ldc, cols, accumulate); \
+    break;
+      RNNCORE_REST(1)
+      RNNCORE_REST(2)
+      RNNCORE_REST(3)
+      RNNCORE_REST(4)
+      RNNCORE_REST(5)
+      RNNCORE_REST(6)
+      RNNCORE_REST(7)
+      RNNCORE_REST(8)
+      RNNCORE_REST(9)
+      RNNCORE_REST(10)
+      RNNCORE_REST(11)
+#undef RNNCORE_REST
+      default:
+        break;
     }
   }
 }
