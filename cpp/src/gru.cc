@@ -157,18 +157,18 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
       if (zone.active()) zone.Split(r, dh + b * H, zdirect.data() + b * H);
     }
     if (after) {
-      for (Index b = 0; b < B; ++b) {
+      internal::ForRows(B, G, [&](Index b) {  // rows are independent
         const Index r = seq.Row(k, b);
         T* ds = dah_step.data() + b * G;
         if (r < 0) {
           std::fill(ds, ds + G, T(0));
-          continue;
+          return;
         }
         kernels::GruBackward(H, tape.gates.data() + r * G, tape.aux.data() + r * H,
                              tape.h_prev.data() + r * H, dh + b * H, dax.data() + r * G, ds,
                              direct.data() + b * H);
         CopyRow(ds, dah.data() + r * G, G);
-      }
+      });
       if (nh.active())
         nh.BackwardStepRows(seq, k, dah_step.data(), grads.gh, nullptr, dah_pre.data());
       whh->Product(dah_step.data(), G, dh_new.data(), H);

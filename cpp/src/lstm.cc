@@ -62,9 +62,12 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
     return tape ? tape->aux.data() + r * H : tc_buf.data() + b * H;
   };
 
+  // Layer norm: every site normalizes rows on its own, so a step is one pass
+  // over its rows (one parallel region); batch norms need the whole step.
+  const bool row_norms = config_.norm == Norm::kLayer;
   for (Index k = 0; k < steps; ++k) {
     whh.Product(rd.Apply(h.data()), P, ah.data(), G);
-    if (nh.active()) {
+    if (nh.active() && !row_norms) {
       step_rows.FromStep(seq, k, ah.data(), G);
       nh.ForwardStep(k, step_rows);
     }
@@ -77,15 +80,22 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
       }
       T* cb = c.data() + b * H;
       if (zc.active()) CopyRow(cb, c_old.data() + b * H, H);
+      if (row_norms) nh.ForwardRow(ah.data() + b * G, r);
       if (nc.active()) {
         kernels::LstmGates(H, ax.data() + r * G, ah.data() + b * G, bias.data(), cb, gates_at(r, b),
                            cb);
+        if (row_norms) {  // h = o tanh(N_c(c)); c itself is carried un-normalized
+          T* cnb = cn.data() + b * H;
+          CopyRow(cb, cnb, H);
+          nc.ForwardRow(cnb, r);
+          kernels::LstmOutput(H, gates_at(r, b), cnb, tc_at(r, b), m.data() + b * H);
+        }
       } else {
         kernels::LstmForward(H, ax.data() + r * G, ah.data() + b * G, bias.data(), cb,
                              gates_at(r, b), cb, tc_at(r, b), m.data() + b * H);
       }
     });
-    if (nc.active()) {  // h = o tanh(N_c(c)); c itself is carried un-normalized
+    if (nc.active() && !row_norms) {  // h = o tanh(N_c(c)) over the step's rows
       for (Index b = 0; b < B; ++b) CopyRow(c.data() + b * H, cn.data() + b * H, H);
       step_rows.FromStep(seq, k, cn.data(), H);
       nc.ForwardStep(k, step_rows);
@@ -184,12 +194,12 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
       step_rows.FromStep(seq, k, dcn.data(), H);
       nc.BackwardStep(k, step_rows, grads.gc, grads.bc);
     }
-    for (Index b = 0; b < B; ++b) {
+    internal::ForRows(B, G, [&](Index b) {  // rows are independent
       const Index r = seq.Row(k, b);
       T* ds = dstep.data() + b * G;
       if (r < 0) {
         std::fill(ds, ds + G, T(0));
-        continue;
+        return;
       }
       const T* gates = tape.gates.data() + r * G;
       if (nc.active()) {
@@ -201,7 +211,7 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
                               dm + b * H, dc + b * H, ds);
       }
       CopyRow(ds, dz.data() + r * G, G);
-    }
+    });
     if (nh.active()) nh.BackwardStepRows(seq, k, dstep.data(), grads.gh, nullptr, dah.data());
     whh.Product(dstep.data(), G, dh_new.data(), P);
     rd.MaskGradient(dh_new.data());

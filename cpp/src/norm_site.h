@@ -118,6 +118,17 @@ class NormSite {
   }
 
   bool active() const { return kind_ != SiteKind::kNone; }
+  // Whether each row is normalized on its own (layer norm): then a cell can
+  // normalize a step's rows inside its own row loop (ForwardRow) instead of a
+  // separate pass (ForwardStep).
+  bool row_local() const { return kind_ == SiteKind::kLayer; }
+
+  // Layer norm of one row, in place: the row of position pos.
+  void ForwardRow(T* row, Index pos) {
+    T* xh = tape_ ? XhatRow(pos) : nullptr;
+    const T r = kernels::LayerNormForward(n_, row, gamma_, beta_, eps_, xh, row);
+    if (tape_) tape_->rstd[static_cast<size_t>(pos)] = r;
+  }
 
   // Reads (and never resizes) a tape recorded by a forward pass: for
   // backward, which builds its sites without a tape and attaches it.
@@ -128,11 +139,7 @@ class NormSite {
     if (kind_ == SiteKind::kNone || s.count() == 0) return;
     if (kind_ == SiteKind::kLayer) {
       // Rows are independent: split like the cells' row loops.
-      ForRows(s.count(), n_, [&](Index i) {
-        T* xh = tape_ ? XhatRow(s.positions[i]) : nullptr;
-        const T r = kernels::LayerNormForward(n_, s.rows[i], gamma_, beta_, eps_, xh, s.rows[i]);
-        if (tape_) tape_->rstd[static_cast<size_t>(s.positions[i])] = r;
-      });
+      ForRows(s.count(), n_, [&](Index i) { ForwardRow(s.rows[i], s.positions[i]); });
       return;
     }
     // Batch norm over this step's rows (kBatchStep) or with whole-sequence
@@ -176,6 +183,17 @@ class NormSite {
                           var_.data());
       Update(0, static_cast<Index>(all.size()));
       kernels::InverseStd(n_, var_.data(), eps_, r_.data());
+    }
+    if (row_local()) {  // all rows at once, in chunks of about kRowChunk rows
+      const Index steps_per_chunk = std::max<Index>(1, kRowChunk / seq.batch());
+      ForChunks(seq.steps(), steps_per_chunk, [&](Index k0, Index n) {
+        for (Index k = k0; k < k0 + n; ++k)
+          for (Index b = 0; b < seq.batch(); ++b) {
+            const Index row = seq.Row(k, b);
+            if (row >= 0) ForwardRow(a + row * n_, row);
+          }
+      });
+      return;
     }
     for (Index k = 0; k < seq.steps(); ++k) {
       Gather(seq, k, a, &s);

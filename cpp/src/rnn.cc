@@ -105,19 +105,23 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
   Buffer<T> direct(zone.active() ? static_cast<size_t>(B * H) : 0);
   const internal::StepMatrix<T> whh(w_.w_hh, H, H, H, 1, B);  // W_hh
   for (Index k = steps - 1; k >= 0; --k) {
-    for (Index b = 0; b < B; ++b) {
+    for (Index b = 0; b < B; ++b) {  // serial: the step norms are shared
+      const Index r = seq.Row(k, b);
+      if (r < 0) continue;
+      VectorMap<T>(dh + b * H, H) += ConstVectorMap<T>(dy + r * ldy, H);
+      internal::AddSquaredNorm(grads.dh_sq, r, B, dh + b * H, H);
+    }
+    internal::ForRows(B, H, [&](Index b) {  // rows are independent
       const Index r = seq.Row(k, b);
       T* ds = dstep.data() + b * H;
       if (r < 0) {
         std::fill(ds, ds + H, T(0));
-        continue;
+        return;
       }
-      VectorMap<T>(dh + b * H, H) += ConstVectorMap<T>(dy + r * ldy, H);
-      internal::AddSquaredNorm(grads.dh_sq, r, B, dh + b * H, H);
       if (zone.active()) zone.Split(r, dh + b * H, direct.data() + b * H);
       kernels::RnnBackward(H, config_.activation, tape.aux.data() + r * H, dh + b * H, ds);
       CopyRow(ds, dz.data() + r * H, H);
-    }
+    });
     if (nh.active()) nh.BackwardStepRows(seq, k, dstep.data(), grads.gh, nullptr, dah.data());
     whh.Product(dstep.data(), H, dh_new.data(), H);
     rd.MaskGradient(dh_new.data());
