@@ -465,6 +465,42 @@ def check_gradients(
     return checked
 
 
+def draw_well_conditioned(
+    cfg: Config,
+    rng: np.random.Generator,
+    t_len: int,
+    batch: int,
+    *,
+    training: bool,
+    max_kappa: float,
+    lengths_kind: str | None = "mixed",
+    with_hx: bool = True,
+    **ref_kw,
+):
+    """Params (scale 0.7), running buffers (3 rows), inputs and loss seeds for a gradient
+    check, redrawn until the batch norms' conditioning (``norm_condition``) is at most
+    ``max_kappa`` and, for the ReLU RNN, no pre-activation lies within 1e-4 of the kink.
+    ``ref_kw`` goes to the reference (e.g. ``masks``).
+
+    Returns:
+        ``(params, buffers, x, states, lengths, seeds)``.
+    """
+    for _ in range(60):
+        params = cfg.make_params(rng, scale=0.7)
+        bufs = random_buffers(cfg, rng, 3)
+        x, states, lengths = make_inputs(cfg, rng, t_len, batch, lengths_kind, with_hx)
+        kw = dict(training=training, buffers=bufs, **ref_kw)
+        if norm_condition(cfg, params, x, states, lengths, **kw) > max_kappa:
+            continue
+        if relu_margin(cfg, params, x, states, lengths, **kw) > 1e-4:
+            break
+    else:  # pragma: no cover - practically impossible
+        raise AssertionError("could not draw well-conditioned inputs")
+    out_shape = cfg.x_shape(t_len, batch)[:-1] + (cfg.num_directions * cfg.h_out,)
+    seeds = make_seeds(cfg, rng, out_shape, batch)
+    return params, bufs, x, states, lengths, seeds
+
+
 def norm_condition(cfg: Config, params, x, states, lengths, **kw) -> float:
     """Worst amplification of rounding errors by the normalizations of a forward pass:
     ``max |a| / sqrt(var + eps)`` over every normalization input ``a`` (active rows only) and

@@ -32,12 +32,8 @@ from rnn_testing import (
     Config,
     analytic_gradients,
     check_gradients,
-    make_inputs,
+    draw_well_conditioned,
     make_module,
-    make_seeds,
-    norm_condition,
-    random_buffers,
-    relu_margin,
 )
 
 T, B = 5, 4
@@ -66,20 +62,8 @@ def _draw(cfg, rng, training, lengths_kind, with_hx):
     """Params, buffers (3 rows for norm="batch"), inputs and loss seeds; redrawn until
     well-conditioned (batch norm, see module docstring) and, for the ReLU RNN, until no
     pre-activation lies within 1e-4 of the kink."""
-    for _ in range(60):
-        params = cfg.make_params(rng, scale=0.7)
-        bufs = random_buffers(cfg, rng, 3)
-        x, states, lengths = make_inputs(cfg, rng, T, B, lengths_kind, with_hx)
-        kw = dict(training=training, buffers=bufs)
-        if norm_condition(cfg, params, x, states, lengths, **kw) > MAX_KAPPA:
-            continue
-        if relu_margin(cfg, params, x, states, lengths, **kw) > 1e-4:
-            break
-    else:  # pragma: no cover - practically impossible
-        raise AssertionError("could not draw well-conditioned inputs")
-    out_shape = cfg.x_shape(T, B)[:-1] + (cfg.num_directions * cfg.h_out,)
-    seeds = make_seeds(cfg, rng, out_shape, B)
-    return params, bufs, x, states, lengths, seeds
+    return draw_well_conditioned(cfg, rng, T, B, training=training, max_kappa=MAX_KAPPA,
+                                 lengths_kind=lengths_kind, with_hx=with_hx)  # fmt: skip
 
 
 def _module(rc, cfg, params, bufs, training):

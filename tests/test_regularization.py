@@ -26,15 +26,13 @@ from rnn_testing import (
     VARIANTS,
     Config,
     check_gradients,
+    draw_well_conditioned,
     make_inputs,
     make_module,
-    make_seeds,
-    norm_condition,
     pack_states,
     random_buffers,
     reference,
     reference_masks,
-    relu_margin,
     unpack_states,
 )
 
@@ -165,19 +163,8 @@ def test_float32_forward_matches_reference(rc, rng, variant):
 
 
 def _draw(cfg, rng, training, masks):
-    for _ in range(60):
-        params = cfg.make_params(rng, scale=0.7)
-        bufs = random_buffers(cfg, rng, 3)
-        x, states, lengths = make_inputs(cfg, rng, T, B, "mixed")
-        kw = dict(training=training, buffers=bufs, masks=masks)
-        if norm_condition(cfg, params, x, states, lengths, **kw) > 150.0:
-            continue
-        if relu_margin(cfg, params, x, states, lengths, **kw) > 1e-4:
-            break
-    else:  # pragma: no cover - practically impossible
-        raise AssertionError("could not draw well-conditioned inputs")
-    out_shape = cfg.x_shape(T, B)[:-1] + (cfg.num_directions * cfg.h_out,)
-    return params, bufs, x, states, lengths, make_seeds(cfg, rng, out_shape, B)
+    """Well-conditioned data (the bound of tests/test_norm_gradcheck.py) under these masks."""
+    return draw_well_conditioned(cfg, rng, T, B, training=training, max_kappa=150.0, masks=masks)
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
