@@ -58,7 +58,8 @@ std::vector<NormParam> NormParams(const ModelConfig& c) {
 }
 
 // x (rows, D) under the variational input mask of (layer, dir): row r is
-// multiplied by mask row r % B. Returns the masked copy, kept in *scratch.
+// multiplied by mask row r % B. Returns the masked copy, kept in *scratch;
+// the mask is kept in *mask for the backward (internal::MaskSequenceRows).
 template <typename T>
 const T* MaskedInput(const T* x, Index rows, Index batch, Index D, double p, std::uint64_t seed,
                      Index layer, Index dir, Buffer<T>* mask, Buffer<T>* scratch) {
@@ -66,22 +67,8 @@ const T* MaskedInput(const T* x, Index rows, Index batch, Index D, double p, std
   mask->resize(static_cast<size_t>(batch * D));
   internal::DropoutMask(draw, p, 0, batch * D, mask->data());
   scratch->resize(static_cast<size_t>(rows * D));
-  internal::ForChunks(rows, internal::kRowChunk, [&](Index r0, Index n) {
-    for (Index r = r0; r < r0 + n; ++r)
-      VectorMap<T>(scratch->data() + r * D, D) =
-          ConstVectorMap<T>(x + r * D, D).cwiseProduct(ConstVectorMap<T>(mask->data() + (r % batch) * D, D));
-  });
+  internal::MaskSequenceRows(x, rows, batch, D, mask->data(), scratch->data());
   return scratch->data();
-}
-
-// dx (rows, D) *= its input mask (the backward of MaskedInput).
-template <typename T>
-void MaskRows(T* dx, Index rows, Index batch, Index D, const T* mask) {
-  internal::ForChunks(rows, internal::kRowChunk, [&](Index r0, Index n) {
-    for (Index r = r0; r < r0 + n; ++r)
-      VectorMap<T>(dx + r * D, D) =
-          ConstVectorMap<T>(dx + r * D, D).cwiseProduct(ConstVectorMap<T>(mask + (r % batch) * D, D));
-  });
 }
 
 // a (rows, width) *= the dropout mask of layer's output: elementwise, so the
@@ -456,7 +443,7 @@ void Model<T>::Backward(ModelTape<T>* tape, const T* dout, const T* dh_n, const 
           break;
         }
       }
-      if (in_drop) MaskRows(dxd, rows, batch, in, mask.data());
+      if (in_drop) internal::MaskSequenceRows(dxd, rows, batch, in, mask.data(), dxd);
       if (step_norms)
         for (Index t = 0; t < steps; ++t) step_norms[s * steps + t] = std::sqrt(dh_sq[static_cast<size_t>(t)]);
     });

@@ -22,6 +22,7 @@
 
 #include "rnncore/cell.h"
 #include "rnncore/common.h"
+#include "sequence_ops.h"
 
 namespace rnncore {
 namespace internal {
@@ -71,6 +72,18 @@ void DropoutMask(const Bernoulli& draw, double p, std::uint64_t i0, Index n, T* 
   draw.Fill(i0, n, T(0), static_cast<T>(1.0 / (1.0 - p)), out);
 }
 
+// A variational mask applied to position-ordered rows: dst row r = src row r
+// times mask row r % batch (the row's sequence), width values each, rows
+// [0, rows). dst may be src. Split over fixed row chunks.
+template <typename T>
+void MaskSequenceRows(const T* src, Index rows, Index batch, Index width, const T* mask, T* dst) {
+  ForChunks(rows, kRowChunk, [&](Index r0, Index n) {
+    for (Index r = r0; r < r0 + n; ++r)
+      VectorMap<T>(dst + r * width, width) = ConstVectorMap<T>(src + r * width, width)
+                                                 .cwiseProduct(ConstVectorMap<T>(mask + (r % batch) * width, width));
+  });
+}
+
 // Variational dropout of the recurrent input: the product with W_hh sees
 // u = h_{t-1} * m, one mask row m (P) per sequence for the whole sequence.
 // Inactive unless training with recurrent_dropout > 0.
@@ -91,26 +104,24 @@ class RecurrentDropout {
   // The recurrent product's input for step states h (B, P).
   const T* Apply(const T* h) {
     if (!active()) return h;
-    VectorMap<T>(u_.data(), batch_ * width_) =
-        ConstVectorMap<T>(h, batch_ * width_).cwiseProduct(ConstVectorMap<T>(mask_.data(), batch_ * width_));
+    MaskSequenceRows(h, batch_, batch_, width_, mask_.data(), u_.data());
     return u_.data();
   }
   // One row: u = h * m for sequence b.
   void ApplyRow(Index b, const T* h, T* u) const {
-    VectorMap<T>(u, width_) = ConstVectorMap<T>(h, width_).cwiseProduct(ConstVectorMap<T>(mask(b), width_));
+    VectorMap<T>(u, width_) =
+        ConstVectorMap<T>(h, width_).cwiseProduct(ConstVectorMap<T>(mask(b), width_));
   }
   // d (B, P) *= m: the gradient of u turned into that of h.
   void MaskGradient(T* d) const {
-    if (!active()) return;
-    VectorMap<T>(d, batch_ * width_) =
-        ConstVectorMap<T>(d, batch_ * width_).cwiseProduct(ConstVectorMap<T>(mask_.data(), batch_ * width_));
+    if (active()) MaskSequenceRows(d, batch_, batch_, width_, mask_.data(), d);
   }
   // The position-ordered recurrent inputs (rows, P) for the weight gradient:
   // h_prev itself, or h_prev * m in scratch.
   const T* History(const T* h_prev, Index rows, Buffer<T>* scratch) const {
     if (!active()) return h_prev;
     scratch->resize(static_cast<size_t>(rows * width_));
-    for (Index r = 0; r < rows; ++r) ApplyRow(r % batch_, h_prev + r * width_, scratch->data() + r * width_);
+    MaskSequenceRows(h_prev, rows, batch_, width_, mask_.data(), scratch->data());
     return scratch->data();
   }
 

@@ -47,15 +47,16 @@ constexpr Index PanelWidth() {
   return 2 * kVectorBytes / static_cast<Index>(sizeof(T));
 }
 
-// Packs M (K, N), element (k, n) at src[k * sk + n * sn], into panels:
-// dst[(p * K + k) * PW + j] = M(k, p * PW + j), zero for columns >= N.
-// dst holds NumPanels(N) * K * PW values.
+// Panels that hold n columns.
 template <typename T>
 constexpr Index NumPanels(Index n) {
   return (n + PanelWidth<T>() - 1) / PanelWidth<T>();
 }
 
-// Packs panels [p0, p1) only (callers split the panels over threads).
+// Packs M (K, N), element (k, n) at src[k * sk + n * sn], into panels:
+// dst[(p * K + k) * PW + j] = M(k, p * PW + j), zero for columns >= N.
+// dst holds NumPanels(N) * K * PW values; this call fills panels [p0, p1)
+// (callers split the panels over threads).
 template <typename T>
 void PackPanels(const T* src, Index K, Index N, Index sk, Index sn, T* dst, Index p0, Index p1) {
   constexpr Index PW = PanelWidth<T>();
