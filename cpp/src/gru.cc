@@ -210,7 +210,8 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
       if (seq.Row(k, b) < 0) continue;
       VectorMap<T>(dh + b * H, H) =
           ConstVectorMap<T>(dh_new.data() + b * H, H) + ConstVectorMap<T>(direct.data() + b * H, H);
-      if (zone.active()) VectorMap<T>(dh + b * H, H) += ConstVectorMap<T>(zdirect.data() + b * H, H);
+      if (zone.active())
+        VectorMap<T>(dh + b * H, H) += ConstVectorMap<T>(zdirect.data() + b * H, H);
     }
   }
 

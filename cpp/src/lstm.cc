@@ -218,8 +218,10 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
     for (Index b = 0; b < B; ++b) {
       if (seq.Row(k, b) < 0) continue;
       CopyRow(dh_new.data() + b * P, dh + b * P, P);
-      if (zh.active()) VectorMap<T>(dh + b * P, P) += ConstVectorMap<T>(dh_direct.data() + b * P, P);
-      if (zc.active()) VectorMap<T>(dc + b * H, H) += ConstVectorMap<T>(dc_direct.data() + b * H, H);
+      if (zh.active())
+        VectorMap<T>(dh + b * P, P) += ConstVectorMap<T>(dh_direct.data() + b * P, P);
+      if (zc.active())
+        VectorMap<T>(dc + b * H, H) += ConstVectorMap<T>(dc_direct.data() + b * H, H);
     }
   }
 

@@ -3,11 +3,11 @@
 #include <algorithm>
 #include <cstring>
 
+#include "regularize.h"
 #include "rnncore/gru.h"
 #include "rnncore/lstm.h"
 #include "rnncore/rnn.h"
 #include "rnncore/runtime.h"
-#include "regularize.h"
 #include "sequence_ops.h"
 
 namespace rnncore {
@@ -445,7 +445,8 @@ void Model<T>::Backward(ModelTape<T>* tape, const T* dout, const T* dh_n, const 
       }
       if (in_drop) internal::MaskSequenceRows(dxd, rows, batch, in, mask.data(), dxd);
       if (step_norms)
-        for (Index t = 0; t < steps; ++t) step_norms[s * steps + t] = std::sqrt(dh_sq[static_cast<size_t>(t)]);
+        for (Index t = 0; t < steps; ++t)
+          step_norms[s * steps + t] = std::sqrt(dh_sq[static_cast<size_t>(t)]);
     });
     if (Dn == 2) VectorMap<T>(dxl, rows * in) += ConstVectorMap<T>(dx_rev.data(), rows * in);
     if (l > 0) {

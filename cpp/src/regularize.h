@@ -58,7 +58,8 @@ class Bernoulli {
   // out[j] = hit ? on_hit : on_miss for elements i0 .. i0 + n - 1.
   template <typename T>
   void Fill(std::uint64_t i0, Index n, T on_hit, T on_miss, T* out) const {
-    for (Index j = 0; j < n; ++j) out[j] = Hit(i0 + static_cast<std::uint64_t>(j)) ? on_hit : on_miss;
+    for (Index j = 0; j < n; ++j)
+      out[j] = Hit(i0 + static_cast<std::uint64_t>(j)) ? on_hit : on_miss;
   }
 
  private:
@@ -79,8 +80,9 @@ template <typename T>
 void MaskSequenceRows(const T* src, Index rows, Index batch, Index width, const T* mask, T* dst) {
   ForChunks(rows, kRowChunk, [&](Index r0, Index n) {
     for (Index r = r0; r < r0 + n; ++r)
-      VectorMap<T>(dst + r * width, width) = ConstVectorMap<T>(src + r * width, width)
-                                                 .cwiseProduct(ConstVectorMap<T>(mask + (r % batch) * width, width));
+      VectorMap<T>(dst + r * width, width) =
+          ConstVectorMap<T>(src + r * width, width)
+              .cwiseProduct(ConstVectorMap<T>(mask + (r % batch) * width, width));
   });
 }
 
@@ -139,14 +141,16 @@ class Zoneout {
  public:
   Zoneout(const CellConfig& c, MaskSite site, Index width)
       : p_(static_cast<T>(c.zoneout)), width_(width), training_(c.training) {
-    if (c.zoneout > 0 && c.training) draw_ = Bernoulli(MaskKey(c.seed, c.layer, c.direction, site), c.zoneout);
+    if (c.zoneout > 0 && c.training)
+      draw_ = Bernoulli(MaskKey(c.seed, c.layer, c.direction, site), c.zoneout);
   }
   bool active() const { return p_ > T(0); }
 
   // cur <- d * prev + (1 - d) * cur at position row r.
   void Blend(Index r, const T* prev, T* cur) const {
     if (!training_) {
-      VectorMap<T>(cur, width_) = p_ * ConstVectorMap<T>(prev, width_) + (T(1) - p_) * ConstVectorMap<T>(cur, width_);
+      VectorMap<T>(cur, width_) =
+          p_ * ConstVectorMap<T>(prev, width_) + (T(1) - p_) * ConstVectorMap<T>(cur, width_);
       return;
     }
     const std::uint64_t i0 = static_cast<std::uint64_t>(r * width_);

@@ -19,11 +19,11 @@ namespace internal {
 
 // Chunk sizes for splitting work over threads. They depend on nothing but the
 // problem, so a chunk's result never depends on the thread count.
-constexpr Index kRowChunk = 256;   // rows of (T*B, .) matrices
-constexpr Index kUnitChunk = 256;  // rows of weight-gradient matrices
-constexpr Index kPackChunk = 4;    // panels of a matrix being packed
+constexpr Index kRowChunk = 256;     // rows of (T*B, .) matrices
+constexpr Index kUnitChunk = 256;    // rows of weight-gradient matrices
+constexpr Index kPackChunk = 4;      // panels of a matrix being packed
 constexpr Index kReduceChunk = 256;  // rows of a weight gradient's reduction
-constexpr Index kStepChunk = 128;  // output columns of a per-step product (StepMatrix)
+constexpr Index kStepChunk = 128;    // output columns of a per-step product (StepMatrix)
 // A per-step product is split only when it has at least this many
 // multiply-adds: below it, waking threads costs more than it saves.
 constexpr Index kStepParallelMacs = Index(1) << 16;
@@ -77,8 +77,9 @@ template <typename T>
 class PackedMatrix {
  public:
   PackedMatrix(const T* w, Index K, Index N, Index sk, Index sn)
-      : K_(K), N_(N), data_(static_cast<size_t>(kernels::NumPanels<T>(N) * K *
-                                                kernels::PanelWidth<T>())) {
+      : K_(K),
+        N_(N),
+        data_(static_cast<size_t>(kernels::NumPanels<T>(N) * K * kernels::PanelWidth<T>())) {
     // Fixed chunks of panels: each is packed the same way on any thread.
     ForChunks(kernels::NumPanels<T>(N), kPackChunk, [&](Index p0, Index n) {
       kernels::PackPanels(w, K, N, sk, sn, data_.data(), p0, p0 + n);
@@ -217,9 +218,8 @@ void InputSideGradients(Index rows, Index D, Index N, const T* x, Index ldx, con
     return;
   }
   const PackedMatrix<T> wih(w.w_ih, N, D, D, 1);
-  ForChunks(rows, kRowChunk, [&](Index r0, Index n) {
-    wih.Multiply(dax + r0 * N, n, N, dx + r0 * lddx, lddx);
-  });
+  ForChunks(rows, kRowChunk,
+            [&](Index r0, Index n) { wih.Multiply(dax + r0 * N, n, N, dx + r0 * lddx, lddx); });
 }
 
 }  // namespace internal

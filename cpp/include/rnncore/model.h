@@ -103,7 +103,7 @@ class ModelTape {
   friend class Model<T>;
   const void* owner_ = nullptr;
   bool consumed_ = false;
-  bool training_ = true;  // the mode of the forward pass (batch norm statistics)
+  bool training_ = true;    // the mode of the forward pass (batch norm statistics)
   std::uint64_t seed_ = 0;  // of the regularization masks
   Index steps_ = 0, batch_ = 0;
   std::vector<std::int64_t> lengths_;  // empty: all sequences have length T

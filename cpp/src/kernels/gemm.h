@@ -126,8 +126,8 @@ inline void PanelRest(const T* a, Index ra, Index ka, Index K, const T* panel, T
 // [k0, k0 + K) of a taller packed matrix are used: pass packed + k0 * PW).
 // c points at column 0.
 template <typename T>
-void PanelProduct(const T* a, Index B, Index K, Index ra, Index ka, const T* packed,
-                  Index stride, Index N, Index p0, Index p1, T* c, Index ldc, bool accumulate) {
+void PanelProduct(const T* a, Index B, Index K, Index ra, Index ka, const T* packed, Index stride,
+                  Index N, Index p0, Index p1, T* c, Index ldc, bool accumulate) {
   constexpr Index PW = PanelWidth<T>();
   for (Index p = p0; p < p1; ++p) {
     const Index cols = std::min(PW, N - p * PW);
@@ -139,8 +139,8 @@ void PanelProduct(const T* a, Index B, Index K, Index ra, Index ka, const T* pac
     const T* ab = a + b * ra;
     T* cb = cp + b * ldc;
     switch (B - b) {
-#define RNNCORE_REST(n) \
-  case n:               \
+#define RNNCORE_REST(n)                                               \
+  case n:                                                             \
     PanelRest<T, n>(ab, ra, ka, K, panel, cb, ldc, cols, accumulate); \
     break;
       RNNCORE_REST(1)
