@@ -215,6 +215,8 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
     }
   }
 
+  nh.FinishBackward();
+
   // Bias gradients come from the terms as they enter the gates; the weight
   // gradients from those terms before normalization.
   const T* dbh = after ? dah.data() : dax.data();

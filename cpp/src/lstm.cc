@@ -165,6 +165,12 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
   std::optional<internal::StepMatrix<T>> whr;                 // W_hr
   if (proj) whr.emplace(w_.w_hr, P, H, H, 1, B);
 
+  const bool nc_rows = nc.active() && nc.backward_row_local();
+  const bool nh_rows = nh.active() && nh.backward_row_local();
+  const Index slots = internal::NumChunks(B, internal::kStepRows);
+  if (nc_rows) nc.BeginRowBackward(grads.gc, grads.bc, slots);
+  if (nh_rows) nh.BeginRowBackward(grads.gh, nullptr, slots);
+
   for (Index k = steps - 1; k >= 0; --k) {
     for (Index b = 0; b < B; ++b) {
       const Index r = seq.Row(k, b);
@@ -184,7 +190,9 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
         if (r >= 0) CopyRow(dh + b * P, dh_out.data() + r * P, P);
       }
     }
-    if (nc.active()) {  // the output path's gradient into c goes through N_c
+    // Sites whose backward treats rows on their own (layer norm, batch norm
+    // in eval mode) run inside the row pass; batch statistics need the step.
+    if (nc.active() && !nc_rows) {  // the output path's gradient into c goes through N_c
       for (Index b = 0; b < B; ++b) {
         const Index r = seq.Row(k, b);
         if (r < 0) continue;
@@ -202,8 +210,14 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
         return;
       }
       const T* gates = tape.gates.data() + r * G;
+      const Index slot = b / internal::kStepRows;
       if (nc.active()) {
-        VectorMap<T>(dc + b * H, H) += ConstVectorMap<T>(dcn.data() + b * H, H);
+        T* dcnb = dcn.data() + b * H;
+        if (nc_rows) {
+          kernels::LstmOutputBackward(H, gates, tape.aux.data() + r * H, dm + b * H, dcnb);
+          nc.BackwardRow(k, dcnb, r, slot);
+        }
+        VectorMap<T>(dc + b * H, H) += ConstVectorMap<T>(dcnb, H);
         kernels::LstmGatesBackward(H, gates, tape.c_prev.data() + r * H, tape.aux.data() + r * H,
                                    dm + b * H, dc + b * H, ds);
       } else {
@@ -211,8 +225,13 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
                               dm + b * H, dc + b * H, ds);
       }
       CopyRow(ds, dz.data() + r * G, G);
+      if (nh_rows) {
+        nh.BackwardRow(k, ds, r, slot);
+        CopyRow(ds, dah.data() + r * G, G);
+      }
     });
-    if (nh.active()) nh.BackwardStepRows(seq, k, dstep.data(), grads.gh, nullptr, dah.data());
+    if (nh.active() && !nh_rows)
+      nh.BackwardStepRows(seq, k, dstep.data(), grads.gh, nullptr, dah.data());
     whh.Product(dstep.data(), G, dh_new.data(), P);
     rd.MaskGradient(dh_new.data());
     for (Index b = 0; b < B; ++b) {
@@ -224,6 +243,9 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
         VectorMap<T>(dc + b * H, H) += ConstVectorMap<T>(dc_direct.data() + b * H, H);
     }
   }
+
+  nc.FinishBackward();
+  nh.FinishBackward();
 
   const T* dwh = nh.active() ? dah.data() : dz.data();
   Buffer<T> dax;

@@ -202,16 +202,15 @@ class NormSite {
   }
 
   // Backward of step k: dy rows (gradients of this site's output) become the
-  // gradients of its input, in place. Parameter gradients are added.
+  // gradients of its input, in place. Parameter gradients are added: at once
+  // for batch statistics, else (rows normalized on their own) per slot, and
+  // FinishBackward adds the slots to dgamma and dbeta.
   void BackwardStep(Index k, const StepRows<T>& dy, T* dgamma, T* dbeta) {
     if (kind_ == SiteKind::kNone || dy.count() == 0) return;
-    if (kind_ == SiteKind::kLayer) {
-      for (Index i = 0; i < dy.count(); ++i) {
-        const Index pos = dy.positions[i];
-        kernels::LayerNormBackward(n_, dy.rows[i], XhatRow(pos),
-                                   tape_->rstd[static_cast<size_t>(pos)], gamma_, dy.rows[i], false,
-                                   dgamma, dbeta);
-      }
+    if (backward_row_local()) {
+      BeginRowBackward(dgamma, dbeta, NumChunks(dy.count(), kStepRows));
+      ForRows(dy.count(), n_,
+              [&](Index i) { BackwardRow(k, dy.rows[i], dy.positions[i], i / kStepRows); });
       return;
     }
     const T* r = RstdFor(k);
@@ -221,12 +220,54 @@ class NormSite {
       Buffer<T> scratch(static_cast<size_t>(2 * n_));
       kernels::BatchNormBackward(dy.count(), dys.data(), xhs.data(), n_, r, gamma_, dy.rows.data(),
                                  false, dgamma, dbeta, scratch.data());
-      return;
     }
-    if (kind_ == SiteKind::kBatchSeq && training_) return;  // done in BackwardAll
-    for (Index i = 0; i < dy.count(); ++i)
-      kernels::BatchNormAffineBackward(n_, dy.rows[i], XhatRow(dy.positions[i]), r, gamma_,
-                                       dy.rows[i], false, dgamma, dbeta);
+    // kBatchSeq in training: done in BackwardAll.
+  }
+
+  // Whether the backward pass treats each row on its own: layer norm, and
+  // batch norm in eval mode (a fixed affine map).
+  bool backward_row_local() const {
+    return kind_ == SiteKind::kLayer || (kind_ != SiteKind::kNone && !training_);
+  }
+
+  // Row-by-row backward (backward_row_local sites), which a cell may run
+  // inside its own row loop: BeginRowBackward before the loop with the slots
+  // its rows use, BackwardRow for each active row (any thread; each slot is
+  // used by one thread at a time, its rows in a fixed order), then
+  // FinishBackward after the time loop. Slots depend only on the problem, so
+  // the parameter gradients do not depend on the thread count.
+  void BeginRowBackward(T* dgamma, T* dbeta, Index slots) {
+    dgamma_ = dgamma;
+    dbeta_ = dbeta;
+    slots_ = std::max(slots_, slots);
+    const auto size = static_cast<size_t>(slots_ * n_);
+    if (slot_gamma_.size() < size) slot_gamma_.resize(size, T(0));
+    if (dbeta && slot_beta_.size() < size) slot_beta_.resize(size, T(0));
+  }
+
+  // Backward of the row of position pos at step k, in place.
+  void BackwardRow(Index k, T* row, Index pos, Index slot) {
+    T* dg = slot_gamma_.data() + slot * n_;
+    T* db = dbeta_ ? slot_beta_.data() + slot * n_ : nullptr;
+    if (kind_ == SiteKind::kLayer)
+      kernels::LayerNormBackward(n_, row, XhatRow(pos), tape_->rstd[static_cast<size_t>(pos)],
+                                 gamma_, row, false, dg, db);
+    else
+      kernels::BatchNormAffineBackward(n_, row, XhatRow(pos), RstdFor(k), gamma_, row, false, dg,
+                                       db);
+  }
+
+  // Adds the slots' parameter gradients, in slot order, and clears them.
+  void FinishBackward() {
+    for (Index s = 0; s < slots_; ++s) {
+      T* dg = slot_gamma_.data() + s * n_;
+      VectorMap<T>(dgamma_, n_) += ConstVectorMap<T>(dg, n_);
+      std::fill(dg, dg + n_, T(0));
+      if (!dbeta_) continue;
+      T* db = slot_beta_.data() + s * n_;
+      VectorMap<T>(dbeta_, n_) += ConstVectorMap<T>(db, n_);
+      std::fill(db, db + n_, T(0));
+    }
   }
 
   // BackwardStep over the active rows of a (B, width) step matrix, in place,
@@ -260,6 +301,19 @@ class NormSite {
       kernels::BatchNormBackward(static_cast<Index>(rows.size()), dys.data(), xhs.data(), n_,
                                  RstdFor(0), gamma_, rows.data(), false, dgamma, dbeta,
                                  scratch.data());
+      return;
+    }
+    if (backward_row_local()) {  // in chunks of steps, one slot each
+      const Index steps_per_chunk = std::max<Index>(1, kRowChunk / seq.batch());
+      BeginRowBackward(dgamma, dbeta, NumChunks(seq.steps(), steps_per_chunk));
+      ForChunks(seq.steps(), steps_per_chunk, [&](Index k0, Index n) {
+        for (Index k = k0; k < k0 + n; ++k)
+          for (Index b = 0; b < seq.batch(); ++b) {
+            const Index row = seq.Row(k, b);
+            if (row >= 0) BackwardRow(k, da + row * n_, row, k0 / steps_per_chunk);
+          }
+      });
+      FinishBackward();
       return;
     }
     for (Index k = 0; k < seq.steps(); ++k) {
@@ -312,6 +366,11 @@ class NormSite {
   RunningStats<T>* stats_;
   NormTape<T>* tape_;
   Buffer<T> mean_, var_, r_;
+  // Row-by-row backward: parameter-gradient slots and where they go.
+  Buffer<T> slot_gamma_, slot_beta_;
+  Index slots_ = 0;
+  T* dgamma_ = nullptr;
+  T* dbeta_ = nullptr;
 };
 
 }  // namespace internal

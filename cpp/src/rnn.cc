@@ -131,6 +131,8 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
       if (zone.active()) VectorMap<T>(dh + b * H, H) += ConstVectorMap<T>(direct.data() + b * H, H);
     }
   }
+  nh.FinishBackward();
+
   const T* dwh = nh.active() ? dah.data() : dz.data();
   // The input term's gradient: the normalized sum's (norm="layer", where the
   // input site is the identity), or dz through the input-side norm.

@@ -184,6 +184,20 @@ void WeightGradient(const T* da, Index rows, Index N, Index ldda, const T* x, In
   });
 }
 
+// out (N) += the column sums of a (rows, N), each column summed over rows in
+// order. Split over fixed chunks of columns.
+template <typename T>
+void AddColumnSums(const T* a, Index rows, Index N, T* out) {
+  auto columns = [&](Index c0, Index n) {
+    auto acc = VectorMap<T>(out + c0, n);
+    for (Index r = 0; r < rows; ++r) acc += ConstVectorMap<T>(a + r * N + c0, n);
+  };
+  if (rows * N < kStepParallelValues)
+    columns(0, N);
+  else
+    ForChunks(N, kStepChunk, columns);
+}
+
 // The step-state h (B, n): initial value or zeros.
 template <typename T>
 Buffer<T> InitialState(const T* init, Index batch, Index n) {
@@ -209,8 +223,15 @@ void InputSideGradients(Index rows, Index D, Index N, const T* x, Index ldx, con
                         const T* dbx, const T* dbh, const CellWeights<T>& w, const CellGrads<T>& g,
                         T* dx, Index lddx, bool accumulate_dx) {
   WeightGradient(dax, rows, N, N, x, D, ldx, g.w_ih);
-  VectorMap<T>(g.b_ih, N) += CView(dbx, rows, N).colwise().sum();
-  VectorMap<T>(g.b_hh, N) += CView(dbh, rows, N).colwise().sum();
+  if (dbx == dbh) {  // one term's gradient (both biases added after any norm)
+    Buffer<T> sums(static_cast<size_t>(N), T(0));
+    AddColumnSums(dbx, rows, N, sums.data());
+    VectorMap<T>(g.b_ih, N) += ConstVectorMap<T>(sums.data(), N);
+    VectorMap<T>(g.b_hh, N) += ConstVectorMap<T>(sums.data(), N);
+  } else {
+    AddColumnSums(dbx, rows, N, g.b_ih);
+    AddColumnSums(dbh, rows, N, g.b_hh);
+  }
   if (accumulate_dx) {
     ForChunks(rows, kRowChunk, [&](Index r0, Index n) {
       View(dx + r0 * lddx, n, D, lddx).noalias() += CView(dax + r0 * N, n, N) * CView(w.w_ih, N, D);
