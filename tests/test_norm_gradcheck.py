@@ -34,6 +34,9 @@ from rnn_testing import (
     check_gradients,
     draw_well_conditioned,
     make_module,
+    pack_states,
+    reference_with_buffers,
+    unpack_states,
 )
 
 T, B = 5, 4
@@ -198,3 +201,40 @@ def test_batch_input_gradient_sum_over_all_positions_vanishes(rc, rng, variant):
     _assert_nonzero(grad_x.sum(axis=1), "per-step sums")  # only the total vanishes
     grad_x, _, _ = _grads(rc, cfg, rng, False, "mixed")
     _assert_nonzero(grad_x.sum(axis=(0, 1)), "eval-mode sum_{t,b} dL/dx")
+
+
+# Sizes at which the core splits a step's normalization over threads: a step's rows x width
+# reaches 2**13 values (sequence_ops.h), so the batch norms run in column chunks and the layer
+# norms' (and eval batch norms') backward in row chunks that keep their parameter gradients in
+# per-chunk slots. B_SPLIT sequences times the widest site: LSTM 4 * 96, GRU 3 * 128, RNN 352.
+B_SPLIT = 24
+SPLIT_HIDDEN = {"lstm": 96, "gru": 128, "rnn_tanh": 352}
+SPLIT_PASS_TOL = 1e-10  # float64 whole pass: rounding ~1e-14 * kappa / 4 <= 4e-13; 250x margin
+
+
+@pytest.mark.parametrize("norm,training", MODES)
+@pytest.mark.parametrize("variant", list(SPLIT_HIDDEN))
+def test_forward_and_gradients_at_sizes_split_over_threads(rc, rng, variant, norm, training):
+    assert B_SPLIT * {"lstm": 4, "gru": 3}.get(variant, 1) * SPLIT_HIDDEN[variant] >= 2**13
+    cfg = Config.from_variant(
+        variant, norm=norm, input_size=5, hidden_size=SPLIT_HIDDEN[variant], bidirectional=True
+    )
+    params, bufs, x, states, lengths, seeds = draw_well_conditioned(
+        cfg, rng, 3, B_SPLIT, training=training, max_kappa=MAX_KAPPA
+    )
+    threads = rc.get_num_threads()
+    rc.set_num_threads(2)
+    try:
+        m = _module(rc, cfg, params, bufs, training)
+        out, hn = m(x, pack_states(cfg, states), lengths)
+        ref_out, ref_states, ref_bufs = reference_with_buffers(
+            cfg, params, x, states, lengths, training=training, buffers=bufs
+        )
+        for got, want in zip([out, *unpack_states(cfg, hn)], [ref_out, *ref_states]):
+            np.testing.assert_allclose(got, want, rtol=0, atol=SPLIT_PASS_TOL)
+        for name, want in ref_bufs.items():  # running statistics updated column chunk by chunk
+            np.testing.assert_allclose(m.buffers()[name], want, rtol=0, atol=SPLIT_PASS_TOL)
+        m = _module(rc, cfg, params, bufs, training)
+        check_gradients(m, cfg, x, states, lengths, seeds, rng, entries=6, richardson=True)
+    finally:
+        rc.set_num_threads(threads)

@@ -143,28 +143,23 @@ class NormSite {
       return;
     }
     // Batch norm over this step's rows (kBatchStep) or with whole-sequence
-    // statistics computed beforehand (kBatchSeq).
-    const T* mean;
-    const T* r;
-    if (kind_ == SiteKind::kBatchStep && training_) {
-      kernels::BatchStats(s.count(), s.rows.data(), n_, mean_.data(), var_.data());
-      Update(k, s.count());
-      kernels::InverseStd(n_, var_.data(), eps_, r_.data());
-      mean = mean_.data();
-      r = r_.data();
-    } else if (kind_ == SiteKind::kBatchSeq && training_) {
-      mean = mean_.data();  // set by ForwardAll
-      r = r_.data();
-    } else {
-      const Index row = kind_ == SiteKind::kBatchSeq ? 0 : k;
-      stats_->EvalRow(row, eps_, mean_.data(), r_.data());
-      mean = mean_.data();
-      r = r_.data();
-    }
-    if (tape_) std::copy(r, r + n_, RstdFor(k));
-    for (Index i = 0; i < s.count(); ++i)
-      kernels::BatchNormApply(n_, s.rows[i], mean, r, gamma_, beta_,
-                              tape_ ? XhatRow(s.positions[i]) : nullptr, s.rows[i]);
+    // statistics computed beforehand (kBatchSeq), split over columns.
+    const Index count = s.count();
+    const bool step_stats = kind_ == SiteKind::kBatchStep && training_;
+    if (!training_)
+      stats_->EvalRow(kind_ == SiteKind::kBatchSeq ? 0 : k, eps_, mean_.data(), r_.data());
+    ForColumns(count, [&](Index c0, Index n) {
+      if (step_stats) {
+        kernels::BatchStats(count, s.rows.data(), c0, n, mean_.data() + c0, var_.data() + c0);
+        Update(k, count, c0, c0 + n);
+        kernels::InverseStd(n, var_.data() + c0, eps_, r_.data() + c0);
+      }
+      if (tape_) std::copy(r_.data() + c0, r_.data() + c0 + n, RstdFor(k) + c0);
+      for (Index i = 0; i < count; ++i)
+        kernels::BatchNormApply(n, s.rows[i] + c0, mean_.data() + c0, r_.data() + c0, gamma_ + c0,
+                                beta_ ? beta_ + c0 : nullptr,
+                                tape_ ? XhatRow(s.positions[i]) + c0 : nullptr, s.rows[i] + c0);
+    });
   }
 
   // Normalizes in place a whole position-ordered (T*B, width) matrix a whose
@@ -179,10 +174,12 @@ class NormSite {
           const Index row = seq.Row(k, b);
           if (row >= 0) all.push_back(a + row * n_);
         }
-      kernels::BatchStats(static_cast<Index>(all.size()), all.data(), n_, mean_.data(),
-                          var_.data());
-      Update(0, static_cast<Index>(all.size()));
-      kernels::InverseStd(n_, var_.data(), eps_, r_.data());
+      const auto count = static_cast<Index>(all.size());
+      ForColumns(count, [&](Index c0, Index n) {
+        kernels::BatchStats(count, all.data(), c0, n, mean_.data() + c0, var_.data() + c0);
+        Update(0, count, c0, c0 + n);
+        kernels::InverseStd(n, var_.data() + c0, eps_, r_.data() + c0);
+      });
     }
     if (row_local()) {  // all rows at once, in chunks of about kRowChunk rows
       const Index steps_per_chunk = std::max<Index>(1, kRowChunk / seq.batch());
@@ -217,9 +214,7 @@ class NormSite {
     if (kind_ == SiteKind::kBatchStep && training_) {
       std::vector<const T*> dys(dy.rows.begin(), dy.rows.end()), xhs;
       for (Index pos : dy.positions) xhs.push_back(XhatRow(pos));
-      Buffer<T> scratch(static_cast<size_t>(2 * n_));
-      kernels::BatchNormBackward(dy.count(), dys.data(), xhs.data(), n_, r, gamma_, dy.rows.data(),
-                                 false, dgamma, dbeta, scratch.data());
+      GroupBackward(dy.count(), dys.data(), xhs.data(), r, dy.rows.data(), dgamma, dbeta);
     }
     // kBatchSeq in training: done in BackwardAll.
   }
@@ -297,10 +292,8 @@ class NormSite {
           xhs.push_back(XhatRow(s.positions[static_cast<size_t>(i)]));
         }
       }
-      Buffer<T> scratch(static_cast<size_t>(2 * n_));
-      kernels::BatchNormBackward(static_cast<Index>(rows.size()), dys.data(), xhs.data(), n_,
-                                 RstdFor(0), gamma_, rows.data(), false, dgamma, dbeta,
-                                 scratch.data());
+      GroupBackward(static_cast<Index>(rows.size()), dys.data(), xhs.data(), RstdFor(0),
+                    rows.data(), dgamma, dbeta);
       return;
     }
     if (backward_row_local()) {  // in chunks of steps, one slot each
@@ -352,9 +345,31 @@ class NormSite {
 
   // Running statistics, PyTorch's rule: a step with fewer than 2 sequences
   // updates nothing; the variance is the unbiased one.
-  void Update(Index row, Index count) {
+  void Update(Index row, Index count, Index c0, Index c1) {
     if (!stats_ || count < 2) return;
-    stats_->Update(row, momentum_, mean_.data(), var_.data(), count);
+    stats_->Update(row, momentum_, mean_.data(), var_.data(), count, c0, c1);
+  }
+
+  // fn(c0, n) over the columns of a batch-norm group of `count` rows: split
+  // in fixed chunks when the group is large.
+  template <typename F>
+  void ForColumns(Index count, F&& fn) const {
+    if (count * n_ < kStepParallelValues)
+      fn(0, n_);
+    else
+      ForChunks(n_, kStepChunk, fn);
+  }
+
+  // Training-mode batch-norm backward of one group, in place, split over
+  // columns (each column's sums are over the rows in order either way).
+  void GroupBackward(Index count, const T* const* dy, const T* const* xhat, const T* r,
+                     T* const* da, T* dgamma, T* dbeta) {
+    Buffer<T> scratch(static_cast<size_t>(2 * n_));
+    ForColumns(count, [&](Index c0, Index n) {
+      kernels::BatchNormBackward(count, dy, xhat, c0, n, r + c0, gamma_ + c0, da, false,
+                                 dgamma + c0, dbeta ? dbeta + c0 : nullptr,
+                                 scratch.data() + 2 * c0);
+    });
   }
 
   SiteKind kind_;

@@ -80,10 +80,12 @@ class RunningStats {
       r[j] = T(1) / std::sqrt(var_[static_cast<size_t>(row * width_ + j)] + eps);
     }
   }
-  // run <- (1 - m) run + m stat, with the unbiased variance var n / (n - 1).
-  void Update(Index row, T momentum, const T* mean, const T* var, Index n) {
+  // run <- (1 - m) run + m stat, with the unbiased variance var n / (n - 1),
+  // over columns [c0, c1) (the whole row by default).
+  void Update(Index row, T momentum, const T* mean, const T* var, Index n, Index c0 = 0,
+              Index c1 = -1) {
     const T unbias = T(n) / T(n - 1);
-    for (Index j = 0; j < width_; ++j) {
+    for (Index j = c0; j < (c1 < 0 ? width_ : c1); ++j) {
       T& rm = mean_[static_cast<size_t>(row * width_ + j)];
       T& rv = var_[static_cast<size_t>(row * width_ + j)];
       rm = (T(1) - momentum) * rm + momentum * mean[j];

@@ -54,19 +54,22 @@ inline void LayerNormBackward(Index n, const T* dy, const T* xhat, T r, const T*
 }
 
 // ------------------------------------------------------------- batch norm
-// The rows are given as pointers (rows[i], width n each): the sequences
-// active at one step, in batch order.
+// The rows are given as pointers (rows[i]): the sequences active at one step,
+// in batch order, or every active position. Columns are independent, so the
+// group kernels work on columns [col, col + n) of the rows (callers split the
+// columns over threads); their per-column arrays (mean, var, r, gamma, the
+// parameter gradients, scratch) are passed already offset to column col.
 
 // Biased mean and variance of each column over the rows (two passes).
 template <typename T>
-inline void BatchStats(Index count, const T* const* rows, Index n, T* mean, T* var) {
+inline void BatchStats(Index count, const T* const* rows, Index col, Index n, T* mean, T* var) {
   auto mu = A(mean, n);
   auto v = A(var, n);
   mu.setZero();
-  for (Index i = 0; i < count; ++i) mu += A(rows[i], n);
+  for (Index i = 0; i < count; ++i) mu += A(rows[i] + col, n);
   mu /= T(count);
   v.setZero();
-  for (Index i = 0; i < count; ++i) v += (A(rows[i], n) - mu).square();
+  for (Index i = 0; i < count; ++i) v += (A(rows[i] + col, n) - mu).square();
   v /= T(count);
 }
 
@@ -91,28 +94,31 @@ inline void BatchNormApply(Index n, const T* a, const T* mean, const T* r, const
 // Training-mode backward over the rows of one normalization group:
 //   da_i = r (ĝ_i - (1/n) Σ ĝ - â_i (1/n) Σ ĝ â),
 // da written (or added to when accumulate). dgamma += Σ dy â, dbeta += Σ dy.
-// scratch: 2 * n values. da rows may alias dy rows.
+// Columns [col, col + n) as above; scratch: 2 * n values. da rows may alias
+// dy rows.
 template <typename T>
-inline void BatchNormBackward(Index count, const T* const* dy, const T* const* xhat, Index n,
-                              const T* r, const T* gamma, T* const* da, bool accumulate, T* dgamma,
-                              T* dbeta, T* scratch) {
+inline void BatchNormBackward(Index count, const T* const* dy, const T* const* xhat, Index col,
+                              Index n, const T* r, const T* gamma, T* const* da, bool accumulate,
+                              T* dgamma, T* dbeta, T* scratch) {
   auto s1 = A(scratch, n);      // Σ dy
   auto s2 = A(scratch + n, n);  // Σ dy â
   s1.setZero();
   s2.setZero();
   for (Index i = 0; i < count; ++i) {
-    s1 += A(dy[i], n);
-    s2 += A(dy[i], n) * A(xhat[i], n);
+    s1 += A(dy[i] + col, n);
+    s2 += A(dy[i] + col, n) * A(xhat[i] + col, n);
   }
   A(dgamma, n) += s2;
   if (dbeta) A(dbeta, n) += s1;
   const T inv = T(1) / T(count);
   for (Index i = 0; i < count; ++i) {
     auto g = A(gamma, n);
+    auto d = A(dy[i] + col, n);
+    auto xh = A(xhat[i] + col, n);
     if (accumulate)
-      A(da[i], n) += A(r, n) * g * (A(dy[i], n) - s1 * inv - A(xhat[i], n) * s2 * inv);
+      A(da[i] + col, n) += A(r, n) * g * (d - s1 * inv - xh * s2 * inv);
     else
-      A(da[i], n) = A(r, n) * g * (A(dy[i], n) - s1 * inv - A(xhat[i], n) * s2 * inv);
+      A(da[i] + col, n) = A(r, n) * g * (d - s1 * inv - xh * s2 * inv);
   }
 }
 
