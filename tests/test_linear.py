@@ -262,3 +262,73 @@ def test_torch_parity_forward_backward(dtype, bias, rng):
     np.testing.assert_array_equal(m2.parameters()["weight"], t.weight.detach().numpy())
     with pytest.raises(TypeError, match="torch.nn.Linear"):
         rc.Linear.from_torch(torch.nn.LSTM(2, 3))
+
+
+# Sizes at which the core's dense layer packs its operands and splits rows and columns over
+# threads (more rows than one chunk of 256, several panels of outputs).
+BIG = dict(rows=(3, 211), in_features=70, out_features=45)
+
+
+def _big_case(rng, dtype):
+    m = rc.Linear(BIG["in_features"], BIG["out_features"], dtype=dtype, seed=3)
+    m.parameters()["bias"][...] = rng.standard_normal(BIG["out_features"])
+    x = rng.standard_normal(BIG["rows"] + (BIG["in_features"],)).astype(dtype)
+    gy = rng.standard_normal(BIG["rows"] + (BIG["out_features"],)).astype(dtype)
+    return m, x, gy
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_large_forward_and_backward_match_float64_algebra(dtype, rng):
+    """Forward and every gradient at sizes split over threads, against float64 einsum: dW =
+    gy^T x, db = sum of gy, dx = gy W. Tolerances: float64 sums of <= 633 products of O(1)
+    values, error ~ 633 * 1.1e-16 * |terms| ~ 1e-13 relative to sqrt(633) * O(1) sums: 1e-11
+    relative to the largest value; float32 the same with 6e-8: 3e-5."""
+    m, x, gy = _big_case(rng, dtype)
+    tol = 1e-11 if dtype == "float64" else 3e-5
+    p = {k: np.asarray(v, np.float64) for k, v in m.parameters().items()}
+    before = rc.get_num_threads()
+    rc.set_num_threads(2)
+    try:
+        y, tape = m.forward_train(x)
+        gx = m.backward(tape, gy)
+    finally:
+        rc.set_num_threads(before)
+    x64, gy64 = x.astype(np.float64), gy.astype(np.float64)
+    want = {
+        "y": np.einsum("abi,oi->abo", x64, p["weight"]) + p["bias"],
+        "gx": np.einsum("abo,oi->abi", gy64, p["weight"]),
+        "weight": np.einsum("abo,abi->oi", gy64, x64),
+        "bias": gy64.sum(axis=(0, 1)),
+    }
+    got = {"y": y, "gx": gx, **m.grads}
+    for name, w in want.items():
+        scale = max(1.0, float(np.abs(w).max()))
+        np.testing.assert_allclose(got[name], w, rtol=0, atol=tol * scale, err_msg=name)
+
+
+def test_large_results_do_not_depend_on_the_thread_count(rng):
+    """Outputs, dx, dW and db bitwise identical for 1, 2 and 3 threads."""
+    m, x, gy = _big_case(rng, "float32")
+    before = rc.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            rc.set_num_threads(threads)
+            m.zero_grad()
+            y, tape = m.forward_train(x)
+            gx = m.backward(tape, gy)
+            results.append([y, gx, *(g.copy() for g in m.grads.values())])
+    finally:
+        rc.set_num_threads(before)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_zero_rows(rng):
+    m = rc.Linear(4, 3, seed=0)
+    y, tape = m.forward_train(np.zeros((0, 4)))
+    assert y.shape == (0, 3)
+    gx = m.backward(tape, np.zeros((0, 3)))
+    assert gx.shape == (0, 4)
+    assert not np.any(m.grads["weight"]) and not np.any(m.grads["bias"])

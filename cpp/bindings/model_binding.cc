@@ -12,6 +12,7 @@
 #include <string>
 #include <utility>
 
+#include "arrays.h"
 #include "rnncore/model.h"
 
 namespace py = pybind11;
@@ -19,9 +20,6 @@ namespace py = pybind11;
 namespace rnncore {
 namespace bindings {
 namespace {
-
-template <typename T>
-using Array = py::array_t<T, py::array::c_style>;
 
 CellKind ParseCell(const std::string& s) {
   if (s == "rnn") return CellKind::kRnn;
@@ -65,33 +63,6 @@ const T* OptionalData(const std::optional<Array<T>>& a, std::initializer_list<In
   if (!a) return nullptr;
   CheckShape(*a, shape, name);
   return a->data();
-}
-
-// Memory for arrays handed to NumPy: the core's allocator (so that a training
-// loop's outputs and gradients are recycled through its block cache instead
-// of faulting in fresh pages on every call), with the block size kept in a
-// header before the data so that the array's owner can give it back.
-template <typename T>
-std::pair<T*, py::capsule> OwnedBlock(std::size_t n) {
-  const std::size_t bytes = kAlignment + sizeof(T) * (n == 0 ? 1 : n);
-  void* block = AllocateBytes(bytes);
-  *static_cast<std::size_t*>(block) = bytes;
-  py::capsule owner(block, [](void* b) { FreeBytes(b, *static_cast<std::size_t*>(b)); });
-  return {reinterpret_cast<T*>(static_cast<char*>(block) + kAlignment), std::move(owner)};
-}
-
-// A new C-contiguous array whose data starts on the core's alignment, so that
-// results never depend on where NumPy happened to put a buffer.
-template <typename T>
-Array<T> NewArray(std::initializer_list<Index> shape) {
-  std::size_t n = 1;
-  std::vector<py::ssize_t> dims;
-  for (Index d : shape) {
-    n *= static_cast<std::size_t>(d);
-    dims.push_back(static_cast<py::ssize_t>(d));
-  }
-  auto [p, owner] = OwnedBlock<T>(n);
-  return Array<T>(dims, p, owner);
 }
 
 // a itself when aligned, else an aligned copy.

@@ -4,6 +4,7 @@
 #include <Eigen/Core>
 #include <string>
 
+#include "dense_binding.h"
 #include "model_binding.h"
 #include "rnncore/common.h"
 #include "rnncore/runtime.h"
@@ -49,6 +50,7 @@ PYBIND11_MODULE(RNNCORE_MODULE_NAME, m) {
   m.def("cpu_supports", &CpuSupports, py::arg("isa"),
         "Whether this CPU can run the kernels compiled for isa ('baseline', 'avx2', 'avx512').");
   rnncore::bindings::BindModel(m);
+  rnncore::bindings::BindDense(m);
   m.def("get_num_threads", &rnncore::GetNumThreads, "Threads used by compute calls.");
   m.def("set_num_threads", &rnncore::SetNumThreads, py::arg("n"),
         "Sets the threads used by compute calls (n >= 1).");

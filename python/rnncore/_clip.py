@@ -51,6 +51,12 @@ def _grad_arrays(grads: Any, name: str = "grads") -> list[np.ndarray]:
     return unique
 
 
+def _sum_squares(f: np.ndarray) -> float:
+    # einsum's own loop rather than np.dot: a BLAS dot may wake the BLAS library's threads,
+    # which keep polling afterwards and compete with rnncore's for the cores.
+    return float(np.einsum("i,i->", f, f))
+
+
 def _global_norm(arrays: list[np.ndarray]) -> float:
     """sqrt(sum of the squares of every element), accumulated in float64.
 
@@ -59,7 +65,7 @@ def _global_norm(arrays: list[np.ndarray]) -> float:
     """
     flats = [a.reshape(-1).astype(np.float64, copy=False) for a in arrays]
     with np.errstate(over="ignore", under="ignore"):
-        total = sum(float(np.dot(f, f)) for f in flats)
+        total = sum(_sum_squares(f) for f in flats)
     if math.isnan(total) or 1e-280 < total < math.inf:
         return math.sqrt(total)
     if total == math.inf and any(not np.isfinite(f).all() for f in flats):
@@ -68,7 +74,7 @@ def _global_norm(arrays: list[np.ndarray]) -> float:
     if top == 0.0:
         return 0.0
     with np.errstate(under="ignore"):
-        scaled = sum(float(np.dot(f / top, f / top)) for f in flats)
+        scaled = sum(_sum_squares(f / top) for f in flats)
     return top * math.sqrt(scaled)
 
 

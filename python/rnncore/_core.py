@@ -20,3 +20,5 @@ cpu_supports = _impl.cpu_supports
 get_num_threads = _impl.get_num_threads
 set_num_threads = _impl.set_num_threads
 mask_hits = _impl.mask_hits
+dense_forward = _impl.dense_forward
+dense_backward = _impl.dense_backward

@@ -15,6 +15,17 @@ def set_num_threads(n: int) -> None: ...
 def mask_hits(
     *, seed: int, layer: int, direction: int, site: int, p: float, start: int = 0, count: int
 ) -> npt.NDArray[np.bool_]: ...
+def dense_forward(
+    x: npt.NDArray[Any], w: npt.NDArray[Any], b: npt.NDArray[Any] | None
+) -> npt.NDArray[Any]: ...
+def dense_backward(
+    x: npt.NDArray[Any],
+    gy: npt.NDArray[Any],
+    w: npt.NDArray[Any],
+    dw: npt.NDArray[Any],
+    db: npt.NDArray[Any] | None,
+    need_dx: bool,
+) -> npt.NDArray[Any] | None: ...
 
 class _Tape:
     @property

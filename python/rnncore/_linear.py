@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _core
 from . import _validation as v
 
 
@@ -211,10 +212,8 @@ class Linear:
         return arr
 
     def _affine(self, x2d: np.ndarray, weight: np.ndarray) -> np.ndarray:
-        y = x2d @ weight.T
-        if self.bias:
-            y += self._params["bias"]
-        return y
+        # The core's kernels and thread pool, not NumPy's BLAS (see cpp/include/rnncore/dense.h).
+        return _core.dense_forward(x2d, weight, self._params["bias"] if self.bias else None)
 
     def __call__(self, x: Any) -> np.ndarray:
         """Applies the layer (inference: nothing is kept for backward).
@@ -289,10 +288,14 @@ class Linear:
         v.check_shape("grad_y", gy, tape._lead_shape + (self.out_features,))
         gy2d = np.ascontiguousarray(gy, dtype=self.dtype).reshape(-1, self.out_features)
         tape._consumed = True
-        self._grads["weight"] += gy2d.T @ tape._x2d
-        if self.bias:
-            self._grads["bias"] += gy2d.sum(axis=0)
-        grad_x = gy2d @ tape._weight
+        grad_x = _core.dense_backward(
+            tape._x2d,
+            gy2d,
+            tape._weight,
+            self._grads["weight"],
+            self._grads["bias"] if self.bias else None,
+            True,
+        )
         tape._x2d = tape._weight = None  # free the memory early
         return grad_x.reshape(tape._lead_shape + (self.in_features,))
 
