@@ -46,9 +46,9 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
     wn.emplace(w_.w_hh + 2 * H * H, H, H, 1, H, B);
   }
   if (tape) {
-    internal::ResizeZero(tape->gates, rows * G);
-    internal::ResizeZero(tape->h_prev, rows * H);
-    internal::ResizeZero(tape->aux, rows * H);
+    internal::ResizePositions(tape->gates, seq, G);
+    internal::ResizePositions(tape->h_prev, seq, H);
+    internal::ResizePositions(tape->aux, seq, H);
   }
   // Where step rows go: the tape when training, a step buffer otherwise.
   auto gates_at = [&](Index r, Index b) {
@@ -128,9 +128,10 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
   // Gradients of the gates' input-side term X and recurrent-side term R (they
   // differ only in the n block of the reset_after form), and, when the
   // recurrent term is normalized, of h W_hh^T.
-  Buffer<T> dax(static_cast<size_t>(rows * G), T(0));
-  Buffer<T> dah(after ? static_cast<size_t>(rows * G) : 0, T(0));
-  Buffer<T> dah_pre(nh.active() ? static_cast<size_t>(rows * G) : 0, T(0));
+  Buffer<T> dax, dah, dah_pre;
+  internal::ResizePositions(dax, seq, G);
+  if (after) internal::ResizePositions(dah, seq, G);
+  if (nh.active()) internal::ResizePositions(dah_pre, seq, G);
   Buffer<T> dax_step(static_cast<size_t>(B * G)), dah_step(static_cast<size_t>(B * G));
   Buffer<T> direct(static_cast<size_t>(B * H)), drh(after ? 0 : static_cast<size_t>(B * H));
   Buffer<T> dh_new(static_cast<size_t>(B * H));

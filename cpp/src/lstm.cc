@@ -49,10 +49,10 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
   std::optional<internal::StepMatrix<T>> whr;                 // W_hr^T
   if (proj) whr.emplace(w_.w_hr, H, P, 1, H, B);
   if (tape) {
-    internal::ResizeZero(tape->gates, rows * G);
-    internal::ResizeZero(tape->h_prev, rows * P);
-    internal::ResizeZero(tape->c_prev, rows * H);
-    internal::ResizeZero(tape->aux, rows * H);
+    internal::ResizePositions(tape->gates, seq, G);
+    internal::ResizePositions(tape->h_prev, seq, P);
+    internal::ResizePositions(tape->c_prev, seq, H);
+    internal::ResizePositions(tape->aux, seq, H);
   }
   // Where step rows go: the tape when training, step buffers otherwise.
   auto gates_at = [&](Index r, Index b) {
@@ -150,11 +150,13 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
 
   // dz: gradient of the gates' pre-activations (= of both normalized terms
   // and of the biases). dah: of h W_hh^T (dz after the recurrent-side norm).
-  Buffer<T> dz(static_cast<size_t>(rows * G), T(0));
-  Buffer<T> dah(nh.active() ? static_cast<size_t>(rows * G) : 0, T(0));
+  Buffer<T> dz, dah;
+  internal::ResizePositions(dz, seq, G);
+  if (nh.active()) internal::ResizePositions(dah, seq, G);
   Buffer<T> dstep(static_cast<size_t>(B * G)), dh_new(static_cast<size_t>(B * P));
   Buffer<T> dm_buf(proj ? static_cast<size_t>(B * H) : 0);
-  Buffer<T> dh_out(proj ? static_cast<size_t>(rows * P) : 0, T(0));
+  Buffer<T> dh_out;
+  if (proj) internal::ResizePositions(dh_out, seq, P);
   Buffer<T> dcn(nc.active() ? static_cast<size_t>(B * H) : 0);
   StepRows<T> step_rows;
   const RecurrentDropout<T> rd(config_, B, P);

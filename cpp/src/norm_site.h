@@ -104,7 +104,8 @@ class NormSite {
         r_(static_cast<size_t>(width)) {
     if (kind_ == SiteKind::kNone) return;
     if (tape_) {
-      tape_->xhat.assign(static_cast<size_t>(rows_total * n_), T(0));
+      // Written at every active position; padding rows are never read.
+      tape_->xhat.resize(static_cast<size_t>(rows_total * n_));
       const Index r_size = kind_ == SiteKind::kLayer      ? rows_total
                            : kind_ == SiteKind::kBatchSeq ? n_
                                                           : steps * n_;

@@ -39,8 +39,8 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
   Buffer<T> h_new(zone.active() ? static_cast<size_t>(B * H) : 0);
   StepRows<T> step_rows;
   if (tape) {
-    internal::ResizeZero(tape->h_prev, rows * H);
-    internal::ResizeZero(tape->aux, rows * H);
+    internal::ResizePositions(tape->h_prev, seq, H);
+    internal::ResizePositions(tape->aux, seq, H);
   }
   const internal::StepMatrix<T> whh(w_.w_hh, H, H, 1, H, B);  // W_hh^T
   for (Index k = 0; k < steps; ++k) {
@@ -97,8 +97,9 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
 
   // dz: gradient of the activation's input (= of both normalized terms, and
   // of the biases). dah: of h W_hh^T (dz after the recurrent-side norm).
-  Buffer<T> dz(static_cast<size_t>(rows * H), T(0));
-  Buffer<T> dah(nh.active() ? static_cast<size_t>(rows * H) : 0, T(0));
+  Buffer<T> dz, dah;
+  internal::ResizePositions(dz, seq, H);
+  if (nh.active()) internal::ResizePositions(dah, seq, H);
   Buffer<T> dstep(static_cast<size_t>(B * H)), dh_new(static_cast<size_t>(B * H));
   const RecurrentDropout<T> rd(config_, B, H);
   const Zoneout<T> zone(config_, MaskSite::kZoneH, H);

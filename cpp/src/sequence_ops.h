@@ -206,9 +206,16 @@ Buffer<T> InitialState(const T* init, Index batch, Index n) {
   return s;
 }
 
+// Sizes v as a position-ordered (T*B, width) matrix whose active rows the
+// caller writes: only the padding rows (positions past a sequence's length),
+// which later passes read as zeros, are cleared.
 template <typename T>
-void ResizeZero(Buffer<T>& v, Index n) {
-  v.assign(static_cast<size_t>(n), T(0));
+void ResizePositions(Buffer<T>& v, const StepIndex& seq, Index width) {
+  const Index B = seq.batch();
+  v.resize(static_cast<size_t>(seq.steps() * B * width));
+  for (Index b = 0; b < B; ++b)
+    for (Index t = seq.length(b); t < seq.steps(); ++t)
+      std::fill_n(v.data() + (t * B + b) * width, width, T(0));
 }
 
 // After the backward sweep, with gradients in position order (T*B rows):

@@ -26,6 +26,8 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace rnncore {
@@ -52,6 +54,11 @@ inline bool IsAligned(const void* p) {
 void* AllocateBytes(std::size_t bytes);
 void FreeBytes(void* p, std::size_t bytes);
 
+//
+// Elements are default-initialized: Buffer<T> b(n) and b.resize(n) leave the
+// values unset (the core fills most buffers completely, and clearing tens of
+// megabytes of tape on every call costs a serial pass over memory); say
+// Buffer<T> b(n, T(0)) or b.assign(n, T(0)) where zeros are needed.
 template <typename T>
 struct AlignedAllocator {
   using value_type = T;
@@ -60,6 +67,14 @@ struct AlignedAllocator {
   AlignedAllocator(const AlignedAllocator<U>&) {}  // NOLINT: allocator rebinding
   T* allocate(std::size_t n) { return static_cast<T*>(AllocateBytes(n * sizeof(T))); }
   void deallocate(T* p, std::size_t n) { FreeBytes(p, n * sizeof(T)); }
+  template <typename U>
+  void construct(U* p) noexcept(std::is_nothrow_default_constructible<U>::value) {
+    ::new (static_cast<void*>(p)) U;  // default-, not value-initialized
+  }
+  template <typename U, typename... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
   template <typename U>
   bool operator==(const AlignedAllocator<U>&) const {
     return true;
