@@ -384,9 +384,12 @@ void Model<T>::Backward(ModelTape<T>* tape, const T* dout, const T* dh_n, const 
   const Index P = config_.out_size(), H = config_.hidden_size, rows = steps * batch;
   const std::int64_t* lengths = tape->lengths_.empty() ? nullptr : tape->lengths_.data();
 
-  // Gradient of the current layer's output; starts as dout.
-  Buffer<T> dy(static_cast<size_t>(rows * Dn * P), T(0));
-  if (dout) std::copy(dout, dout + rows * Dn * P, dy.begin());
+  // Gradient of the current layer's output: dout itself for the top layer
+  // (zeros when there is none), then the layer inputs' gradients in dy. The
+  // cells read it at active positions only.
+  Buffer<T> dy;
+  if (!dout) dy.assign(static_cast<size_t>(rows * Dn * P), T(0));
+  const T* dtop = dout ? dout : dy.data();
   Buffer<T> dlayer_in, dx_rev;
   const bool training = tape->training_;
   const std::uint64_t seed = tape->seed_;
@@ -396,13 +399,13 @@ void Model<T>::Backward(ModelTape<T>* tape, const T* dout, const T* dh_n, const 
     if (l == 0) {
       dxl = dx;
     } else {
-      dlayer_in.assign(static_cast<size_t>(rows * in), T(0));
+      dlayer_in.resize(static_cast<size_t>(rows * in));  // written whole by the cells
       dxl = dlayer_in.data();
     }
     const T* xl = tape->inputs_[static_cast<size_t>(l)].data();
     // Directions run side by side; the reverse one writes its input gradient
     // to its own buffer, added afterwards (always in this order).
-    if (Dn == 2) dx_rev.assign(static_cast<size_t>(rows * in), T(0));
+    if (Dn == 2) dx_rev.resize(static_cast<size_t>(rows * in));  // written whole
     ParallelFor(Dn, [&](Index d) {
       const CellConfig cc = LayerConfig(l, d, training, seed);
       T* dxd = d == 0 ? dxl : dx_rev.data();
@@ -420,7 +423,7 @@ void Model<T>::Backward(ModelTape<T>* tape, const T* dout, const T* dh_n, const 
         std::copy(dh_n + s * batch * P, dh_n + (s + 1) * batch * P, dh);
       else
         std::fill_n(dh, batch * P, T(0));
-      const T* dyd = dy.data() + d * P;
+      const T* dyd = (l == L - 1 ? dtop : dy.data()) + d * P;
       const CellWeights<T> w = Weights(l, d);
       CellGrads<T> g = Grads(l, d);
       Buffer<T> dh_sq(step_norms ? static_cast<size_t>(steps) : 0, T(0));
