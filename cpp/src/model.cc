@@ -57,6 +57,16 @@ std::vector<NormParam> NormParams(const ModelConfig& c) {
   return {};
 }
 
+// Clears the rows of positions past each sequence's length in a
+// position-ordered (T*B, width) matrix (lengths may be null: no padding).
+template <typename T>
+void ZeroPadding(T* a, Index steps, Index batch, const std::int64_t* lengths, Index width) {
+  if (!lengths) return;
+  for (Index b = 0; b < batch; ++b)
+    for (Index t = lengths[b]; t < steps; ++t)
+      std::fill_n(a + (t * batch + b) * width, width, T(0));
+}
+
 // x (rows, D) under the variational input mask of (layer, dir): row r is
 // multiplied by mask row r % B. Returns the masked copy, kept in *scratch;
 // the mask is kept in *mask for the backward (internal::MaskSequenceRows).
@@ -314,12 +324,7 @@ void Model<T>::Forward(Index steps, Index batch, const T* x, const T* h0, const 
     // may hold anything, NaN included) never reaches a gradient.
     auto& in0 = tape->inputs_[0];
     in0.assign(x, x + rows * config_.input_size);
-    if (lengths)
-      for (Index t = 0; t < steps; ++t)
-        for (Index b = 0; b < batch; ++b)
-          if (t >= lengths[b])
-            std::fill_n(in0.data() + (t * batch + b) * config_.input_size, config_.input_size,
-                        T(0));
+    ZeroPadding(in0.data(), steps, batch, lengths, config_.input_size);
   }
 
   Buffer<T> bufs[2];
@@ -327,16 +332,15 @@ void Model<T>::Forward(Index steps, Index batch, const T* x, const T* h0, const 
   for (Index l = 0; l < L; ++l) {
     const Index width = Dn * P;
     T* layer_out;
+    // The cells write every active position; the padding is cleared here.
     if (l == L - 1) {
       layer_out = out;
-      std::fill_n(layer_out, rows * width, T(0));  // inactive positions stay zero
-    } else if (tape) {
-      tape->inputs_[static_cast<size_t>(l + 1)].assign(static_cast<size_t>(rows * width), T(0));
-      layer_out = tape->inputs_[static_cast<size_t>(l + 1)].data();
     } else {
-      bufs[l % 2].assign(static_cast<size_t>(rows * width), T(0));
-      layer_out = bufs[l % 2].data();
+      Buffer<T>& b = tape ? tape->inputs_[static_cast<size_t>(l + 1)] : bufs[l % 2];
+      b.resize(static_cast<size_t>(rows * width));
+      layer_out = b.data();
     }
+    ZeroPadding(layer_out, steps, batch, lengths, width);
     // The directions are independent: run them side by side.
     ParallelFor(Dn, [&](Index d) {
       const CellConfig cc = LayerConfig(l, d, training, seed);
