@@ -23,10 +23,7 @@ void Backward(Index R, Index D, Index N, const T* x, const T* gy, const T* w, T*
   if (R == 0) return;
   internal::WeightGradient(gy, R, N, N, x, D, D, dw);
   if (db) internal::AddColumnSums(gy, R, N, db);
-  if (!dx) return;
-  const internal::PackedMatrix<T> wp(w, N, D, D, 1);  // W itself: (N, D)
-  internal::ForChunks(R, internal::kRowChunk,
-                      [&](Index r0, Index n) { wp.Multiply(gy + r0 * N, n, N, dx + r0 * D, D); });
+  if (dx) internal::ProjectBack(gy, R, N, w, D, dx, D);
 }
 
 template void Forward<float>(Index, Index, Index, const float*, const float*, const float*, float*);

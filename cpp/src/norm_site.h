@@ -149,7 +149,7 @@ class NormSite {
     const bool step_stats = kind_ == SiteKind::kBatchStep && training_;
     if (!training_)
       stats_->EvalRow(kind_ == SiteKind::kBatchSeq ? 0 : k, eps_, mean_.data(), r_.data());
-    ForColumns(count, [&](Index c0, Index n) {
+    ForColumns(count, n_, [&](Index c0, Index n) {
       if (step_stats) {
         kernels::BatchStats(count, s.rows.data(), c0, n, mean_.data() + c0, var_.data() + c0);
         Update(k, count, c0, c0 + n);
@@ -176,7 +176,7 @@ class NormSite {
           if (row >= 0) all.push_back(a + row * n_);
         }
       const auto count = static_cast<Index>(all.size());
-      ForColumns(count, [&](Index c0, Index n) {
+      ForColumns(count, n_, [&](Index c0, Index n) {
         kernels::BatchStats(count, all.data(), c0, n, mean_.data() + c0, var_.data() + c0);
         Update(0, count, c0, c0 + n);
         kernels::InverseStd(n, var_.data() + c0, eps_, r_.data() + c0);
@@ -351,22 +351,12 @@ class NormSite {
     stats_->Update(row, momentum_, mean_.data(), var_.data(), count, c0, c1);
   }
 
-  // fn(c0, n) over the columns of a batch-norm group of `count` rows: split
-  // in fixed chunks when the group is large.
-  template <typename F>
-  void ForColumns(Index count, F&& fn) const {
-    if (count * n_ < kStepParallelValues)
-      fn(0, n_);
-    else
-      ForChunks(n_, kStepChunk, fn);
-  }
-
   // Training-mode batch-norm backward of one group, in place, split over
   // columns (each column's sums are over the rows in order either way).
   void GroupBackward(Index count, const T* const* dy, const T* const* xhat, const T* r,
                      T* const* da, T* dgamma, T* dbeta) {
     Buffer<T> scratch(static_cast<size_t>(2 * n_));
-    ForColumns(count, [&](Index c0, Index n) {
+    ForColumns(count, n_, [&](Index c0, Index n) {
       kernels::BatchNormBackward(count, dy, xhat, c0, n, r + c0, gamma_ + c0, da, false,
                                  dgamma + c0, dbeta ? dbeta + c0 : nullptr,
                                  scratch.data() + 2 * c0);

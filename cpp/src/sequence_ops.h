@@ -57,6 +57,17 @@ void ForRows(Index rows, Index width, F&& fn) {
   });
 }
 
+// fn(c0, n) over the columns of a (rows, width) step-sized matrix whose
+// columns are independent: in fixed chunks of kStepChunk when it holds at
+// least kStepParallelValues values, else all at once.
+template <typename F>
+void ForColumns(Index rows, Index width, F&& fn) {
+  if (rows * width < kStepParallelValues)
+    fn(0, width);
+  else
+    ForChunks(width, kStepChunk, fn);
+}
+
 template <typename T>
 inline void CopyRow(const T* src, T* dst, Index n) {
   std::memcpy(dst, src, sizeof(T) * static_cast<size_t>(n));
@@ -188,14 +199,10 @@ void WeightGradient(const T* da, Index rows, Index N, Index ldda, const T* x, In
 // order. Split over fixed chunks of columns.
 template <typename T>
 void AddColumnSums(const T* a, Index rows, Index N, T* out) {
-  auto columns = [&](Index c0, Index n) {
+  ForColumns(rows, N, [&](Index c0, Index n) {
     auto acc = VectorMap<T>(out + c0, n);
     for (Index r = 0; r < rows; ++r) acc += ConstVectorMap<T>(a + r * N + c0, n);
-  };
-  if (rows * N < kStepParallelValues)
-    columns(0, N);
-  else
-    ForChunks(N, kStepChunk, columns);
+  });
 }
 
 // The step-state h (B, n): initial value or zeros.
@@ -216,6 +223,15 @@ void ResizePositions(Buffer<T>& v, const StepIndex& seq, Index width) {
   for (Index b = 0; b < B; ++b)
     for (Index t = seq.length(b); t < seq.steps(); ++t)
       std::fill_n(v.data() + (t * B + b) * width, width, T(0));
+}
+
+// dx (rows, D; stride lddx) = da (rows, N) w, w (N, D): the gradient of the
+// input of a projection x w^T. Split over row chunks.
+template <typename T>
+void ProjectBack(const T* da, Index rows, Index N, const T* w, Index D, T* dx, Index lddx) {
+  const PackedMatrix<T> wp(w, N, D, D, 1);  // w itself: (N, D)
+  ForChunks(rows, kRowChunk,
+            [&](Index r0, Index n) { wp.Multiply(da + r0 * N, n, N, dx + r0 * lddx, lddx); });
 }
 
 // After the backward sweep, with gradients in position order (T*B rows):
@@ -245,9 +261,7 @@ void InputSideGradients(Index rows, Index D, Index N, const T* x, Index ldx, con
     });
     return;
   }
-  const PackedMatrix<T> wih(w.w_ih, N, D, D, 1);
-  ForChunks(rows, kRowChunk,
-            [&](Index r0, Index n) { wih.Multiply(dax + r0 * N, n, N, dx + r0 * lddx, lddx); });
+  ProjectBack(dax, rows, N, w.w_ih, D, dx, lddx);
 }
 
 }  // namespace internal
