@@ -45,8 +45,8 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
   const Zoneout<T> zh(config_, MaskSite::kZoneH, P), zc(config_, MaskSite::kZoneC, H);
   Buffer<T> c_old(zc.active() ? static_cast<size_t>(B * H) : 0);
   StepRows<T> step_rows;
-  const internal::StepMatrix<T> whh(w_.w_hh, P, G, 1, P, B);  // W_hh^T
-  std::optional<internal::StepMatrix<T>> whr;                 // W_hr^T
+  internal::StepMatrix<T> whh(w_.w_hh, P, G, 1, P, B);  // W_hh^T
+  std::optional<internal::StepMatrix<T>> whr;           // W_hr^T
   if (proj) whr.emplace(w_.w_hr, H, P, 1, H, B);
   if (tape) {
     internal::ResizePositions(tape->gates, seq, G);
@@ -163,8 +163,8 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
   const Zoneout<T> zh(config_, MaskSite::kZoneH, P), zc(config_, MaskSite::kZoneC, H);
   Buffer<T> dh_direct(zh.active() ? static_cast<size_t>(B * P) : 0);
   Buffer<T> dc_direct(zc.active() ? static_cast<size_t>(B * H) : 0);
-  const internal::StepMatrix<T> whh(w_.w_hh, G, P, P, 1, B);  // W_hh
-  std::optional<internal::StepMatrix<T>> whr;                 // W_hr
+  internal::StepMatrix<T> whh(w_.w_hh, G, P, P, 1, B);  // W_hh
+  std::optional<internal::StepMatrix<T>> whr;           // W_hr
   if (proj) whr.emplace(w_.w_hr, P, H, H, 1, B);
 
   const bool nc_rows = nc.active() && nc.backward_row_local();

@@ -42,7 +42,7 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
     internal::ResizePositions(tape->h_prev, seq, H);
     internal::ResizePositions(tape->aux, seq, H);
   }
-  const internal::StepMatrix<T> whh(w_.w_hh, H, H, 1, H, B);  // W_hh^T
+  internal::StepMatrix<T> whh(w_.w_hh, H, H, 1, H, B);  // W_hh^T
   for (Index k = 0; k < steps; ++k) {
     whh.Product(rd.Apply(h.data()), H, ah.data(), H);
     if (norm_sum)
@@ -104,7 +104,7 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
   const RecurrentDropout<T> rd(config_, B, H);
   const Zoneout<T> zone(config_, MaskSite::kZoneH, H);
   Buffer<T> direct(zone.active() ? static_cast<size_t>(B * H) : 0);
-  const internal::StepMatrix<T> whh(w_.w_hh, H, H, H, 1, B);  // W_hh
+  internal::StepMatrix<T> whh(w_.w_hh, H, H, H, 1, B);  // W_hh
   for (Index k = steps - 1; k >= 0; --k) {
     for (Index b = 0; b < B; ++b) {  // serial: the step norms are shared
       const Index r = seq.Row(k, b);

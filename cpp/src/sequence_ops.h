@@ -115,6 +115,12 @@ class PackedMatrix {
   void Multiply(const T* a, Index B, Index lda, T* out, Index ldo) const {
     Multiply(a, B, lda, out, ldo, 0, N_);
   }
+  // Multiply with a already packed by kernels::PackRows (B, K_).
+  void MultiplyPacked(const T* ap, Index B, T* out, Index ldo, Index c0, Index n) const {
+    constexpr Index PW = kernels::PanelWidth<T>();
+    kernels::PackedProduct(ap, B, K_, data_.data(), K_, N_, c0 / PW, (c0 + n + PW - 1) / PW, out,
+                           ldo, false);
+  }
 
  private:
   Index K_, N_;
@@ -131,15 +137,21 @@ class StepMatrix {
   StepMatrix(const T* w, Index K, Index N, Index sk, Index sn, Index batch)
       : w_(w), K_(K), N_(N), sk_(sk), sn_(sn), batch_(batch) {
     static_assert(kStepChunk % kernels::PanelWidth<T>() == 0, "chunks must hold whole panels");
-    if (batch >= 2) packed_.emplace(w, K, N, sk, sn);
+    if (batch >= 2) {
+      packed_.emplace(w, K, N, sk, sn);
+      rows_.resize(static_cast<size_t>(batch * K));
+    }
   }
 
   // out (B, N; stride ldo) = a (B, K; stride lda) M, B = the batch given.
-  void Product(const T* a, Index lda, T* out, Index ldo) const {
+  // Not reentrant: a is packed into this object's buffer, once per call for
+  // all column chunks.
+  void Product(const T* a, Index lda, T* out, Index ldo) {
     const Index B = batch_, K = K_, N = N_;
+    if (packed_) kernels::PackRows(a, B, K, lda, Index(1), rows_.data());
     auto columns = [&](Index c0, Index n) {
       if (packed_) {
-        packed_->Multiply(a, B, lda, out, ldo, c0, n);
+        packed_->MultiplyPacked(rows_.data(), B, out, ldo, c0, n);
         return;
       }
       auto A = CView(a, B, K, lda);
@@ -158,6 +170,7 @@ class StepMatrix {
   const T* w_;
   Index K_, N_, sk_, sn_, batch_;
   std::optional<PackedMatrix<T>> packed_;
+  Buffer<T> rows_;  // a, packed by kernels::PackRows
 };
 
 // out (rows, N) = x (rows, D; stride ldx) w^T, w (N, D), through the packed

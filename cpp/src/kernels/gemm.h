@@ -1,23 +1,30 @@
-// A register-blocked matrix product for the recurrent step products: a few
-// rows (the batch) times a weight matrix that is used on every step.
+// A register-blocked matrix product for the recurrent step products and the
+// weight gradients: a few rows (the batch) times a weight matrix that is
+// used on every step.
 //
 // The weight matrix M (K, N) is packed once per sequence into column panels
-// of kPanel columns, each panel K x kPanel values contiguous (zero-padded past
-// N), so that a step streams it linearly and a panel stays in L1 while every
-// row block of the batch uses it. The kernel keeps kRows x 2 vector
-// accumulators in registers and broadcasts one value of each row per k.
-// Eigen's general product repacks the weights on every call, which at batch
-// sizes of a recurrent step costs as much as the multiply itself.
+// of PanelWidth columns, each panel K x PanelWidth values contiguous
+// (zero-padded past N), so that a step streams it linearly. A panel is used
+// kDepth rows at a time, a slice that stays in L1 while every row block of
+// the batch uses it. The rows are packed too, k-major in blocks of kRows, so
+// the kernel reads them as one stream (for a strided operand such as the
+// transposed gradient of a weight-gradient product, this avoids one cache
+// line per k, all in the same L1 set when the stride is a multiple of 4 KiB);
+// that costs B x K copies against B x K x N multiply-adds. The kernel keeps
+// kRows x 2 vector accumulators in registers and broadcasts one value of
+// each row per k. Eigen's general product repacks the weights on every call,
+// which at batch sizes of a recurrent step costs as much as the multiply.
 //
 // Written with GCC/Clang vector extensions, so one source compiles to
-// 512-, 256- or 128-bit code in each ISA's module. Each output value is one
-// accumulation over k in order: results do not depend on how the columns are
-// split over threads.
+// 512-, 256- or 128-bit code in each ISA's module. The order in which each
+// output value is accumulated is fixed by kDepth alone: results do not
+// depend on how the columns or rows are split over threads.
 #ifndef RNNCORE_KERNELS_GEMM_H_
 #define RNNCORE_KERNELS_GEMM_H_
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "rnncore/common.h"
 
@@ -34,7 +41,7 @@ constexpr int kRows = 6;  // 12 of 16
 constexpr int kVectorBytes = 16;
 constexpr int kRows = 4;  // 8 of 16
 #endif
-static_assert(kRows <= 12, "PanelProduct handles at most 11 leftover rows");
+static_assert(kRows <= 12, "PackedProduct handles at most 11 leftover rows");
 
 template <typename T>
 struct Vector {
@@ -80,11 +87,37 @@ void PackPanels(const T* src, Index K, Index N, Index sk, Index sn, T* dst, Inde
   }
 }
 
+// Depth of one pass over a panel: kDepth rows of a panel (32 KiB for both
+// float and double with 512-bit vectors) stay in L1 while every row block
+// of a uses them. Each output value is accumulated over k in order, in
+// blocks of kDepth added into c one after another.
+constexpr Index kDepth = 256;
+
+// Packs a (B, K), element (r, k) at a[r * ra + k * ka], for PackedProduct:
+// blocks of kRows rows (the last one holds the B % kRows rows left over),
+// each k-major, so that a block's values for one k are adjacent. dst holds
+// B * K values.
+template <typename T>
+void PackRows(const T* a, Index B, Index K, Index ra, Index ka, T* dst) {
+  for (Index b = 0; b < B; b += kRows) {
+    const Index rows = std::min<Index>(kRows, B - b);
+    T* out = dst + b * K;
+    const T* in = a + b * ra;
+    if (ka == 1) {  // rows contiguous along k
+      for (Index r = 0; r < rows; ++r)
+        for (Index k = 0; k < K; ++k) out[k * rows + r] = in[r * ra + k];
+    } else {
+      for (Index k = 0; k < K; ++k)
+        for (Index r = 0; r < rows; ++r) out[k * rows + r] = in[r * ra + k * ka];
+    }
+  }
+}
+
 // c (R, cols; ldc) = (or +=, with accumulate) a (R, K) times one packed panel
-// (K, PW), where a's element (r, k) is a[r * ra + k * ka].
+// (K, PW), with a packed k-major: a[k * R + r].
 template <typename T, int R>
-inline void PanelBlock(const T* a, Index ra, Index ka, Index K, const T* panel, T* c, Index ldc,
-                       Index cols, bool accumulate) {
+inline void PanelBlock(const T* a, Index K, const T* panel, T* c, Index ldc, Index cols,
+                       bool accumulate) {
   using V = typename Vector<T>::type;
   constexpr int W = kVectorBytes / static_cast<int>(sizeof(T));
   V acc0[R], acc1[R];
@@ -93,9 +126,9 @@ inline void PanelBlock(const T* a, Index ra, Index ka, Index K, const T* panel, 
     V m0, m1;
     std::memcpy(&m0, panel + k * 2 * W, sizeof(V));
     std::memcpy(&m1, panel + k * 2 * W + W, sizeof(V));
-    const T* ak = a + k * ka;
+    const T* ak = a + k * R;
     for (int r = 0; r < R; ++r) {
-      const T s = ak[r * ra];
+      const T s = ak[r];
       acc0[r] += s * m0;
       acc1[r] += s * m1;
     }
@@ -113,52 +146,63 @@ inline void PanelBlock(const T* a, Index ra, Index ka, Index K, const T* panel, 
   }
 }
 
-// The rows left over after the blocks of kRows: R < kRows (R == 0: none).
-template <typename T, int R>
-inline void PanelRest(const T* a, Index ra, Index ka, Index K, const T* panel, T* c, Index ldc,
-                      Index cols, bool accumulate) {
-  if constexpr (R > 0 && R < kRows) PanelBlock<T, R>(a, ra, ka, K, panel, c, ldc, cols, accumulate);
+// c (rows [0, B), columns of panels [p0, p1); ldc) = (or +=) a M, with a
+// (B, K) packed by PackRows and M (K rows, N columns) packed by PackPanels
+// with its panels `stride` rows apart (K, or more when only rows [k0, k0 + K)
+// of a taller packed matrix are used: pass packed + k0 * PW). c points at
+// column 0.
+template <typename T>
+void PackedProduct(const T* ap, Index B, Index K, const T* packed, Index stride, Index N, Index p0,
+                   Index p1, T* c, Index ldc, bool accumulate) {
+  constexpr Index PW = PanelWidth<T>();
+  const Index full = B / kRows, rest = B - full * kRows;
+  const T* ar = ap + full * kRows * K;  // the block of leftover rows
+  for (Index p = p0; p < p1; ++p) {
+    const Index cols = std::min(PW, N - p * PW);
+    T* cp = c + p * PW;
+    T* cr = cp + full * kRows * ldc;
+    for (Index k0 = 0; k0 < K; k0 += kDepth) {
+      const Index nk = std::min(kDepth, K - k0);
+      const T* panel = packed + (p * stride + k0) * PW;
+      const bool acc = accumulate || k0 > 0;
+      for (Index i = 0; i < full; ++i)
+        PanelBlock<T, kRows>(ap + (i * K + k0) * kRows, nk, panel, cp + i * kRows * ldc, ldc, cols,
+                             acc);
+      switch (rest) {
+#define RNNCORE_REST(n)                                                                    \
+  case n:                                                                                  \
+    if constexpr (n < kRows) PanelBlock<T, n>(ar + k0 * n, nk, panel, cr, ldc, cols, acc); \
+    break;
+        RNNCORE_REST(1)
+        RNNCORE_REST(2)
+        RNNCORE_REST(3)
+        RNNCORE_REST(4)
+        RNNCORE_REST(5)
+        RNNCORE_REST(6)
+        RNNCORE_REST(7)
+        RNNCORE_REST(8)
+        RNNCORE_REST(9)
+        RNNCORE_REST(10)
+        RNNCORE_REST(11)
+#undef RNNCORE_REST
+        default:
+          break;
+      }
+    }
+  }
 }
 
-// c (rows [0, B), columns of panels [p0, p1); ldc) = (or +=) a M, with a's
-// element (r, k) at a[r * ra + k * ka] and M (K rows, N columns) packed by
-// PackPanels with its panels `stride` rows apart (K, or more when only rows
-// [k0, k0 + K) of a taller packed matrix are used: pass packed + k0 * PW).
-// c points at column 0.
+// PackedProduct of an unpacked a, element (r, k) at a[r * ra + k * ka],
+// packed first into this thread's scratch (kept between calls: at most a
+// chunk of rows times K values).
 template <typename T>
 void PanelProduct(const T* a, Index B, Index K, Index ra, Index ka, const T* packed, Index stride,
                   Index N, Index p0, Index p1, T* c, Index ldc, bool accumulate) {
-  constexpr Index PW = PanelWidth<T>();
-  for (Index p = p0; p < p1; ++p) {
-    const Index cols = std::min(PW, N - p * PW);
-    const T* panel = packed + p * stride * PW;
-    T* cp = c + p * PW;
-    Index b = 0;
-    for (; b + kRows <= B; b += kRows)
-      PanelBlock<T, kRows>(a + b * ra, ra, ka, K, panel, cp + b * ldc, ldc, cols, accumulate);
-    const T* ab = a + b * ra;
-    T* cb = cp + b * ldc;
-    switch (B - b) {
-#define RNNCORE_REST(n)                                               \
-  case n:                                                             \
-    PanelRest<T, n>(ab, ra, ka, K, panel, cb, ldc, cols, accumulate); \
-    break;
-      RNNCORE_REST(1)
-      RNNCORE_REST(2)
-      RNNCORE_REST(3)
-      RNNCORE_REST(4)
-      RNNCORE_REST(5)
-      RNNCORE_REST(6)
-      RNNCORE_REST(7)
-      RNNCORE_REST(8)
-      RNNCORE_REST(9)
-      RNNCORE_REST(10)
-      RNNCORE_REST(11)
-#undef RNNCORE_REST
-      default:
-        break;
-    }
-  }
+  thread_local std::vector<T> scratch;
+  const size_t need = static_cast<size_t>(B * K);
+  if (scratch.size() < need) scratch.resize(need);
+  PackRows(a, B, K, ra, ka, scratch.data());
+  PackedProduct(scratch.data(), B, K, packed, stride, N, p0, p1, c, ldc, accumulate);
 }
 
 }  // namespace kernels
