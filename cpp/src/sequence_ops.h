@@ -96,13 +96,18 @@ class PackedMatrix {
       kernels::PackPanels(w, K, N, sk, sn, data_.data(), p0, p0 + n);
     });
   }
-  // out (B, columns [c0, c0 + n); stride ldo) = a (B, K; stride lda) M; c0
-  // and n are multiples of the panel width (n may end at N). out points at
-  // column 0.
-  void Multiply(const T* a, Index B, Index lda, T* out, Index ldo, Index c0, Index n) const {
+  // out (B, N; stride ldo) = a (B, K; stride lda) M.
+  void Multiply(const T* a, Index B, Index lda, T* out, Index ldo) const {
+    kernels::PanelProduct(a, B, K_, lda, 1, data_.data(), K_, N_, 0, kernels::NumPanels<T>(N_), out,
+                          ldo, false);
+  }
+  // out (B, columns [c0, c0 + n); stride ldo) = a M, with a (B, K) already
+  // packed by kernels::PackRows; c0 and n are multiples of the panel width
+  // (n may end at N). out points at column 0.
+  void MultiplyPacked(const T* ap, Index B, T* out, Index ldo, Index c0, Index n) const {
     constexpr Index PW = kernels::PanelWidth<T>();
-    kernels::PanelProduct(a, B, K_, lda, 1, data_.data(), K_, N_, c0 / PW, (c0 + n + PW - 1) / PW,
-                          out, ldo, false);
+    kernels::PackedProduct(ap, B, K_, data_.data(), K_, N_, c0 / PW, (c0 + n + PW - 1) / PW, out,
+                           ldo, false);
   }
   // out (B, N; ldo) += A M over M's rows [k0, k0 + nk), A's element (r, k) at
   // a[r * ra + k * ka] for k < nk.
@@ -111,15 +116,6 @@ class PackedMatrix {
     constexpr Index PW = kernels::PanelWidth<T>();
     kernels::PanelProduct(a, B, nk, ra, ka, data_.data() + k0 * PW, K_, N_, 0,
                           kernels::NumPanels<T>(N_), out, ldo, true);
-  }
-  void Multiply(const T* a, Index B, Index lda, T* out, Index ldo) const {
-    Multiply(a, B, lda, out, ldo, 0, N_);
-  }
-  // Multiply with a already packed by kernels::PackRows (B, K_).
-  void MultiplyPacked(const T* ap, Index B, T* out, Index ldo, Index c0, Index n) const {
-    constexpr Index PW = kernels::PanelWidth<T>();
-    kernels::PackedProduct(ap, B, K_, data_.data(), K_, N_, c0 / PW, (c0 + n + PW - 1) / PW, out,
-                           ldo, false);
   }
 
  private:
