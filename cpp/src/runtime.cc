@@ -54,7 +54,17 @@ inline void CpuRelax() {
 // How long an idle worker keeps polling for the next job before it sleeps.
 // A time loop hands out one job per step, microseconds apart: polling makes
 // that hand-off cost well under a microsecond instead of a futex wake-up.
-constexpr auto kSpinTime = std::chrono::microseconds(50);
+constexpr auto kSpinTime = std::chrono::microseconds(1000);
+
+// A polling thread checks the clock every kPausesPerCheck pauses; after
+// kYieldAfter it yields its core at each check. When the scheduler has put a
+// worker on the same core as the thread it waits for (it tends to wake a
+// sleeping thread on the waker's core), a poller that never yields holds
+// that core for a whole time slice while the other thread cannot run: a
+// step of a sequence then costs milliseconds instead of microseconds. Steps
+// are shorter than kYieldAfter, so the usual hand-off pays no system call.
+constexpr int kPausesPerCheck = 64;
+constexpr auto kYieldAfter = std::chrono::microseconds(20);
 
 thread_local bool tls_in_parallel = false;
 
@@ -133,15 +143,14 @@ class Pool {
     std::atomic<Index> value{0};
   };
 
-  // Polls cond, then yields: when the cores are oversubscribed the thread
-  // waited for may need this very core.
+  // Polls cond, yielding the core once kYieldAfter has passed.
   template <typename Cond>
   static void Wait(Cond cond) {
-    const auto until = std::chrono::steady_clock::now() + kSpinTime;
-    for (int i = 0; !cond(); ++i) {
-      if (i < 256 || std::chrono::steady_clock::now() < until)
+    const auto start = std::chrono::steady_clock::now();
+    for (int i = 1; !cond(); ++i) {
+      if (i % kPausesPerCheck != 0)
         CpuRelax();
-      else
+      else if (std::chrono::steady_clock::now() - start > kYieldAfter)
         std::this_thread::yield();
     }
   }
@@ -188,11 +197,16 @@ class Pool {
     for (;;) {
       std::uint64_t t = ticket_.load(std::memory_order_acquire);
       if (t == seen) {
-        const auto until = std::chrono::steady_clock::now() + kSpinTime;
-        for (int i = 0; t == seen; ++i) {
-          CpuRelax();
+        const auto start = std::chrono::steady_clock::now();
+        for (int i = 1; t == seen; ++i) {
+          if (i % kPausesPerCheck != 0) {
+            CpuRelax();
+          } else {
+            const auto waited = std::chrono::steady_clock::now() - start;
+            if (waited > kSpinTime) break;
+            if (waited > kYieldAfter) std::this_thread::yield();
+          }
           t = ticket_.load(std::memory_order_acquire);
-          if ((i & 255) == 255 && std::chrono::steady_clock::now() > until) break;
         }
       }
       if (t == seen) {
