@@ -58,18 +58,24 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
     return tape ? tape->aux.data() + r * H : aux_buf.data() + b * H;
   };
 
+  // Layer norm and eval-mode batch norm of the recurrent term inside the
+  // step's row loop; batch norm in training over the whole step first.
+  const bool nh_rows = nh.active() && nh.step_row_local();
   for (Index k = 0; k < steps; ++k) {
     // u: the recurrent products' input; the state update uses h itself.
     const T* u = rd.Apply(h.data());
     if (after) {
       whh->Product(u, H, ah.data(), G);
-      if (nh.active()) {
+      if (nh_rows) {
+        nh.BeginStep(k);
+      } else if (nh.active()) {
         step_rows.FromStep(seq, k, ah.data(), G);
         nh.ForwardStep(k, step_rows);
       }
       internal::ForRows(B, G, [&](Index b) {
         const Index r = seq.Row(k, b);
         if (r < 0) return;
+        if (nh_rows) nh.StepRow(ah.data() + b * G, r);
         kernels::GruForward(H, ax.data() + r * G, ah.data() + b * G, w_.b_ih, w_.b_hh,
                             h.data() + b * H, gates_at(r, b), aux_at(r, b), h_new.data() + b * H);
       });

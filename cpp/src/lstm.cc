@@ -62,11 +62,17 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
     return tape ? tape->aux.data() + r * H : tc_buf.data() + b * H;
   };
 
-  // Layer norm: every site normalizes rows on its own, so a step is one pass
-  // over its rows (one parallel region); batch norms need the whole step.
-  const bool row_norms = config_.norm == Norm::kLayer;
+  // Layer norm and eval-mode batch norm normalize each row on its own, so a
+  // step is one pass over its rows (one parallel region); batch norm in
+  // training needs the whole step first.
+  const bool row_norms =
+      (!nh.active() || nh.step_row_local()) && (!nc.active() || nc.step_row_local());
   for (Index k = 0; k < steps; ++k) {
     whh.Product(rd.Apply(h.data()), P, ah.data(), G);
+    if (row_norms) {
+      nh.BeginStep(k);
+      nc.BeginStep(k);
+    }
     if (nh.active() && !row_norms) {
       step_rows.FromStep(seq, k, ah.data(), G);
       nh.ForwardStep(k, step_rows);
@@ -80,14 +86,14 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
       }
       T* cb = c.data() + b * H;
       if (zc.active()) CopyRow(cb, c_old.data() + b * H, H);
-      if (row_norms) nh.ForwardRow(ah.data() + b * G, r);
+      if (row_norms && nh.active()) nh.StepRow(ah.data() + b * G, r);
       if (nc.active()) {
         kernels::LstmGates(H, ax.data() + r * G, ah.data() + b * G, bias.data(), cb, gates_at(r, b),
                            cb);
         if (row_norms) {  // h = o tanh(N_c(c)); c itself is carried un-normalized
           T* cnb = cn.data() + b * H;
           CopyRow(cb, cnb, H);
-          nc.ForwardRow(cnb, r);
+          nc.StepRow(cnb, r);
           kernels::LstmOutput(H, gates_at(r, b), cnb, tc_at(r, b), m.data() + b * H);
         }
       } else {

@@ -131,6 +131,29 @@ class NormSite {
     if (tape_) tape_->rstd[static_cast<size_t>(pos)] = r;
   }
 
+  // Whether a cell can normalize step k's rows inside its own row loop, with
+  // no pass of their own: layer norm, and batch norm in eval mode without a
+  // tape (a fixed affine map per step). The cell calls BeginStep(k) before
+  // the loop and StepRow for each active row (any thread).
+  bool step_row_local() const {
+    return kind_ == SiteKind::kLayer || (kind_ != SiteKind::kNone && !training_ && !tape_);
+  }
+  // The running statistics of step k, for StepRow (batch norm in eval mode).
+  void BeginStep(Index k) {
+    if ((kind_ == SiteKind::kBatchStep || kind_ == SiteKind::kBatchSeq) && !training_)
+      stats_->EvalRow(kind_ == SiteKind::kBatchSeq ? 0 : k, eps_, mean_.data(), r_.data());
+  }
+  // Normalizes in place the row of position pos (step_row_local sites): the
+  // same values ForwardStep gives it.
+  void StepRow(T* row, Index pos) {
+    if (kind_ == SiteKind::kLayer) {
+      ForwardRow(row, pos);
+      return;
+    }
+    kernels::BatchNormApply(n_, row, mean_.data(), r_.data(), gamma_, beta_,
+                            static_cast<T*>(nullptr), row);
+  }
+
   // Reads (and never resizes) a tape recorded by a forward pass: for
   // backward, which builds its sites without a tape and attaches it.
   void AttachTape(NormTape<T>* tape) { tape_ = tape; }

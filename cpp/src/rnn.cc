@@ -43,20 +43,22 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
     internal::ResizePositions(tape->aux, seq, H);
   }
   internal::StepMatrix<T> whh(w_.w_hh, H, H, 1, H, B);  // W_hh^T
+  // Layer norm (of the sum of both terms) and eval-mode batch norm inside the
+  // step's row loop; batch norm in training over the whole step first.
+  const bool nh_rows = nh.active() && nh.step_row_local();
   for (Index k = 0; k < steps; ++k) {
     whh.Product(rd.Apply(h.data()), H, ah.data(), H);
-    if (norm_sum)
-      for (Index b = 0; b < B; ++b) {
-        const Index r = seq.Row(k, b);
-        if (r >= 0) VectorMap<T>(ah.data() + b * H, H) += ConstVectorMap<T>(ax.data() + r * H, H);
-      }
-    if (nh.active()) {
+    if (nh_rows) {
+      nh.BeginStep(k);
+    } else if (nh.active()) {  // batch norm in training (norm_sum is layer norm only)
       step_rows.FromStep(seq, k, ah.data(), H);
       nh.ForwardStep(k, step_rows);
     }
     internal::ForRows(B, H, [&](Index b) {
       const Index r = seq.Row(k, b);
       if (r < 0) return;
+      if (norm_sum) VectorMap<T>(ah.data() + b * H, H) += ConstVectorMap<T>(ax.data() + r * H, H);
+      if (nh_rows) nh.StepRow(ah.data() + b * H, r);
       T* hb = h.data() + b * H;
       if (tape) CopyRow(hb, tape->h_prev.data() + r * H, H);
       // With zoneout the new value h~ is blended with the old one.
