@@ -73,8 +73,9 @@ inline void BatchStats(Index count, const T* const* rows, Index col, Index n, T*
   v /= T(count);
 }
 
-// y = γ (a - μ) r + β for one row; r per column. xhat may be null (eval).
-// y may alias a. beta may be null.
+// y = γ â + β, â = (a - μ) r, for one row; r per column. xhat (â) may be
+// null (eval, no tape): y is then computed in the same order, so a result
+// does not depend on whether â is kept. y may alias a. beta may be null.
 template <typename T>
 inline void BatchNormApply(Index n, const T* a, const T* mean, const T* r, const T* gamma,
                            const T* beta, T* xhat, T* y) {
@@ -85,9 +86,9 @@ inline void BatchNormApply(Index n, const T* a, const T* mean, const T* r, const
     else
       A(y, n) = A(gamma, n) * A(xhat, n);
   } else if (beta) {
-    A(y, n) = A(gamma, n) * (A(a, n) - A(mean, n)) * A(r, n) + A(beta, n);
+    A(y, n) = A(gamma, n) * ((A(a, n) - A(mean, n)) * A(r, n)) + A(beta, n);
   } else {
-    A(y, n) = A(gamma, n) * (A(a, n) - A(mean, n)) * A(r, n);
+    A(y, n) = A(gamma, n) * ((A(a, n) - A(mean, n)) * A(r, n));
   }
 }
 
