@@ -170,8 +170,7 @@ class NormSite {
     // statistics computed beforehand (kBatchSeq), split over columns.
     const Index count = s.count();
     const bool step_stats = kind_ == SiteKind::kBatchStep && training_;
-    if (!training_)
-      stats_->EvalRow(kind_ == SiteKind::kBatchSeq ? 0 : k, eps_, mean_.data(), r_.data());
+    BeginStep(k);  // eval mode: the running statistics
     ForColumns(count, n_, [&](Index c0, Index n) {
       if (step_stats) {
         kernels::BatchStats(count, s.rows.data(), c0, n, mean_.data() + c0, var_.data() + c0);

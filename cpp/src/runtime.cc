@@ -143,16 +143,26 @@ class Pool {
     std::atomic<Index> value{0};
   };
 
-  // Polls cond, yielding the core once kYieldAfter has passed.
+  // Polls until done() or until limit has passed, yielding the core at each
+  // clock check once kYieldAfter has passed.
+  template <typename Done, typename Duration>
+  static void Poll(Done done, Duration limit) {
+    const auto start = std::chrono::steady_clock::now();
+    for (int i = 1; !done(); ++i) {
+      if (i % kPausesPerCheck != 0) {
+        CpuRelax();
+        continue;
+      }
+      const auto waited = std::chrono::steady_clock::now() - start;
+      if (waited > limit) return;
+      if (waited > kYieldAfter) std::this_thread::yield();
+    }
+  }
+
+  // Polls cond until it holds.
   template <typename Cond>
   static void Wait(Cond cond) {
-    const auto start = std::chrono::steady_clock::now();
-    for (int i = 1; !cond(); ++i) {
-      if (i % kPausesPerCheck != 0)
-        CpuRelax();
-      else if (std::chrono::steady_clock::now() - start > kYieldAfter)
-        std::this_thread::yield();
-    }
+    Poll(cond, std::chrono::steady_clock::duration::max());
   }
 
   // Claims and runs chunks: first from the participant's own range, then
@@ -197,17 +207,12 @@ class Pool {
     for (;;) {
       std::uint64_t t = ticket_.load(std::memory_order_acquire);
       if (t == seen) {
-        const auto start = std::chrono::steady_clock::now();
-        for (int i = 1; t == seen; ++i) {
-          if (i % kPausesPerCheck != 0) {
-            CpuRelax();
-          } else {
-            const auto waited = std::chrono::steady_clock::now() - start;
-            if (waited > kSpinTime) break;
-            if (waited > kYieldAfter) std::this_thread::yield();
-          }
-          t = ticket_.load(std::memory_order_acquire);
-        }
+        Poll(
+            [&] {
+              t = ticket_.load(std::memory_order_acquire);
+              return t != seen;
+            },
+            kSpinTime);
       }
       if (t == seen) {
         std::unique_lock<std::mutex> lock(mu_);
