@@ -43,6 +43,7 @@ import statistics
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -911,6 +912,56 @@ def measure(
     return Timing(statistics.median(times), min(times), repeats, number)
 
 
+def quiesce(max_wait_s: float = 2.0, window_s: float = 0.02, busy_s: float = 0.001) -> float:
+    """Waits until this process's other threads stop using the CPU (at most ``max_wait_s``).
+
+    Libraries leave worker threads polling for a while after a call: OpenBLAS for about
+    0.1 s after any NumPy BLAS call (a model's orthogonal initialization makes one), OpenMP
+    and ONNX Runtime pools for shorter times. On a 2-core machine such a thread takes a core
+    from the library being timed next, so every timed measurement starts here. Reads each
+    thread's CPU time from ``/proc/self/task/*/schedstat`` (Linux); elsewhere sleeps
+    ``max_wait_s / 10``.
+
+    Args:
+        max_wait_s: Longest wait.
+        window_s: Length of one observation window.
+        busy_s: CPU time the other threads may use in one window and still count as idle.
+
+    Returns:
+        Seconds waited.
+    """
+    t0 = time.perf_counter()
+    me = str(threading.get_native_id())
+
+    def others_cpu_ns() -> int | None:
+        try:
+            tasks = os.listdir("/proc/self/task")
+        except OSError:
+            return None
+        total = 0
+        for tid in tasks:
+            if tid == me:
+                continue
+            try:
+                with open(f"/proc/self/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass  # the thread has just exited
+        return total
+
+    before = others_cpu_ns()
+    if before is None:
+        time.sleep(max_wait_s / 10)
+        return time.perf_counter() - t0
+    while time.perf_counter() - t0 < max_wait_s:
+        time.sleep(window_s)
+        after = others_cpu_ns()
+        if after is not None and after - before < busy_s * 1e9:
+            break
+        before = after
+    return time.perf_counter() - t0
+
+
 _PEAK_CODE = textwrap.dedent(
     """
     import statistics, sys, time
@@ -1191,10 +1242,9 @@ def run_case(
         try:
             runner = b.build(case, params, data)
             outputs[b.name] = runner.collect(runner.fn())
+            quiesce()  # no other library's (or this one's set-up) threads still polling
             timings[b.name] = measure(runner.fn, target_s, repeats)
             del runner  # release the backend's module/session (and its thread pool) now
-            if case.threads > 1:
-                time.sleep(0.05)  # let spinning worker threads park before the next backend
         except Exception as e:  # noqa: BLE001 -- report and go on with the other backends
             notes.append(f"{b.name} ERROR: {type(e).__name__}: {e}")
             errors.append(f"ERROR {b.name}")
@@ -1484,6 +1534,7 @@ def run_norm_row(
         except Exception as e:  # noqa: BLE001 -- report and go on with the other variants
             notes.append(f"{label} ERROR: {type(e).__name__}: {e}")
             traceback.print_exc(file=sys.stderr)
+    quiesce()
     times = measure_interleaved(fns, target_s, repeats) if fns else {}
     return NormRow(cell, t, b, h, threads, times, notes)
 

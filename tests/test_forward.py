@@ -16,7 +16,16 @@ Tolerances, relative to ``scale = max(1, max|reference|)`` (ReLU outputs can exc
 
 import numpy as np
 import pytest
-from rnn_testing import VARIANTS, Config, make_inputs, make_module, pack_states, reference
+from rnn_testing import (
+    NORM_VARIANTS,
+    VARIANTS,
+    Config,
+    make_inputs,
+    make_module,
+    pack_states,
+    reference,
+    unpack_states,
+)
 
 TOLERANCE = {"float64": 1e-12, "float32": 3e-5}  # see module docstring
 T, B = 6, 4
@@ -147,3 +156,42 @@ def test_hidden_state_is_threaded_between_calls(rc, rng):
     np.testing.assert_allclose(c2, ref_states[1], rtol=0, atol=1e-12)
     np.testing.assert_allclose(h_all, ref_states[0], rtol=0, atol=1e-12)
     np.testing.assert_allclose(c_all, ref_states[1], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "variant,norm", [(v, None) for v in VARIANTS] + [(v, "layer") for v in NORM_VARIANTS]
+)
+@pytest.mark.parametrize("batch", [1, 16])
+def test_streamed_steps_at_split_sizes(rc, rng, variant, norm, batch):
+    """One call per time step, the state carried (a streamed sequence), at sizes where a
+    single step's input projection and recurrent product are split over threads (the core
+    then runs both in one parallel region; for the RNN and the projected LSTM only one of
+    the two is large enough to split). Every step matches the float64 reference of the whole
+    sequence, and results are bitwise identical for 1, 2 and 3 threads."""
+    cfg = Config.from_variant(variant, input_size=96, hidden_size=256, norm=norm)
+    steps = 3
+    # Weights ~ 1/sqrt(fan-in), so that gates are not saturated and a wrong or missing
+    # product shows in every output.
+    params = cfg.make_params(rng, scale=1.0 / np.sqrt(cfg.hidden_size))
+    x, states, _ = make_inputs(cfg, rng, steps, batch)  # a non-zero initial state
+    ref_out, ref_states = reference(cfg, params, x, states, None)
+    m = make_module(rc, cfg, "float64", params)
+    old = rc.get_num_threads()
+    runs = []
+    try:
+        for threads in (1, 2, 3):
+            rc.set_num_threads(threads)
+            hx, outs = pack_states(cfg, states), []
+            for t in range(steps):
+                out, hx = m(x[t : t + 1], hx)
+                outs.append(out)
+            runs.append((np.concatenate(outs), *unpack_states(cfg, hx)))
+    finally:
+        rc.set_num_threads(old)
+    got = runs[0]
+    assert_close(got[0], ref_out, "float64", "out")
+    for i, want in enumerate(ref_states):
+        assert_close(got[1 + i], want, "float64", f"state {i}")
+    for threads, run in zip((2, 3), runs[1:]):
+        for a, b in zip(run, got):
+            np.testing.assert_array_equal(a, b, err_msg=f"{threads} threads")

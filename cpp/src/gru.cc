@@ -26,17 +26,9 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
   NormSite<T> nx(sites.x, seq, G, w_.gx, nullptr, config_, w_.rx, tape ? &tape->nx : nullptr);
   NormSite<T> nh(sites.h, seq, G, w_.gh, nullptr, config_, w_.rh, tape ? &tape->nh : nullptr);
 
-  Buffer<T> ax(static_cast<size_t>(rows * G));
-  internal::InputProjection(x, rows, D, ldx, w_.w_ih, G, ax.data());
-  nx.ForwardAll(seq, ax.data());
   Buffer<T> h = internal::InitialState(h0, B, H);
-  Buffer<T> h_new(static_cast<size_t>(B * H));
   Buffer<T> ah(static_cast<size_t>(B * G));
-  Buffer<T> rh(after ? 0 : static_cast<size_t>(B * H));
-  Buffer<T> gates_buf(static_cast<size_t>(B * G)), aux_buf(static_cast<size_t>(B * H));
   RecurrentDropout<T> rd(config_, B, H);
-  const Zoneout<T> zone(config_, MaskSite::kZoneH, H);
-  StepRows<T> step_rows;
   // W_hh^T; reset_before: its r, z rows and its n rows apart.
   std::optional<internal::StepMatrix<T>> whh, wrz, wn;
   if (after) {
@@ -45,6 +37,21 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
     wrz.emplace(w_.w_hh, H, 2 * H, 1, H, B);
     wn.emplace(w_.w_hh + 2 * H * H, H, H, 1, H, B);
   }
+  Buffer<T> ax(static_cast<size_t>(rows * G));
+  // A single step's recurrent product goes with the input projection (one
+  // product of all gates: reset_after).
+  const bool fused = after && internal::FusesFirstStep(steps, B);
+  if (fused)
+    internal::FirstStepProducts(x, B, D, ldx, w_.w_ih, ax.data(), *whh, rd.Apply(h.data()), H,
+                                ah.data(), G);
+  else
+    internal::InputProjection(x, rows, D, ldx, w_.w_ih, G, ax.data());
+  nx.ForwardAll(seq, ax.data());
+  Buffer<T> h_new(static_cast<size_t>(B * H));
+  Buffer<T> rh(after ? 0 : static_cast<size_t>(B * H));
+  Buffer<T> gates_buf(static_cast<size_t>(B * G)), aux_buf(static_cast<size_t>(B * H));
+  const Zoneout<T> zone(config_, MaskSite::kZoneH, H);
+  StepRows<T> step_rows;
   if (tape) {
     internal::ResizePositions(tape->gates, seq, G);
     internal::ResizePositions(tape->h_prev, seq, H);
@@ -65,7 +72,7 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
     // u: the recurrent products' input; the state update uses h itself.
     const T* u = rd.Apply(h.data());
     if (after) {
-      whh->Product(u, H, ah.data(), G);
+      if (k > 0 || !fused) whh->Product(u, H, ah.data(), G);
       if (nh_rows) {
         nh.BeginStep(k);
       } else if (nh.active()) {

@@ -27,26 +27,32 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
   NormSite<T> nh(sites.h, seq, G, w_.gh, nullptr, config_, w_.rh, tape ? &tape->nh : nullptr);
   NormSite<T> nc(sites.c, seq, H, w_.gc, w_.bc, config_, w_.rc, tape ? &tape->nc : nullptr);
 
+  Buffer<T> h = internal::InitialState(h0, B, P);
+  Buffer<T> c = internal::InitialState(c0, B, H);
+  Buffer<T> ah(static_cast<size_t>(B * G)), m(static_cast<size_t>(B * H));
+  RecurrentDropout<T> rd(config_, B, P);
+  internal::StepMatrix<T> whh(w_.w_hh, P, G, 1, P, B);  // W_hh^T
   Buffer<T> ax(static_cast<size_t>(rows * G));
-  internal::InputProjection(x, rows, D, ldx, w_.w_ih, G, ax.data());
+  // A single step's recurrent product goes with the input projection.
+  const bool fused = internal::FusesFirstStep(steps, B);
+  if (fused)
+    internal::FirstStepProducts(x, B, D, ldx, w_.w_ih, ax.data(), whh, rd.Apply(h.data()), P,
+                                ah.data(), G);
+  else
+    internal::InputProjection(x, rows, D, ldx, w_.w_ih, G, ax.data());
   nx.ForwardAll(seq, ax.data());
   Buffer<T> bias(static_cast<size_t>(G));
   VectorMap<T>(bias.data(), G) = ConstVectorMap<T>(w_.b_ih, G) + ConstVectorMap<T>(w_.b_hh, G);
 
-  Buffer<T> h = internal::InitialState(h0, B, P);
-  Buffer<T> c = internal::InitialState(c0, B, H);
-  Buffer<T> ah(static_cast<size_t>(B * G)), m(static_cast<size_t>(B * H));
   Buffer<T> hp(proj ? static_cast<size_t>(B * P) : 0);
   Buffer<T> cn(nc.active() ? static_cast<size_t>(B * H) : 0);
   Buffer<T> gates_buf(static_cast<size_t>(B * G)), tc_buf(static_cast<size_t>(B * H));
-  RecurrentDropout<T> rd(config_, B, P);
   // Zoneout (Krueger et al. 2017): h~ = o tanh(c~) from the new cell value
   // c~; then c and h each keep their previous values where zoned out.
   const Zoneout<T> zh(config_, MaskSite::kZoneH, P), zc(config_, MaskSite::kZoneC, H);
   Buffer<T> c_old(zc.active() ? static_cast<size_t>(B * H) : 0);
   StepRows<T> step_rows;
-  internal::StepMatrix<T> whh(w_.w_hh, P, G, 1, P, B);  // W_hh^T
-  std::optional<internal::StepMatrix<T>> whr;           // W_hr^T
+  std::optional<internal::StepMatrix<T>> whr;  // W_hr^T
   if (proj) whr.emplace(w_.w_hr, H, P, 1, H, B);
   if (tape) {
     internal::ResizePositions(tape->gates, seq, G);
@@ -68,7 +74,7 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
   const bool row_norms =
       (!nh.active() || nh.step_row_local()) && (!nc.active() || nc.step_row_local());
   for (Index k = 0; k < steps; ++k) {
-    whh.Product(rd.Apply(h.data()), P, ah.data(), G);
+    if (k > 0 || !fused) whh.Product(rd.Apply(h.data()), P, ah.data(), G);
     if (row_norms) {
       nh.BeginStep(k);
       nc.BeginStep(k);

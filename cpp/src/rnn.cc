@@ -25,16 +25,23 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
   NormSite<T> nx(sites.x, seq, H, w_.gx, nullptr, config_, w_.rx, tape ? &tape->nx : nullptr);
   NormSite<T> nh(sites.h, seq, H, w_.gh, nullptr, config_, w_.rh, tape ? &tape->nh : nullptr);
 
+  Buffer<T> h = internal::InitialState(h0, B, H);
+  Buffer<T> ah(static_cast<size_t>(B * H));
+  RecurrentDropout<T> rd(config_, B, H);
+  internal::StepMatrix<T> whh(w_.w_hh, H, H, 1, H, B);  // W_hh^T
   Buffer<T> ax(static_cast<size_t>(rows * H));
-  internal::InputProjection(x, rows, D, ldx, w_.w_ih, H, ax.data());
+  // A single step's recurrent product goes with the input projection.
+  const bool fused = internal::FusesFirstStep(steps, B);
+  if (fused)
+    internal::FirstStepProducts(x, B, D, ldx, w_.w_ih, ax.data(), whh, rd.Apply(h.data()), H,
+                                ah.data(), H);
+  else
+    internal::InputProjection(x, rows, D, ldx, w_.w_ih, H, ax.data());
   nx.ForwardAll(seq, ax.data());
   Buffer<T> bias(static_cast<size_t>(H));
   VectorMap<T>(bias.data(), H) = ConstVectorMap<T>(w_.b_ih, H) + ConstVectorMap<T>(w_.b_hh, H);
   const Buffer<T> zeros(static_cast<size_t>(H), T(0));
 
-  Buffer<T> h = internal::InitialState(h0, B, H);
-  Buffer<T> ah(static_cast<size_t>(B * H));
-  RecurrentDropout<T> rd(config_, B, H);
   const Zoneout<T> zone(config_, MaskSite::kZoneH, H);
   Buffer<T> h_new(zone.active() ? static_cast<size_t>(B * H) : 0);
   StepRows<T> step_rows;
@@ -42,12 +49,11 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
     internal::ResizePositions(tape->h_prev, seq, H);
     internal::ResizePositions(tape->aux, seq, H);
   }
-  internal::StepMatrix<T> whh(w_.w_hh, H, H, 1, H, B);  // W_hh^T
   // Layer norm (of the sum of both terms) and eval-mode batch norm inside the
   // step's row loop; batch norm in training over the whole step first.
   const bool nh_rows = nh.active() && nh.step_row_local();
   for (Index k = 0; k < steps; ++k) {
-    whh.Product(rd.Apply(h.data()), H, ah.data(), H);
+    if (k > 0 || !fused) whh.Product(rd.Apply(h.data()), H, ah.data(), H);
     if (nh_rows) {
       nh.BeginStep(k);
     } else if (nh.active()) {  // batch norm in training (norm_sum is layer norm only)

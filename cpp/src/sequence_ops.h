@@ -143,23 +143,32 @@ class StepMatrix {
   // Not reentrant: a is packed into this object's buffer, once per call for
   // all column chunks.
   void Product(const T* a, Index lda, T* out, Index ldo) {
-    const Index B = batch_, K = K_, N = N_;
-    if (packed_) kernels::PackRows(a, B, K, lda, Index(1), rows_.data());
-    auto columns = [&](Index c0, Index n) {
-      if (packed_) {
-        packed_->MultiplyPacked(rows_.data(), B, out, ldo, c0, n);
-        return;
-      }
-      auto A = CView(a, B, K, lda);
-      if (sk_ == 1)
-        View(out + c0, B, n, ldo).noalias() = A * CView(w_ + c0 * sn_, n, K, sn_).transpose();
-      else
-        View(out + c0, B, n, ldo).noalias() = A * CView(w_ + c0, K, n, sk_);
-    };
-    if (B * K * N < kStepParallelMacs)
-      columns(0, N);
+    Prepare(a, lda);
+    if (!Parallel())
+      Columns(a, lda, out, ldo, 0, N_);
     else
-      ForChunks(N, kStepChunk, columns);
+      ForChunks(N_, kStepChunk, [&](Index c0, Index n) { Columns(a, lda, out, ldo, c0, n); });
+  }
+
+  // Product in parts, for callers that run it inside their own parallel
+  // region: Prepare once, then Columns over chunks of kStepChunk columns
+  // (over all N at once when not Parallel()).
+  void Prepare(const T* a, Index lda) {
+    if (packed_) kernels::PackRows(a, batch_, K_, lda, Index(1), rows_.data());
+  }
+  bool Parallel() const { return batch_ * K_ * N_ >= kStepParallelMacs; }
+  Index cols() const { return N_; }
+  // Columns [c0, c0 + n) of out (out points at column 0).
+  void Columns(const T* a, Index lda, T* out, Index ldo, Index c0, Index n) const {
+    if (packed_) {
+      packed_->MultiplyPacked(rows_.data(), batch_, out, ldo, c0, n);
+      return;
+    }
+    auto A = CView(a, batch_, K_, lda);
+    if (sk_ == 1)
+      View(out + c0, batch_, n, ldo).noalias() = A * CView(w_ + c0 * sn_, n, K_, sn_).transpose();
+    else
+      View(out + c0, batch_, n, ldo).noalias() = A * CView(w_ + c0, K_, n, sk_);
   }
 
  private:
@@ -168,6 +177,43 @@ class StepMatrix {
   std::optional<PackedMatrix<T>> packed_;
   Buffer<T> rows_;  // a, packed by kernels::PackRows
 };
+
+// Whether a sequence of `steps` steps of `batch` rows is one InputProjection
+// product away from its first step: a single step (a streamed call), whose
+// input projection FirstStepProducts runs with the step's recurrent product.
+inline bool FusesFirstStep(Index steps, Index batch) { return steps == 1 && batch <= kRowChunk; }
+
+// A one-step sequence (FusesFirstStep): its input projection ax (B, N) =
+// x (B, D; stride ldx) w^T, w (N, D), and its recurrent product ah (B, N;
+// stride ldah) = u (B, K; stride ldu) m, in one parallel region instead of
+// two. Chunk c computes the same columns of both, so a thread reads the same
+// gate rows of W_ih and of the recurrent weights; each product is the one
+// InputProjection and m.Product compute, chunk for chunk.
+template <typename T>
+void FirstStepProducts(const T* x, Index B, Index D, Index ldx, const T* w, T* ax, StepMatrix<T>& m,
+                       const T* u, Index ldu, T* ah, Index ldah) {
+  const Index N = m.cols();
+  StepMatrix<T> wx(w, D, N, 1, D, B);
+  wx.Prepare(x, ldx);
+  m.Prepare(u, ldu);
+  // Each product split as its own Product splits it: a small one whole, with
+  // the first chunk.
+  auto part = [N](const StepMatrix<T>& s, const T* a, Index lda, T* out, Index ldo, Index c0,
+                  Index n) {
+    if (s.Parallel())
+      s.Columns(a, lda, out, ldo, c0, n);
+    else if (c0 == 0)
+      s.Columns(a, lda, out, ldo, 0, N);
+  };
+  auto both = [&](Index c0, Index n) {
+    part(wx, x, ldx, ax, N, c0, n);
+    part(m, u, ldu, ah, ldah, c0, n);
+  };
+  if (wx.Parallel() || m.Parallel())
+    ForChunks(N, kStepChunk, both);
+  else
+    both(0, N);
+}
 
 // out (rows, N) = x (rows, D; stride ldx) w^T, w (N, D), through the packed
 // w. Split over row chunks; a projection of fewer rows than one chunk (a

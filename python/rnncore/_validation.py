@@ -60,6 +60,8 @@ def to_numpy(value: Any) -> np.ndarray:
 
 def real_array(name: str, value: Any) -> np.ndarray:
     """value as an ndarray of a real (integer or floating) dtype, without copying."""
+    if type(value) is np.ndarray and value.dtype.kind in "iuf":  # the common case, first
+        return value
     try:
         arr = to_numpy(value)
     except Exception as e:  # noqa: BLE001 - any failure to convert is a type error here
