@@ -349,6 +349,14 @@ class _RecurrentBase:
     def _state(self, name, value, batch, width, unbatched):
         if value is None:
             return None
+        if (  # the common case, a state returned by the previous call: used as it is
+            type(value) is np.ndarray
+            and not unbatched
+            and value.dtype == self.dtype
+            and value.shape == (self._num_states, batch, width)
+            and value.flags.c_contiguous
+        ):
+            return value
         arr = v.real_array(name, value)
         if unbatched:
             v.check_shape(name, arr, (self._num_states, width))
