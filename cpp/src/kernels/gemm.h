@@ -120,24 +120,42 @@ inline void PanelBlock(const T* a, Index K, const T* panel, T* c, Index ldc, Ind
                        bool accumulate) {
   using V = typename Vector<T>::type;
   constexpr int W = kVectorBytes / static_cast<int>(sizeof(T));
+  // Every loop over r is unrolled, so that the accumulators stay in registers
+  // from start to end (a loop left rolled makes the compiler keep them in an
+  // array on the stack: zeroed with a memset, spilled and reloaded).
   V acc0[R], acc1[R];
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r) acc0[r] = acc1[r] = V{};
   for (Index k = 0; k < K; ++k) {
     V m0, m1;
     std::memcpy(&m0, panel + k * 2 * W, sizeof(V));
     std::memcpy(&m1, panel + k * 2 * W + W, sizeof(V));
     const T* ak = a + k * R;
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       const T s = ak[r];
       acc0[r] += s * m0;
       acc1[r] += s * m1;
     }
   }
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
-    T row[2 * W];
+    T* cr = c + r * ldc;
+    if (cols == 2 * W) {  // a whole panel: vector stores (c + acc is acc + c exactly)
+      if (accumulate) {
+        V c0, c1;
+        std::memcpy(&c0, cr, sizeof(V));
+        std::memcpy(&c1, cr + W, sizeof(V));
+        acc0[r] += c0;
+        acc1[r] += c1;
+      }
+      std::memcpy(cr, &acc0[r], sizeof(V));
+      std::memcpy(cr + W, &acc1[r], sizeof(V));
+      continue;
+    }
+    T row[2 * W];  // the last, partial panel of a matrix
     std::memcpy(row, &acc0[r], sizeof(V));
     std::memcpy(row + W, &acc1[r], sizeof(V));
-    T* cr = c + r * ldc;
     if (accumulate) {
       for (Index j = 0; j < cols; ++j) cr[j] += row[j];
     } else {
