@@ -67,6 +67,10 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
   auto tc_at = [&](Index r, Index b) {
     return tape ? tape->aux.data() + r * H : tc_buf.data() + b * H;
   };
+  // Without a projection or zoneout the step's output m is the new h: the
+  // kernels write it there (the step's product has read the old h already).
+  const bool m_is_h = !proj && !zh.active();
+  auto m_at = [&](Index b) { return m_is_h ? h.data() + b * P : m.data() + b * H; };
 
   // Layer norm and eval-mode batch norm normalize each row on its own, so a
   // step is one pass over its rows (one parallel region); batch norm in
@@ -100,11 +104,11 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
           T* cnb = cn.data() + b * H;
           CopyRow(cb, cnb, H);
           nc.StepRow(cnb, r);
-          kernels::LstmOutput(H, gates_at(r, b), cnb, tc_at(r, b), m.data() + b * H);
+          kernels::LstmOutput(H, gates_at(r, b), cnb, tc_at(r, b), m_at(b));
         }
       } else {
         kernels::LstmForward(H, ax.data() + r * G, ah.data() + b * G, bias.data(), cb,
-                             gates_at(r, b), cb, tc_at(r, b), m.data() + b * H);
+                             gates_at(r, b), cb, tc_at(r, b), m_at(b));
       }
     });
     if (nc.active() && !row_norms) {  // h = o tanh(N_c(c)) over the step's rows
@@ -114,10 +118,10 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
       internal::ForRows(B, H, [&](Index b) {
         const Index r = seq.Row(k, b);
         if (r < 0) return;
-        kernels::LstmOutput(H, gates_at(r, b), cn.data() + b * H, tc_at(r, b), m.data() + b * H);
+        kernels::LstmOutput(H, gates_at(r, b), cn.data() + b * H, tc_at(r, b), m_at(b));
       });
     }
-    T* out = m.data();
+    T* out = m_is_h ? h.data() : m.data();
     if (proj) {
       whr->Product(m.data(), H, hp.data(), P);
       out = hp.data();
@@ -128,7 +132,7 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
       T* ob = out + b * P;
       if (zc.active()) zc.Blend(r, c_old.data() + b * H, c.data() + b * H);
       if (zh.active()) zh.Blend(r, h.data() + b * P, ob);
-      CopyRow(ob, h.data() + b * P, P);
+      if (!m_is_h) CopyRow(ob, h.data() + b * P, P);
       CopyRow(ob, y + r * ldy, P);
     }
   }
