@@ -20,7 +20,7 @@ namespace internal {
 // Chunk sizes for splitting work over threads. They depend on nothing but the
 // problem, so a chunk's result never depends on the thread count.
 constexpr Index kRowChunk = 256;     // rows of (T*B, .) matrices
-constexpr Index kUnitChunk = 256;    // rows of weight-gradient matrices
+constexpr Index kUnitChunk = 256;    // rows of weight-gradient matrices, at most
 constexpr Index kPackChunk = 4;      // panels of a matrix being packed
 constexpr Index kReduceChunk = 256;  // rows of a weight gradient's reduction
 constexpr Index kStepChunk = 128;    // output columns of a per-step product (StepMatrix)
@@ -34,6 +34,11 @@ constexpr Index kStepParallelValues = Index(1) << 13;
 constexpr Index kStepRows = 8;
 
 inline Index NumChunks(Index n, Index chunk) { return (n + chunk - 1) / chunk; }
+
+// Rows per chunk of a weight gradient of n rows: a quarter of them, so that a
+// small one (an RNN's, n = H) is split too, within [64, kUnitChunk]. Smaller
+// chunks read the packed input once more each.
+inline Index UnitChunk(Index n) { return std::clamp<Index>((n + 3) / 4, 64, kUnitChunk); }
 
 // fn(begin, count) over [0, n) in fixed chunks, in parallel.
 template <typename F>
@@ -243,7 +248,7 @@ void WeightGradient(const T* da, Index rows, Index N, Index ldda, const T* x, In
     return;
   }
   const PackedMatrix<T> xp(x, rows, K, ldx, 1);
-  ForChunks(N, kUnitChunk, [&](Index n0, Index n) {
+  ForChunks(N, UnitChunk(N), [&](Index n0, Index n) {
     for (Index r0 = 0; r0 < rows; r0 += kReduceChunk)
       xp.MultiplyAdd(da + r0 * ldda + n0, n, 1, ldda, r0, std::min(kReduceChunk, rows - r0),
                      dw + n0 * K, K);
