@@ -195,3 +195,34 @@ def test_streamed_steps_at_split_sizes(rc, rng, variant, norm, batch):
     for threads, run in zip((2, 3), runs[1:]):
         for a, b in zip(run, got):
             np.testing.assert_array_equal(a, b, err_msg=f"{threads} threads")
+
+
+@pytest.mark.parametrize(
+    "variant,norm", [(v, None) for v in VARIANTS] + [(v, "layer") for v in NORM_VARIANTS]
+)
+def test_steps_split_by_rows(rc, rng, variant, norm):
+    """Sizes at which the core splits each step over threads by batch rows (a small
+    recurrent weight matrix, B >= 16: every thread multiplies its own rows and finishes
+    them in the same parallel region): outputs and final states match the float64
+    reference, bitwise the same for 1, 2 and 3 threads."""
+    cfg = Config.from_variant(variant, input_size=32, hidden_size=64, norm=norm)
+    params = cfg.make_params(rng, scale=1.0 / np.sqrt(cfg.hidden_size))
+    x, states, lengths = make_inputs(cfg, rng, 5, 24, "mixed")
+    ref_out, ref_states = reference(cfg, params, x, states, lengths)
+    m = make_module(rc, cfg, "float64", params)
+    old = rc.get_num_threads()
+    runs = []
+    try:
+        for threads in (1, 2, 3):
+            rc.set_num_threads(threads)
+            out, hn = m(x, pack_states(cfg, states), lengths)
+            runs.append((out, *unpack_states(cfg, hn)))
+    finally:
+        rc.set_num_threads(old)
+    got = runs[0]
+    assert_close(got[0], ref_out, "float64", "out")
+    for i, want in enumerate(ref_states):
+        assert_close(got[1 + i], want, "float64", f"state {i}")
+    for threads, run in zip((2, 3), runs[1:]):
+        for a, b in zip(run, got):
+            np.testing.assert_array_equal(a, b, err_msg=f"{threads} threads")

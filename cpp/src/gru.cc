@@ -72,20 +72,25 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
     // u: the recurrent products' input; the state update uses h itself.
     const T* u = rd.Apply(h.data());
     if (after) {
-      if (k > 0 || !fused) whh->Product(u, H, ah.data(), G);
-      if (nh_rows) {
-        nh.BeginStep(k);
-      } else if (nh.active()) {
-        step_rows.FromStep(seq, k, ah.data(), G);
-        nh.ForwardStep(k, step_rows);
-      }
-      internal::ForRows(B, G, [&](Index b) {
+      const bool product = k > 0 || !fused;
+      if (nh_rows) nh.BeginStep(k);
+      auto row = [&](Index b) {
         const Index r = seq.Row(k, b);
         if (r < 0) return;
         if (nh_rows) nh.StepRow(ah.data() + b * G, r);
         kernels::GruForward(H, ax.data() + r * G, ah.data() + b * G, w_.b_ih, w_.b_hh,
                             h.data() + b * H, gates_at(r, b), aux_at(r, b), h_new.data() + b * H);
-      });
+      };
+      if ((!nh.active() || nh_rows) && product && whh->RowSplit()) {
+        internal::ProductAndRows(*whh, u, H, ah.data(), G, row);
+      } else {
+        if (product) whh->Product(u, H, ah.data(), G);
+        if (nh.active() && !nh_rows) {
+          step_rows.FromStep(seq, k, ah.data(), G);
+          nh.ForwardStep(k, step_rows);
+        }
+        internal::ForRows(B, G, row);
+      }
     } else {  // reset_before: plain cells only
       wrz->Product(u, H, ah.data(), 2 * H);
       for (Index b = 0; b < B; ++b) {

@@ -78,16 +78,12 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
   const bool row_norms =
       (!nh.active() || nh.step_row_local()) && (!nc.active() || nc.step_row_local());
   for (Index k = 0; k < steps; ++k) {
-    if (k > 0 || !fused) whh.Product(rd.Apply(h.data()), P, ah.data(), G);
+    const bool product = k > 0 || !fused;
     if (row_norms) {
       nh.BeginStep(k);
       nc.BeginStep(k);
     }
-    if (nh.active() && !row_norms) {
-      step_rows.FromStep(seq, k, ah.data(), G);
-      nh.ForwardStep(k, step_rows);
-    }
-    internal::ForRows(B, G, [&](Index b) {
+    auto row = [&](Index b) {
       const Index r = seq.Row(k, b);
       if (r < 0) return;
       if (tape) {
@@ -110,7 +106,17 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
         kernels::LstmForward(H, ax.data() + r * G, ah.data() + b * G, bias.data(), cb,
                              gates_at(r, b), cb, tc_at(r, b), m_at(b));
       }
-    });
+    };
+    if (row_norms && product && whh.RowSplit()) {
+      internal::ProductAndRows(whh, rd.Apply(h.data()), P, ah.data(), G, row);
+    } else {
+      if (product) whh.Product(rd.Apply(h.data()), P, ah.data(), G);
+      if (nh.active() && !row_norms) {
+        step_rows.FromStep(seq, k, ah.data(), G);
+        nh.ForwardStep(k, step_rows);
+      }
+      internal::ForRows(B, G, row);
+    }
     if (nc.active() && !row_norms) {  // h = o tanh(N_c(c)) over the step's rows
       for (Index b = 0; b < B; ++b) CopyRow(c.data() + b * H, cn.data() + b * H, H);
       step_rows.FromStep(seq, k, cn.data(), H);

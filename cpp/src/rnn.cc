@@ -53,14 +53,9 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
   // step's row loop; batch norm in training over the whole step first.
   const bool nh_rows = nh.active() && nh.step_row_local();
   for (Index k = 0; k < steps; ++k) {
-    if (k > 0 || !fused) whh.Product(rd.Apply(h.data()), H, ah.data(), H);
-    if (nh_rows) {
-      nh.BeginStep(k);
-    } else if (nh.active()) {  // batch norm in training (norm_sum is layer norm only)
-      step_rows.FromStep(seq, k, ah.data(), H);
-      nh.ForwardStep(k, step_rows);
-    }
-    internal::ForRows(B, H, [&](Index b) {
+    const bool product = k > 0 || !fused;
+    if (nh_rows) nh.BeginStep(k);
+    auto row = [&](Index b) {
       const Index r = seq.Row(k, b);
       if (r < 0) return;
       if (norm_sum) VectorMap<T>(ah.data() + b * H, H) += ConstVectorMap<T>(ax.data() + r * H, H);
@@ -77,7 +72,17 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
         CopyRow(out, hb, H);
       }
       CopyRow(hb, y + r * ldy, H);
-    });
+    };
+    if ((!nh.active() || nh_rows) && product && whh.RowSplit()) {
+      internal::ProductAndRows(whh, rd.Apply(h.data()), H, ah.data(), H, row);
+    } else {
+      if (product) whh.Product(rd.Apply(h.data()), H, ah.data(), H);
+      if (nh.active() && !nh_rows) {  // batch norm in training (norm_sum is layer norm only)
+        step_rows.FromStep(seq, k, ah.data(), H);
+        nh.ForwardStep(k, step_rows);
+      }
+      internal::ForRows(B, H, row);
+    }
   }
   std::copy(h.begin(), h.end(), h_n);
 }

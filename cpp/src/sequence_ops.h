@@ -32,6 +32,9 @@ constexpr Index kStepParallelMacs = Index(1) << 16;
 // least this many values, in chunks of kStepRows rows.
 constexpr Index kStepParallelValues = Index(1) << 13;
 constexpr Index kStepRows = 8;
+// A step's product is split by rows instead of columns when its weight
+// matrix takes at most this many bytes (StepMatrix::RowSplit).
+constexpr Index kRowSplitBytes = Index(256) << 10;
 
 inline Index NumChunks(Index n, Index chunk) { return (n + chunk - 1) / chunk; }
 
@@ -114,6 +117,13 @@ class PackedMatrix {
     kernels::PackedProduct(ap, B, K_, data_.data(), K_, N_, c0 / PW, (c0 + n + PW - 1) / PW, out,
                            ldo, false);
   }
+  // out (rows [b0, b0 + n) of a (B, K; stride lda) times M; stride ldo) =
+  // those rows of a M, through this thread's scratch: a row is computed as in
+  // Multiply, whatever the rows around it.
+  void MultiplyRows(const T* a, Index lda, Index b0, Index n, T* out, Index ldo) const {
+    kernels::PanelProduct(a + b0 * lda, n, K_, lda, 1, data_.data(), K_, N_, 0,
+                          kernels::NumPanels<T>(N_), out + b0 * ldo, ldo, false);
+  }
   // out (B, N; ldo) += A M over M's rows [k0, k0 + nk), A's element (r, k) at
   // a[r * ra + k * ka] for k < nk.
   void MultiplyAdd(const T* a, Index B, Index ra, Index ka, Index k0, Index nk, T* out,
@@ -162,6 +172,18 @@ class StepMatrix {
     if (packed_) kernels::PackRows(a, batch_, K_, lda, Index(1), rows_.data());
   }
   bool Parallel() const { return batch_ * K_ * N_ >= kStepParallelMacs; }
+  // Whether a step is better split over threads by its rows (ProductAndRows):
+  // a product worth splitting, rows to split, and an M small enough for every
+  // core to keep all of it in its cache.
+  bool RowSplit() const {
+    return packed_ && Parallel() && batch_ >= 2 * kStepRows &&
+           K_ * N_ * static_cast<Index>(sizeof(T)) <= kRowSplitBytes;
+  }
+  Index batch() const { return batch_; }
+  // Rows [b0, b0 + n) of out = a M (a row gets the same values as in Product).
+  void Rows(const T* a, Index lda, T* out, Index ldo, Index b0, Index n) const {
+    packed_->MultiplyRows(a, lda, b0, n, out, ldo);
+  }
   Index cols() const { return N_; }
   // Columns [c0, c0 + n) of out (out points at column 0).
   void Columns(const T* a, Index lda, T* out, Index ldo, Index c0, Index n) const {
@@ -218,6 +240,18 @@ void FirstStepProducts(const T* x, Index B, Index D, Index ldx, const T* w, T* a
     ForChunks(N, kStepChunk, both);
   else
     both(0, N);
+}
+
+// A step split by rows (m.RowSplit()): each chunk of kStepRows rows gets its
+// rows of out = u m and then fn(b) for each of them, in one parallel region
+// (instead of the product split by columns, then the rows). fn(b) may
+// overwrite row b of u: nothing else reads it.
+template <typename T, typename F>
+void ProductAndRows(const StepMatrix<T>& m, const T* u, Index ldu, T* out, Index ldo, F&& fn) {
+  ForChunks(m.batch(), kStepRows, [&](Index b0, Index n) {
+    m.Rows(u, ldu, out, ldo, b0, n);
+    for (Index b = b0; b < b0 + n; ++b) fn(b);
+  });
 }
 
 // out (rows, N) = x (rows, D; stride ldx) w^T, w (N, D), through the packed
