@@ -158,6 +158,27 @@ def test_hidden_state_is_threaded_between_calls(rc, rng):
     np.testing.assert_allclose(c_all, ref_states[1], rtol=0, atol=1e-12)
 
 
+def _check_reference_and_thread_counts(rc, cfg, call, ref_out, ref_states):
+    """Runs ``call()`` (returning ``(out, hx)``) at 1, 2 and 3 threads: the float64 result
+    matches the reference, and the runs are bitwise identical."""
+    old = rc.get_num_threads()
+    runs = []
+    try:
+        for threads in (1, 2, 3):
+            rc.set_num_threads(threads)
+            out, hx = call()
+            runs.append((out, *unpack_states(cfg, hx)))
+    finally:
+        rc.set_num_threads(old)
+    got = runs[0]
+    assert_close(got[0], ref_out, "float64", "out")
+    for i, want in enumerate(ref_states):
+        assert_close(got[1 + i], want, "float64", f"state {i}")
+    for threads, run in zip((2, 3), runs[1:]):
+        for a, b in zip(run, got):
+            np.testing.assert_array_equal(a, b, err_msg=f"{threads} threads")
+
+
 @pytest.mark.parametrize(
     "variant,norm", [(v, None) for v in VARIANTS] + [(v, "layer") for v in NORM_VARIANTS]
 )
@@ -176,25 +197,15 @@ def test_streamed_steps_at_split_sizes(rc, rng, variant, norm, batch):
     x, states, _ = make_inputs(cfg, rng, steps, batch)  # a non-zero initial state
     ref_out, ref_states = reference(cfg, params, x, states, None)
     m = make_module(rc, cfg, "float64", params)
-    old = rc.get_num_threads()
-    runs = []
-    try:
-        for threads in (1, 2, 3):
-            rc.set_num_threads(threads)
-            hx, outs = pack_states(cfg, states), []
-            for t in range(steps):
-                out, hx = m(x[t : t + 1], hx)
-                outs.append(out)
-            runs.append((np.concatenate(outs), *unpack_states(cfg, hx)))
-    finally:
-        rc.set_num_threads(old)
-    got = runs[0]
-    assert_close(got[0], ref_out, "float64", "out")
-    for i, want in enumerate(ref_states):
-        assert_close(got[1 + i], want, "float64", f"state {i}")
-    for threads, run in zip((2, 3), runs[1:]):
-        for a, b in zip(run, got):
-            np.testing.assert_array_equal(a, b, err_msg=f"{threads} threads")
+
+    def streamed():
+        hx, outs = pack_states(cfg, states), []
+        for t in range(steps):
+            out, hx = m(x[t : t + 1], hx)
+            outs.append(out)
+        return np.concatenate(outs), hx
+
+    _check_reference_and_thread_counts(rc, cfg, streamed, ref_out, ref_states)
 
 
 @pytest.mark.parametrize(
@@ -210,19 +221,6 @@ def test_steps_split_by_rows(rc, rng, variant, norm):
     x, states, lengths = make_inputs(cfg, rng, 5, 24, "mixed")
     ref_out, ref_states = reference(cfg, params, x, states, lengths)
     m = make_module(rc, cfg, "float64", params)
-    old = rc.get_num_threads()
-    runs = []
-    try:
-        for threads in (1, 2, 3):
-            rc.set_num_threads(threads)
-            out, hn = m(x, pack_states(cfg, states), lengths)
-            runs.append((out, *unpack_states(cfg, hn)))
-    finally:
-        rc.set_num_threads(old)
-    got = runs[0]
-    assert_close(got[0], ref_out, "float64", "out")
-    for i, want in enumerate(ref_states):
-        assert_close(got[1 + i], want, "float64", f"state {i}")
-    for threads, run in zip((2, 3), runs[1:]):
-        for a, b in zip(run, got):
-            np.testing.assert_array_equal(a, b, err_msg=f"{threads} threads")
+    _check_reference_and_thread_counts(
+        rc, cfg, lambda: m(x, pack_states(cfg, states), lengths), ref_out, ref_states
+    )

@@ -38,14 +38,11 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
     wn.emplace(w_.w_hh + 2 * H * H, H, H, 1, H, B);
   }
   Buffer<T> ax(static_cast<size_t>(rows * G));
-  // A single step's recurrent product goes with the input projection (one
-  // product of all gates: reset_after).
-  const bool fused = after && internal::FusesFirstStep(steps, B);
-  if (fused)
-    internal::FirstStepProducts(x, B, D, ldx, w_.w_ih, ax.data(), *whh, rd.Apply(h.data()), H,
-                                ah.data(), G);
-  else
-    internal::InputProjection(x, rows, D, ldx, w_.w_ih, G, ax.data());
+  // fused: a single step's recurrent product came with the input projection
+  // (reset_after: one product of all gates).
+  const bool fused =
+      internal::ProjectInput(x, steps, B, D, ldx, w_.w_ih, G, ax.data(), after ? &*whh : nullptr,
+                             rd.Apply(h.data()), H, ah.data(), G);
   nx.ForwardAll(seq, ax.data());
   Buffer<T> h_new(static_cast<size_t>(B * H));
   Buffer<T> rh(after ? 0 : static_cast<size_t>(B * H));
@@ -81,16 +78,12 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
         kernels::GruForward(H, ax.data() + r * G, ah.data() + b * G, w_.b_ih, w_.b_hh,
                             h.data() + b * H, gates_at(r, b), aux_at(r, b), h_new.data() + b * H);
       };
-      if ((!nh.active() || nh_rows) && product && whh->RowSplit()) {
-        internal::ProductAndRows(*whh, u, H, ah.data(), G, row);
-      } else {
-        if (product) whh->Product(u, H, ah.data(), G);
-        if (nh.active() && !nh_rows) {
-          step_rows.FromStep(seq, k, ah.data(), G);
-          nh.ForwardStep(k, step_rows);
-        }
-        internal::ForRows(B, G, row);
-      }
+      auto whole_step = [&] {  // batch norm in training of the recurrent term
+        step_rows.FromStep(seq, k, ah.data(), G);
+        nh.ForwardStep(k, step_rows);
+      };
+      internal::StepProductThenRows(*whh, product, u, H, ah.data(), G, G, !nh.active() || nh_rows,
+                                    whole_step, row);
     } else {  // reset_before: plain cells only
       wrz->Product(u, H, ah.data(), 2 * H);
       for (Index b = 0; b < B; ++b) {

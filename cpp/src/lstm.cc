@@ -33,13 +33,9 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
   RecurrentDropout<T> rd(config_, B, P);
   internal::StepMatrix<T> whh(w_.w_hh, P, G, 1, P, B);  // W_hh^T
   Buffer<T> ax(static_cast<size_t>(rows * G));
-  // A single step's recurrent product goes with the input projection.
-  const bool fused = internal::FusesFirstStep(steps, B);
-  if (fused)
-    internal::FirstStepProducts(x, B, D, ldx, w_.w_ih, ax.data(), whh, rd.Apply(h.data()), P,
-                                ah.data(), G);
-  else
-    internal::InputProjection(x, rows, D, ldx, w_.w_ih, G, ax.data());
+  // fused: a single step's recurrent product came with the input projection.
+  const bool fused = internal::ProjectInput(x, steps, B, D, ldx, w_.w_ih, G, ax.data(), &whh,
+                                            rd.Apply(h.data()), P, ah.data(), G);
   nx.ForwardAll(seq, ax.data());
   Buffer<T> bias(static_cast<size_t>(G));
   VectorMap<T>(bias.data(), G) = ConstVectorMap<T>(w_.b_ih, G) + ConstVectorMap<T>(w_.b_hh, G);
@@ -107,16 +103,13 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
                              gates_at(r, b), cb, tc_at(r, b), m_at(b));
       }
     };
-    if (row_norms && product && whh.RowSplit()) {
-      internal::ProductAndRows(whh, rd.Apply(h.data()), P, ah.data(), G, row);
-    } else {
-      if (product) whh.Product(rd.Apply(h.data()), P, ah.data(), G);
-      if (nh.active() && !row_norms) {
-        step_rows.FromStep(seq, k, ah.data(), G);
-        nh.ForwardStep(k, step_rows);
-      }
-      internal::ForRows(B, G, row);
-    }
+    auto whole_step = [&] {  // batch norm in training of the recurrent term
+      if (!nh.active()) return;
+      step_rows.FromStep(seq, k, ah.data(), G);
+      nh.ForwardStep(k, step_rows);
+    };
+    internal::StepProductThenRows(whh, product, rd.Apply(h.data()), P, ah.data(), G, G, row_norms,
+                                  whole_step, row);
     if (nc.active() && !row_norms) {  // h = o tanh(N_c(c)) over the step's rows
       for (Index b = 0; b < B; ++b) CopyRow(c.data() + b * H, cn.data() + b * H, H);
       step_rows.FromStep(seq, k, cn.data(), H);

@@ -30,13 +30,9 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
   RecurrentDropout<T> rd(config_, B, H);
   internal::StepMatrix<T> whh(w_.w_hh, H, H, 1, H, B);  // W_hh^T
   Buffer<T> ax(static_cast<size_t>(rows * H));
-  // A single step's recurrent product goes with the input projection.
-  const bool fused = internal::FusesFirstStep(steps, B);
-  if (fused)
-    internal::FirstStepProducts(x, B, D, ldx, w_.w_ih, ax.data(), whh, rd.Apply(h.data()), H,
-                                ah.data(), H);
-  else
-    internal::InputProjection(x, rows, D, ldx, w_.w_ih, H, ax.data());
+  // fused: a single step's recurrent product came with the input projection.
+  const bool fused = internal::ProjectInput(x, steps, B, D, ldx, w_.w_ih, H, ax.data(), &whh,
+                                            rd.Apply(h.data()), H, ah.data(), H);
   nx.ForwardAll(seq, ax.data());
   Buffer<T> bias(static_cast<size_t>(H));
   VectorMap<T>(bias.data(), H) = ConstVectorMap<T>(w_.b_ih, H) + ConstVectorMap<T>(w_.b_hh, H);
@@ -73,16 +69,12 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
       }
       CopyRow(hb, y + r * ldy, H);
     };
-    if ((!nh.active() || nh_rows) && product && whh.RowSplit()) {
-      internal::ProductAndRows(whh, rd.Apply(h.data()), H, ah.data(), H, row);
-    } else {
-      if (product) whh.Product(rd.Apply(h.data()), H, ah.data(), H);
-      if (nh.active() && !nh_rows) {  // batch norm in training (norm_sum is layer norm only)
-        step_rows.FromStep(seq, k, ah.data(), H);
-        nh.ForwardStep(k, step_rows);
-      }
-      internal::ForRows(B, H, row);
-    }
+    auto whole_step = [&] {  // batch norm in training (norm_sum is layer norm only)
+      step_rows.FromStep(seq, k, ah.data(), H);
+      nh.ForwardStep(k, step_rows);
+    };
+    internal::StepProductThenRows(whh, product, rd.Apply(h.data()), H, ah.data(), H, H,
+                                  !nh.active() || nh_rows, whole_step, row);
   }
   std::copy(h.begin(), h.end(), h_n);
 }

@@ -117,13 +117,6 @@ class PackedMatrix {
     kernels::PackedProduct(ap, B, K_, data_.data(), K_, N_, c0 / PW, (c0 + n + PW - 1) / PW, out,
                            ldo, false);
   }
-  // out (rows [b0, b0 + n) of a (B, K; stride lda) times M; stride ldo) =
-  // those rows of a M, through this thread's scratch: a row is computed as in
-  // Multiply, whatever the rows around it.
-  void MultiplyRows(const T* a, Index lda, Index b0, Index n, T* out, Index ldo) const {
-    kernels::PanelProduct(a + b0 * lda, n, K_, lda, 1, data_.data(), K_, N_, 0,
-                          kernels::NumPanels<T>(N_), out + b0 * ldo, ldo, false);
-  }
   // out (B, N; ldo) += A M over M's rows [k0, k0 + nk), A's element (r, k) at
   // a[r * ra + k * ka] for k < nk.
   void MultiplyAdd(const T* a, Index B, Index ra, Index ka, Index k0, Index nk, T* out,
@@ -160,14 +153,14 @@ class StepMatrix {
   void Product(const T* a, Index lda, T* out, Index ldo) {
     Prepare(a, lda);
     if (!Parallel())
-      Columns(a, lda, out, ldo, 0, N_);
+      ChunkColumns(a, lda, out, ldo, 0, N_);
     else
-      ForChunks(N_, kStepChunk, [&](Index c0, Index n) { Columns(a, lda, out, ldo, c0, n); });
+      ForChunks(N_, kStepChunk, [&](Index c0, Index n) { ChunkColumns(a, lda, out, ldo, c0, n); });
   }
 
   // Product in parts, for callers that run it inside their own parallel
-  // region: Prepare once, then Columns over chunks of kStepChunk columns
-  // (over all N at once when not Parallel()).
+  // region: Prepare once, then ChunkColumns for every chunk of kStepChunk
+  // columns.
   void Prepare(const T* a, Index lda) {
     if (packed_) kernels::PackRows(a, batch_, K_, lda, Index(1), rows_.data());
   }
@@ -180,11 +173,23 @@ class StepMatrix {
            K_ * N_ * static_cast<Index>(sizeof(T)) <= kRowSplitBytes;
   }
   Index batch() const { return batch_; }
-  // Rows [b0, b0 + n) of out = a M (a row gets the same values as in Product).
+  // Rows [b0, b0 + n) of out = a M, through this thread's scratch (a row gets
+  // the same values as in Product, whatever the rows around it).
   void Rows(const T* a, Index lda, T* out, Index ldo, Index b0, Index n) const {
-    packed_->MultiplyRows(a, lda, b0, n, out, ldo);
+    packed_->Multiply(a + b0 * lda, n, lda, out + b0 * ldo, ldo);
   }
   Index cols() const { return N_; }
+  // Chunk [c0, c0 + n) of the product's columns, as Product splits it: those
+  // columns when Parallel(), else all N with the first chunk (c0 = 0) and
+  // nothing with the others.
+  void ChunkColumns(const T* a, Index lda, T* out, Index ldo, Index c0, Index n) const {
+    if (Parallel())
+      Columns(a, lda, out, ldo, c0, n);
+    else if (c0 == 0)
+      Columns(a, lda, out, ldo, 0, N_);
+  }
+
+ private:
   // Columns [c0, c0 + n) of out (out points at column 0).
   void Columns(const T* a, Index lda, T* out, Index ldo, Index c0, Index n) const {
     if (packed_) {
@@ -198,24 +203,18 @@ class StepMatrix {
       View(out + c0, batch_, n, ldo).noalias() = A * CView(w_ + c0, K_, n, sk_);
   }
 
- private:
   const T* w_;
   Index K_, N_, sk_, sn_, batch_;
   std::optional<PackedMatrix<T>> packed_;
   Buffer<T> rows_;  // a, packed by kernels::PackRows
 };
 
-// Whether a sequence of `steps` steps of `batch` rows is one InputProjection
-// product away from its first step: a single step (a streamed call), whose
-// input projection FirstStepProducts runs with the step's recurrent product.
-inline bool FusesFirstStep(Index steps, Index batch) { return steps == 1 && batch <= kRowChunk; }
-
-// A one-step sequence (FusesFirstStep): its input projection ax (B, N) =
-// x (B, D; stride ldx) w^T, w (N, D), and its recurrent product ah (B, N;
-// stride ldah) = u (B, K; stride ldu) m, in one parallel region instead of
-// two. Chunk c computes the same columns of both, so a thread reads the same
-// gate rows of W_ih and of the recurrent weights; each product is the one
-// InputProjection and m.Product compute, chunk for chunk.
+// A one-step sequence's input projection ax (B, N) = x (B, D; stride ldx)
+// w^T, w (N, D), and its recurrent product ah (B, N; stride ldah) =
+// u (B, K; stride ldu) m, in one parallel region instead of two. Chunk c
+// computes the same columns of both, so a thread reads the same gate rows of
+// W_ih and of the recurrent weights; each product is the one InputProjection
+// and m.Product compute, chunk for chunk.
 template <typename T>
 void FirstStepProducts(const T* x, Index B, Index D, Index ldx, const T* w, T* ax, StepMatrix<T>& m,
                        const T* u, Index ldu, T* ah, Index ldah) {
@@ -223,18 +222,9 @@ void FirstStepProducts(const T* x, Index B, Index D, Index ldx, const T* w, T* a
   StepMatrix<T> wx(w, D, N, 1, D, B);
   wx.Prepare(x, ldx);
   m.Prepare(u, ldu);
-  // Each product split as its own Product splits it: a small one whole, with
-  // the first chunk.
-  auto part = [N](const StepMatrix<T>& s, const T* a, Index lda, T* out, Index ldo, Index c0,
-                  Index n) {
-    if (s.Parallel())
-      s.Columns(a, lda, out, ldo, c0, n);
-    else if (c0 == 0)
-      s.Columns(a, lda, out, ldo, 0, N);
-  };
   auto both = [&](Index c0, Index n) {
-    part(wx, x, ldx, ax, N, c0, n);
-    part(m, u, ldu, ah, ldah, c0, n);
+    wx.ChunkColumns(x, ldx, ax, N, c0, n);
+    m.ChunkColumns(u, ldu, ah, ldah, c0, n);
   };
   if (wx.Parallel() || m.Parallel())
     ForChunks(N, kStepChunk, both);
@@ -254,6 +244,25 @@ void ProductAndRows(const StepMatrix<T>& m, const T* u, Index ldu, T* out, Index
   });
 }
 
+// One step of a cell's forward loop: out = u m (when `product`; a fused
+// first step has it already), then `whole` (work that needs the whole
+// step's product, such as batch statistics) unless rows_alone, then row(b)
+// for every row b of the step (rows of width values). When rows_alone (each
+// row is finished on its own) and m.RowSplit(), the product and the rows run
+// split by rows in one parallel region (ProductAndRows); otherwise the
+// product is split by columns and the rows follow (ForRows).
+template <typename T, typename Whole, typename Row>
+void StepProductThenRows(StepMatrix<T>& m, bool product, const T* u, Index ldu, T* out, Index ldo,
+                         Index width, bool rows_alone, Whole&& whole, Row&& row) {
+  if (rows_alone && product && m.RowSplit()) {
+    ProductAndRows(m, u, ldu, out, ldo, row);
+    return;
+  }
+  if (product) m.Product(u, ldu, out, ldo);
+  if (!rows_alone) whole();
+  ForRows(m.batch(), width, row);
+}
+
 // out (rows, N) = x (rows, D; stride ldx) w^T, w (N, D), through the packed
 // w. Split over row chunks; a projection of fewer rows than one chunk (a
 // streamed step, a short sequence at batch 1) is split over output columns
@@ -267,6 +276,21 @@ void InputProjection(const T* x, Index rows, Index D, Index ldx, const T* w, Ind
   const PackedMatrix<T> wt(w, D, N, 1, D);
   ForChunks(rows, kRowChunk,
             [&](Index r0, Index n) { wt.Multiply(x + r0 * ldx, n, ldx, out + r0 * N, N); });
+}
+
+// A cell's input projection ax (rows, N) = x w^T (InputProjection). For a
+// single step of at most kRowChunk rows (a streamed call) with m given, also
+// the step's recurrent product ah = u m, in the same parallel region
+// (FirstStepProducts; m has N columns). Returns whether it computed ah.
+template <typename T>
+bool ProjectInput(const T* x, Index steps, Index B, Index D, Index ldx, const T* w, Index N, T* ax,
+                  StepMatrix<T>* m, const T* u, Index ldu, T* ah, Index ldah) {
+  if (m && steps == 1 && B <= kRowChunk) {
+    FirstStepProducts(x, B, D, ldx, w, ax, *m, u, ldu, ah, ldah);
+    return true;
+  }
+  InputProjection(x, steps * B, D, ldx, w, N, ax);
+  return false;
 }
 
 // dw (N, K) += da^T (N x rows) x (rows, K), da with row stride ldda, x with
