@@ -97,10 +97,12 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
           CopyRow(cb, cnb, H);
           nc.StepRow(cnb, r);
           kernels::LstmOutput(H, gates_at(r, b), cnb, tc_at(r, b), m_at(b));
+          if (m_is_h) CopyRow(m_at(b), y + r * ldy, P);
         }
       } else {
         kernels::LstmForward(H, ax.data() + r * G, ah.data() + b * G, bias.data(), cb,
                              gates_at(r, b), cb, tc_at(r, b), m_at(b));
+        if (m_is_h) CopyRow(m_at(b), y + r * ldy, P);
       }
     };
     auto whole_step = [&] {  // batch norm in training of the recurrent term
@@ -118,8 +120,10 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
         const Index r = seq.Row(k, b);
         if (r < 0) return;
         kernels::LstmOutput(H, gates_at(r, b), cn.data() + b * H, tc_at(r, b), m_at(b));
+        if (m_is_h) CopyRow(m_at(b), y + r * ldy, P);
       });
     }
+    if (m_is_h && !zc.active()) continue;  // the rows have written y already
     T* out = m_is_h ? h.data() : m.data();
     if (proj) {
       whr->Product(m.data(), H, hp.data(), P);
@@ -131,7 +135,8 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
       T* ob = out + b * P;
       if (zc.active()) zc.Blend(r, c_old.data() + b * H, c.data() + b * H);
       if (zh.active()) zh.Blend(r, h.data() + b * P, ob);
-      if (!m_is_h) CopyRow(ob, h.data() + b * P, P);
+      if (m_is_h) continue;  // y is written
+      CopyRow(ob, h.data() + b * P, P);
       CopyRow(ob, y + r * ldy, P);
     }
   }

@@ -70,13 +70,25 @@ void PackPanels(const T* src, Index K, Index N, Index sk, Index sn, T* dst, Inde
   for (Index p = p0; p < p1; ++p) {
     const Index cols = std::min(PW, N - p * PW);
     T* out = dst + p * K * PW;
-    if (sk == 1) {  // read along k, the contiguous direction; the panel is in L1
-      for (Index j = 0; j < cols; ++j) {
-        const T* in = src + (p * PW + j) * sn;
-        for (Index k = 0; k < K; ++k) out[k * PW + j] = in[k];
+    if (sk == 1) {
+      // A transpose: column j of the panel is row p * PW + j of a row-major
+      // W. Done kTile values of k at a time, so that the tile written
+      // (kTile x PW) and the lines read (one per column) stay in L1; column
+      // by column over all of K, each of a panel's lines would be written PW
+      // times from L2.
+      constexpr Index kTile = 64 / static_cast<Index>(sizeof(T)), kAhead = 8;
+      const T* in = src + p * PW * sn;
+      for (Index k0 = 0; k0 < K; k0 += kTile) {
+        const Index nk = std::min(kTile, K - k0);
+        T* tile = out + k0 * PW;
+        for (Index j = 0; j < cols; ++j) {
+          // The hardware prefetchers do not follow PW streams at once.
+          if (k0 + kAhead * kTile < K) __builtin_prefetch(in + j * sn + k0 + kAhead * kTile);
+          for (Index k = 0; k < nk; ++k) tile[k * PW + j] = in[j * sn + k0 + k];
+        }
+        for (Index k = 0; k < nk; ++k)
+          for (Index j = cols; j < PW; ++j) tile[k * PW + j] = T(0);
       }
-      for (Index k = 0; k < K; ++k)
-        for (Index j = cols; j < PW; ++j) out[k * PW + j] = T(0);
       continue;
     }
     for (Index k = 0; k < K; ++k) {
@@ -103,7 +115,11 @@ void PackRows(const T* a, Index B, Index K, Index ra, Index ka, T* dst) {
     const Index rows = std::min<Index>(kRows, B - b);
     T* out = dst + b * K;
     const T* in = a + b * ra;
-    if (ka == 1) {  // rows contiguous along k
+    if (rows == kRows && ra == 1) {
+      // A whole block of a transposed operand (a weight gradient's): each k
+      // is kRows adjacent values, copied with a constant count.
+      for (Index k = 0; k < K; ++k) std::memcpy(out + k * kRows, in + k * ka, sizeof(T) * kRows);
+    } else if (ka == 1) {  // rows contiguous along k
       for (Index r = 0; r < rows; ++r)
         for (Index k = 0; k < K; ++k) out[k * rows + r] = in[r * ra + k];
     } else {
