@@ -272,11 +272,10 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
   const T* dwh = nh.active() ? dah.data() : dz.data();
   Buffer<T> dax;
   const T* dwx = nx.InputGradient(seq, dz, &dax, grads.gx);
-  internal::InputSideGradients(rows, D, G, x, ldx, dwx, dz.data(), dz.data(), w_, grads, dx, lddx,
-                               accumulate_dx);
   Buffer<T> scratch;
-  internal::WeightGradient(dwh, rows, G, G, rd.History(tape.h_prev.data(), rows, &scratch), P, P,
-                           grads.w_hh);
+  internal::InputSideGradients(rows, D, G, x, ldx, dwx, dz.data(), dz.data(), w_, grads, dx, lddx,
+                               accumulate_dx, dwh, rd.History(tape.h_prev.data(), rows, &scratch),
+                               P);
   if (proj) {
     // m = o * tanh(N_c(c)), zero at inactive positions (their gates are zero).
     Buffer<T> m(static_cast<size_t>(rows * H));

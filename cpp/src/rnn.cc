@@ -144,11 +144,10 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
   // input site is the identity), or dz through the input-side norm.
   Buffer<T> dax;
   const T* dwx = norm_sum ? dah.data() : nx.InputGradient(seq, dz, &dax, grads.gx);
-  internal::InputSideGradients(rows, D, H, x, ldx, dwx, dz.data(), dz.data(), w_, grads, dx, lddx,
-                               accumulate_dx);
   Buffer<T> scratch;
-  internal::WeightGradient(dwh, rows, H, H, rd.History(tape.h_prev.data(), rows, &scratch), H, H,
-                           grads.w_hh);
+  internal::InputSideGradients(rows, D, H, x, ldx, dwx, dz.data(), dz.data(), w_, grads, dx, lddx,
+                               accumulate_dx, dwh, rd.History(tape.h_prev.data(), rows, &scratch),
+                               H);
 }
 
 template class ForwardPass<float>;

@@ -117,13 +117,12 @@ class PackedMatrix {
     kernels::PackedProduct(ap, B, K_, data_.data(), K_, N_, c0 / PW, (c0 + n + PW - 1) / PW, out,
                            ldo, false);
   }
-  // out (B, N; ldo) += A M over M's rows [k0, k0 + nk), A's element (r, k) at
-  // a[r * ra + k * ka] for k < nk.
-  void MultiplyAdd(const T* a, Index B, Index ra, Index ka, Index k0, Index nk, T* out,
-                   Index ldo) const {
+  // out (B, N; ldo) += A M over M's rows [k0, k0 + nk), with A (B, nk)
+  // packed by kernels::PackRows.
+  void MultiplyAddPacked(const T* ap, Index B, Index k0, Index nk, T* out, Index ldo) const {
     constexpr Index PW = kernels::PanelWidth<T>();
-    kernels::PanelProduct(a, B, nk, ra, ka, data_.data() + k0 * PW, K_, N_, 0,
-                          kernels::NumPanels<T>(N_), out, ldo, true);
+    kernels::PackedProduct(ap, B, nk, data_.data() + k0 * PW, K_, N_, 0, kernels::NumPanels<T>(N_),
+                           out, ldo, true);
   }
 
  private:
@@ -298,18 +297,33 @@ bool ProjectInput(const T* x, Index steps, Index B, Index D, Index ldx, const T*
 // kReduceChunk (each block's panels stay in cache while all of a chunk of dw's
 // rows use them), added into dw in order. Split over fixed chunks of dw's
 // rows.
+//
+// With x2 (not null), also dw2 (N, K2) += da^T x2 (row stride ldx2), in the
+// same pass: each block of da^T is packed once for both (the LSTM's and the
+// RNN's W_ih and W_hh have the same da when no norm sits between them).
+// dw and dw2 get exactly the values of two separate calls.
 template <typename T>
 void WeightGradient(const T* da, Index rows, Index N, Index ldda, const T* x, Index K, Index ldx,
-                    T* dw) {
+                    T* dw, const T* x2 = nullptr, Index K2 = 0, Index ldx2 = 0, T* dw2 = nullptr) {
   if (rows < 2) {
     View(dw, N, K).noalias() += CView(da, rows, N, ldda).transpose() * CView(x, rows, K, ldx);
+    if (x2)
+      View(dw2, N, K2).noalias() +=
+          CView(da, rows, N, ldda).transpose() * CView(x2, rows, K2, ldx2);
     return;
   }
   const PackedMatrix<T> xp(x, rows, K, ldx, 1);
+  std::optional<PackedMatrix<T>> xp2;
+  if (x2) xp2.emplace(x2, rows, K2, ldx2, 1);
   ForChunks(N, UnitChunk(N), [&](Index n0, Index n) {
-    for (Index r0 = 0; r0 < rows; r0 += kReduceChunk)
-      xp.MultiplyAdd(da + r0 * ldda + n0, n, 1, ldda, r0, std::min(kReduceChunk, rows - r0),
-                     dw + n0 * K, K);
+    thread_local Buffer<T> packed;  // a block of da^T, kept between calls
+    packed.resize(static_cast<size_t>(n * std::min(kReduceChunk, rows)));
+    for (Index r0 = 0; r0 < rows; r0 += kReduceChunk) {
+      const Index nk = std::min(kReduceChunk, rows - r0);
+      kernels::PackRows(da + r0 * ldda + n0, n, nk, Index(1), ldda, packed.data());
+      xp.MultiplyAddPacked(packed.data(), n, r0, nk, dw + n0 * K, K);
+      if (xp2) xp2->MultiplyAddPacked(packed.data(), n, r0, nk, dw2 + n0 * K2, K2);
+    }
   });
 }
 
@@ -359,11 +373,21 @@ void ProjectBack(const T* da, Index rows, Index N, const T* w, Index D, T* dx, I
 //   dax       gradient of x W_ih^T (dbx after the input norm's backward).
 // Adds dW_ih += dax^T x and the bias gradients; dx (=|+=) dax W_ih.
 // The recurrent weight gradient is cell-specific and done by the caller.
+//
+// With h (not null): also dW_hh += dah^T h (h (rows, H; stride H), the
+// recurrent product's input at each position), together with dW_ih when
+// dah is dax.
 template <typename T>
 void InputSideGradients(Index rows, Index D, Index N, const T* x, Index ldx, const T* dax,
                         const T* dbx, const T* dbh, const CellWeights<T>& w, const CellGrads<T>& g,
-                        T* dx, Index lddx, bool accumulate_dx) {
-  WeightGradient(dax, rows, N, N, x, D, ldx, g.w_ih);
+                        T* dx, Index lddx, bool accumulate_dx, const T* dah = nullptr,
+                        const T* h = nullptr, Index H = 0) {
+  if (h && dah == dax) {
+    WeightGradient(dax, rows, N, N, x, D, ldx, g.w_ih, h, H, H, g.w_hh);
+  } else {
+    WeightGradient(dax, rows, N, N, x, D, ldx, g.w_ih);
+    if (h) WeightGradient(dah, rows, N, N, h, H, H, g.w_hh);
+  }
   if (dbx == dbh) {  // one term's gradient (both biases added after any norm)
     Buffer<T> sums(static_cast<size_t>(N), T(0));
     AddColumnSums(dbx, rows, N, sums.data());

@@ -24,7 +24,12 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
+
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 
 #include "rnncore/common.h"
 
@@ -42,6 +47,78 @@ constexpr int kVectorBytes = 16;
 constexpr int kRows = 4;  // 8 of 16
 #endif
 static_assert(kRows <= 12, "PackedProduct handles at most 11 leftover rows");
+
+// In-register transposes of float blocks for the packers, which otherwise
+// move one value per store. TransposeFloats(in, ldi, rows, out, ldo, lanes):
+// for k < kTransposeLanes, out[k * ldo + r] = in[r * ldi + k] for r < rows
+// and 0 for rows <= r < lanes (rows <= lanes <= kTransposeLanes).
+#if defined(__AVX512F__)
+constexpr int kTransposeLanes = 16;
+inline void TransposeFloats(const float* in, Index ldi, int rows, float* out, Index ldo,
+                            int lanes) {
+  __m512 r[16], t[16], u[16];
+  for (int i = 0; i < 16; ++i)
+    r[i] = i < rows ? _mm512_loadu_ps(in + i * ldi) : _mm512_setzero_ps();
+  // Per 128-bit lane L: t[4g] = rows 4g, 4g+1 at k = 4L, 4L+1 interleaved,
+  // t[4g+1] the same at 4L+2, 4L+3 (t[4g+2], t[4g+3]: rows 4g+2, 4g+3).
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  // u[4g+j], lane L: rows 4g..4g+3 at k = 4L + j.
+  for (int g = 0; g < 4; ++g) {
+    const __m512d a = _mm512_castps_pd(t[4 * g]), b = _mm512_castps_pd(t[4 * g + 2]);
+    const __m512d c = _mm512_castps_pd(t[4 * g + 1]), d = _mm512_castps_pd(t[4 * g + 3]);
+    u[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+    u[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+    u[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
+    u[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
+  }
+  // Output k = 4L + j gathers lane L of u[j], u[4+j], u[8+j], u[12+j].
+  const __mmask16 keep = static_cast<__mmask16>((1u << lanes) - 1u);
+  for (int j = 0; j < 4; ++j) {
+    const __m512 v0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x44);  // lanes 0, 1 of each
+    const __m512 v1 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xEE);  // lanes 2, 3
+    const __m512 w0 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x44);
+    const __m512 w1 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xEE);
+    _mm512_mask_storeu_ps(out + j * ldo, keep, _mm512_shuffle_f32x4(v0, w0, 0x88));
+    _mm512_mask_storeu_ps(out + (4 + j) * ldo, keep, _mm512_shuffle_f32x4(v0, w0, 0xDD));
+    _mm512_mask_storeu_ps(out + (8 + j) * ldo, keep, _mm512_shuffle_f32x4(v1, w1, 0x88));
+    _mm512_mask_storeu_ps(out + (12 + j) * ldo, keep, _mm512_shuffle_f32x4(v1, w1, 0xDD));
+  }
+}
+#elif defined(__AVX__)
+constexpr int kTransposeLanes = 8;
+inline void TransposeFloats(const float* in, Index ldi, int rows, float* out, Index ldo,
+                            int lanes) {
+  __m256 r[8], t[8], s[8];
+  for (int i = 0; i < 8; ++i) r[i] = i < rows ? _mm256_loadu_ps(in + i * ldi) : _mm256_setzero_ps();
+  for (int i = 0; i < 8; i += 2) {  // per 128-bit lane L: k = 4L, 4L+1 | 4L+2, 4L+3
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int g = 0; g < 2; ++g) {  // s[4g+j], lane L: rows 4g..4g+3 at k = 4L + j
+    s[4 * g] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+    s[4 * g + 1] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
+    s[4 * g + 2] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+    s[4 * g + 3] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
+  }
+  alignas(32) int mask[8];
+  for (int i = 0; i < 8; ++i) mask[i] = i < lanes ? -1 : 0;
+  const __m256i keep = _mm256_load_si256(reinterpret_cast<const __m256i*>(mask));
+  for (int j = 0; j < 4; ++j) {
+    _mm256_maskstore_ps(out + j * ldo, keep, _mm256_permute2f128_ps(s[j], s[4 + j], 0x20));
+    _mm256_maskstore_ps(out + (4 + j) * ldo, keep, _mm256_permute2f128_ps(s[j], s[4 + j], 0x31));
+  }
+}
+#else
+constexpr int kTransposeLanes = 0;  // none: the packers move values one by one
+inline void TransposeFloats(const float*, Index, int, float*, Index, int) {}
+#endif
+
+// Whether the packers transpose blocks of T in registers.
+template <typename T>
+constexpr bool kTransposes = std::is_same_v<T, float> && kTransposeLanes > 0;
 
 template <typename T>
 struct Vector {
@@ -78,7 +155,23 @@ void PackPanels(const T* src, Index K, Index N, Index sk, Index sn, T* dst, Inde
       // times from L2.
       constexpr Index kTile = 64 / static_cast<Index>(sizeof(T)), kAhead = 8;
       const T* in = src + p * PW * sn;
-      for (Index k0 = 0; k0 < K; k0 += kTile) {
+      Index k0 = 0;
+      if constexpr (kTransposes<T>) {
+        // Whole blocks of kTransposeLanes values of k: the panel's two halves
+        // transposed in registers (zeros past column cols).
+        constexpr Index L = kTransposeLanes;
+        static_assert(PW == 2 * L, "a panel is two transposed blocks wide");
+        for (; k0 + L <= K; k0 += L) {
+          for (Index j = 0; j < cols; ++j)
+            if (k0 + kAhead * kTile < K) __builtin_prefetch(in + j * sn + k0 + kAhead * kTile);
+          for (Index h = 0; h < 2; ++h) {
+            const int rows = static_cast<int>(std::clamp<Index>(cols - h * L, 0, L));
+            TransposeFloats(in + h * L * sn + k0, sn, rows, out + k0 * PW + h * L, PW,
+                            static_cast<int>(L));
+          }
+        }
+      }
+      for (; k0 < K; k0 += kTile) {
         const Index nk = std::min(kTile, K - k0);
         T* tile = out + k0 * PW;
         for (Index j = 0; j < cols; ++j) {
@@ -115,6 +208,18 @@ void PackRows(const T* a, Index B, Index K, Index ra, Index ka, T* dst) {
     const Index rows = std::min<Index>(kRows, B - b);
     T* out = dst + b * K;
     const T* in = a + b * ra;
+    if constexpr (kTransposes<T>) {
+      if (rows == kRows && ka == 1) {
+        // Whole blocks of kTransposeLanes values of k transposed in registers.
+        constexpr Index L = kTransposeLanes;
+        Index k = 0;
+        for (; k + L <= K; k += L)
+          TransposeFloats(in + k, ra, kRows, out + k * kRows, kRows, kRows);
+        for (; k < K; ++k)
+          for (Index r = 0; r < kRows; ++r) out[k * kRows + r] = in[r * ra + k];
+        continue;
+      }
+    }
     if (rows == kRows && ra == 1) {
       // A whole block of a transposed operand (a weight gradient's): each k
       // is kRows adjacent values, copied with a constant count.
