@@ -21,8 +21,8 @@ template <typename T>
 void Backward(Index R, Index D, Index N, const T* x, const T* gy, const T* w, T* dx, T* dw, T* db) {
   Require(R >= 0 && D >= 1 && N >= 1, "dense::Backward: bad sizes");
   if (R == 0) return;
-  internal::WeightGradient(gy, R, N, N, x, D, D, dw);
-  if (db) internal::AddColumnSums(gy, R, N, db);
+  // db (the column sums of gy) is summed in the same pass as dw.
+  internal::WeightGradient<T>(gy, R, N, N, x, D, D, dw, nullptr, 0, 0, nullptr, db);
   if (dx) internal::ProjectBack(gy, R, N, w, D, dx, D);
 }
 

@@ -301,15 +301,24 @@ bool ProjectInput(const T* x, Index steps, Index B, Index D, Index ldx, const T*
 // With x2 (not null), also dw2 (N, K2) += da^T x2 (row stride ldx2), in the
 // same pass: each block of da^T is packed once for both (the LSTM's and the
 // RNN's W_ih and W_hh have the same da when no norm sits between them).
-// dw and dw2 get exactly the values of two separate calls.
+// dw and dw2 get exactly the values of two separate calls. With sums (not
+// null): also sums (N) += the column sums of da (AddColumnSums' values),
+// read while each block of da is in cache.
 template <typename T>
 void WeightGradient(const T* da, Index rows, Index N, Index ldda, const T* x, Index K, Index ldx,
-                    T* dw, const T* x2 = nullptr, Index K2 = 0, Index ldx2 = 0, T* dw2 = nullptr) {
+                    T* dw, const T* x2 = nullptr, Index K2 = 0, Index ldx2 = 0, T* dw2 = nullptr,
+                    T* sums = nullptr) {
+  auto add_sums = [&](Index r0, Index nk, Index n0, Index n) {  // rows in order, as AddColumnSums
+    if (sums)
+      for (Index r = r0; r < r0 + nk; ++r)
+        VectorMap<T>(sums + n0, n) += ConstVectorMap<T>(da + r * ldda + n0, n);
+  };
   if (rows < 2) {
     View(dw, N, K).noalias() += CView(da, rows, N, ldda).transpose() * CView(x, rows, K, ldx);
     if (x2)
       View(dw2, N, K2).noalias() +=
           CView(da, rows, N, ldda).transpose() * CView(x2, rows, K2, ldx2);
+    add_sums(0, rows, 0, N);
     return;
   }
   const PackedMatrix<T> xp(x, rows, K, ldx, 1);
@@ -321,6 +330,7 @@ void WeightGradient(const T* da, Index rows, Index N, Index ldda, const T* x, In
     for (Index r0 = 0; r0 < rows; r0 += kReduceChunk) {
       const Index nk = std::min(kReduceChunk, rows - r0);
       kernels::PackRows(da + r0 * ldda + n0, n, nk, Index(1), ldda, packed.data());
+      add_sums(r0, nk, n0, n);  // the block is in cache now
       xp.MultiplyAddPacked(packed.data(), n, r0, nk, dw + n0 * K, K);
       if (xp2) xp2->MultiplyAddPacked(packed.data(), n, r0, nk, dw2 + n0 * K2, K2);
     }
@@ -382,15 +392,19 @@ void InputSideGradients(Index rows, Index D, Index N, const T* x, Index ldx, con
                         const T* dbx, const T* dbh, const CellWeights<T>& w, const CellGrads<T>& g,
                         T* dx, Index lddx, bool accumulate_dx, const T* dah = nullptr,
                         const T* h = nullptr, Index H = 0) {
+  // The bias gradients' column sums come with dW_ih's pass when they are
+  // sums of dax itself (no norm at all).
+  const bool one_sum = dbx == dbh;
+  Buffer<T> sums(one_sum ? static_cast<size_t>(N) : 0, T(0));
+  T* with_dw = one_sum && dbx == dax ? sums.data() : nullptr;
   if (h && dah == dax) {
-    WeightGradient(dax, rows, N, N, x, D, ldx, g.w_ih, h, H, H, g.w_hh);
+    WeightGradient(dax, rows, N, N, x, D, ldx, g.w_ih, h, H, H, g.w_hh, with_dw);
   } else {
-    WeightGradient(dax, rows, N, N, x, D, ldx, g.w_ih);
+    WeightGradient<T>(dax, rows, N, N, x, D, ldx, g.w_ih, nullptr, 0, 0, nullptr, with_dw);
     if (h) WeightGradient(dah, rows, N, N, h, H, H, g.w_hh);
   }
-  if (dbx == dbh) {  // one term's gradient (both biases added after any norm)
-    Buffer<T> sums(static_cast<size_t>(N), T(0));
-    AddColumnSums(dbx, rows, N, sums.data());
+  if (one_sum) {  // one term's gradient (both biases added after any norm)
+    if (!with_dw) AddColumnSums(dbx, rows, N, sums.data());
     VectorMap<T>(g.b_ih, N) += ConstVectorMap<T>(sums.data(), N);
     VectorMap<T>(g.b_hh, N) += ConstVectorMap<T>(sums.data(), N);
   } else {

@@ -59,12 +59,13 @@ inline void RnnBackward(Index H, Activation act, const T* h, const T* dh, T* dz)
 template <typename T>
 inline void LstmGates(Index H, const T* ax, const T* ah, const T* bias, const T* c_prev, T* gates,
                       T* c) {
-  const Index G = 4 * H;
-  A(gates, G) = A(ax, G) + A(ah, G) + A(bias, G);
-  A(gates, H) = Sigmoid<T>(A(gates, H));                  // i
-  A(gates + H, H) = Sigmoid<T>(A(gates + H, H));          // f
-  A(gates + 2 * H, H) = A(gates + 2 * H, H).tanh();       // g
-  A(gates + 3 * H, H) = Sigmoid<T>(A(gates + 3 * H, H));  // o
+  // Each gate's sum is activated in the same pass (the same values as
+  // storing the sums first: a float stored and reloaded is unchanged).
+  auto z = [&](Index g) { return A(ax + g * H, H) + A(ah + g * H, H) + A(bias + g * H, H); };
+  A(gates, H) = Sigmoid<T>(z(0));          // i
+  A(gates + H, H) = Sigmoid<T>(z(1));      // f
+  A(gates + 2 * H, H) = z(2).tanh();       // g
+  A(gates + 3 * H, H) = Sigmoid<T>(z(3));  // o
   A(c, H) = A(gates + H, H) * A(c_prev, H) + A(gates, H) * A(gates + 2 * H, H);
 }
 
