@@ -2,9 +2,11 @@
 """Benchmark rnncore against PyTorch and ONNX Runtime on the same inputs and weights.
 
 Every case (a cell, a mode, sizes and a thread count) is run by every backend that supports
-it, in one process, one backend after the other, on the same input array and the same
-weights. Once per case the outputs (and, for training steps, all gradients) are compared
-across backends; a disagreement is printed as ``MISMATCH`` and makes the exit status 1.
+it, in one process, on the same input array and the same weights, the backends timed in
+alternating rounds (a slow spell of the machine then falls on all of them; the ratio is the
+median over rounds of rnncore's time over the best peer's in the same round). Once per case
+the outputs (and, for training steps, all gradients) are compared across backends; a
+disagreement is printed as ``MISMATCH`` and makes the exit status 1.
 
 Modes:
     infer:  eval-mode forward over a whole sequence (``torch.inference_mode`` for torch).
@@ -912,6 +914,12 @@ def measure(
     return Timing(statistics.median(times), min(times), repeats, number)
 
 
+# Quiet window before each library's group of calls in a round of the main table: torch's
+# OpenMP workers poll for about 10 ms after a call and rnncore's for 1 ms (quiesce waited 16
+# and 5 ms with this window after a 2-thread LSTM call of each).
+QUIESCE_ROUND_S = 0.005
+
+
 def quiesce(max_wait_s: float = 2.0, window_s: float = 0.02, busy_s: float = 0.001) -> float:
     """Waits until this process's other threads stop using the CPU (at most ``max_wait_s``).
 
@@ -1197,6 +1205,8 @@ class Row:
     notes: list[str]
     check: str
     ok: bool
+    # rnncore's time over each backend's, median over the rounds timed together
+    paired: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def run_case(
@@ -1235,6 +1245,7 @@ def run_case(
 
     timings: dict[str, Timing | None] = {b.name: None for b in backends}
     outputs: dict[str, dict[str, np.ndarray]] = {}
+    runners: dict[str, Callable[[], Any]] = {}
     for b in active:
         note = b.set_threads(case.threads)
         if note:
@@ -1242,14 +1253,39 @@ def run_case(
         try:
             runner = b.build(case, params, data)
             outputs[b.name] = runner.collect(runner.fn())
-            quiesce()  # no other library's (or this one's set-up) threads still polling
-            timings[b.name] = measure(runner.fn, target_s, repeats)
-            del runner  # release the backend's module/session (and its thread pool) now
+            runners[b.name] = runner.fn
         except Exception as e:  # noqa: BLE001 -- report and go on with the other backends
             notes.append(f"{b.name} ERROR: {type(e).__name__}: {e}")
             errors.append(f"ERROR {b.name}")
             traceback.print_exc(file=sys.stderr)
             ok = False
+    # The backends are timed in alternating rounds, so that a slow spell of the machine
+    # (seen here: the same call 1.8x slower for a second or more) falls on all of them
+    # alike. Before each library's group of calls, the other libraries' threads are let go
+    # idle (quiesce) and one untimed call wakes its own.
+    paired: dict[str, float] = {}
+    if runners:
+        quiesce()
+        numbers: dict[str, int] = {}
+        try:
+            times = measure_interleaved(
+                runners,
+                target_s,
+                repeats,
+                before=lambda: quiesce(window_s=QUIESCE_ROUND_S),
+                numbers=numbers,
+            )
+        except Exception as e:  # noqa: BLE001 -- a call that ran once failed when timed
+            notes.append(f"timing ERROR: {type(e).__name__}: {e}")
+            errors.append("ERROR timing")
+            traceback.print_exc(file=sys.stderr)
+            ok = False
+            times = {}
+        for name, ts in times.items():
+            timings[name] = Timing(statistics.median(ts), min(ts), len(ts), numbers[name])
+        if "rnncore" in times:
+            paired = {n: paired_ratio(times["rnncore"], ts) for n, ts in times.items()}
+    del runners  # release the backends' modules/sessions (and their thread pools) now
 
     ref_name = "torch" if "torch" in outputs else next(iter(outputs), None)
     agree, mismatches = [], []
@@ -1271,7 +1307,7 @@ def run_case(
         check = "ok (" + ", ".join(agree) + ")"
     else:
         check = "-"
-    return Row(case, timings, notes, check, ok)
+    return Row(case, timings, notes, check, ok, paired)
 
 
 def _fmt(v: float | None, spec: str, width: int) -> str:
@@ -1306,7 +1342,9 @@ class Report:
         peers = {n: med[n] for n in self.peers if med.get(n) is not None}
         best = min(peers, key=peers.get) if peers else None
         rc = med.get("rnncore")
-        ratio = rc / peers[best] if (rc is not None and best) else None
+        ratio = None
+        if rc is not None and best:  # paired per round where timed together
+            ratio = row.paired.get(best, rc / peers[best])
         gflops = pct = None
         if rc is not None and c.mode in ("infer", "stream"):
             gflops = c.flops() / (rc * 1e-3) / 1e9
@@ -1398,6 +1436,8 @@ def measure_interleaved(
     min_repeats: int = 7,
     max_repeats: int = 15,
     warmup: int = 2,
+    before: Callable[[], Any] | None = None,
+    numbers: dict[str, int] | None = None,
 ) -> dict[str, list[float]]:
     """Times several calls in alternation, for ratios that drift on a busy machine cannot bias.
 
@@ -1413,6 +1453,10 @@ def measure_interleaved(
         min_repeats: Lower bound of adaptive rounds.
         max_repeats: Upper bound of adaptive rounds.
         warmup: Untimed calls of each first (the last one estimates its time).
+        before: Called before each timed group, followed by one untimed call of the function
+            about to be timed (so that a hook that waits for idle threads, ``quiesce``,
+            leaves the library timed next with its own threads awake, as in ``measure``).
+        numbers: If given, filled with each call's ``number``.
 
     Returns:
         For every name, the per-call time in seconds of each round.
@@ -1427,10 +1471,15 @@ def measure_interleaved(
     if repeats is None:
         repeats = int(min(max(round(target_s / max(est.values())), min_repeats), max_repeats))
     number = {n: max(1, int(target_s / (repeats * est[n]))) for n in names}
+    if numbers is not None:
+        numbers.update(number)
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(repeats):
         for n in names[r % len(names) :] + names[: r % len(names)]:
             fn, k = fns[n], number[n]
+            if before is not None:
+                before()
+                fn()
             t0 = time.perf_counter()
             for _ in range(k):
                 fn()
@@ -1864,7 +1913,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"SGEMM 1024^3, {th} thread(s): {each} GFLOP/s; %peak uses the best")
     print(
         "times: ms per call (stream: all T single-step calls), median of the timed repeats; "
-        "ratio = rnncore / best peer (<1: rnncore faster); GFLOP/s counts 2*T*B*G*H*(D+H)."
+        "ratio = rnncore / best peer (<1: rnncore faster), median over the rounds in which "
+        "the backends were timed in turn; GFLOP/s counts 2*T*B*G*H*(D+H)."
     )
     print()
 
