@@ -918,6 +918,9 @@ def measure(
 # OpenMP workers poll for about 10 ms after a call and rnncore's for 1 ms (quiesce waited 16
 # and 5 ms with this window after a 2-thread LSTM call of each).
 QUIESCE_ROUND_S = 0.005
+# Calls at least this long get no untimed wake-up call after a quiet window (see
+# measure_interleaved): it would double the time of the slowest cases for nothing.
+WARM_CALL_BELOW_S = 0.02
 
 
 def quiesce(max_wait_s: float = 2.0, window_s: float = 0.02, busy_s: float = 0.001) -> float:
@@ -1453,9 +1456,11 @@ def measure_interleaved(
         min_repeats: Lower bound of adaptive rounds.
         max_repeats: Upper bound of adaptive rounds.
         warmup: Untimed calls of each first (the last one estimates its time).
-        before: Called before each timed group, followed by one untimed call of the function
-            about to be timed (so that a hook that waits for idle threads, ``quiesce``,
-            leaves the library timed next with its own threads awake, as in ``measure``).
+        before: Called before each timed group, followed (for calls shorter than
+            ``WARM_CALL_BELOW_S``) by one untimed call of the function about to be timed, so
+            that a hook that waits for idle threads (``quiesce``) leaves the library timed
+            next with its own threads awake, as in ``measure``. Longer calls are not
+            repeated: waking a pool costs microseconds, not a measurable part of them.
         numbers: If given, filled with each call's ``number``.
 
     Returns:
@@ -1479,7 +1484,8 @@ def measure_interleaved(
             fn, k = fns[n], number[n]
             if before is not None:
                 before()
-                fn()
+                if est[n] < WARM_CALL_BELOW_S:
+                    fn()
             t0 = time.perf_counter()
             for _ in range(k):
                 fn()
