@@ -67,6 +67,12 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
   // kernels write it there (the step's product has read the old h already).
   const bool m_is_h = !proj && !zh.active();
   auto m_at = [&](Index b) { return m_is_h ? h.data() + b * P : m.data() + b * H; };
+  // Row b's output once the kernels have written it, when it is h: into y
+  // by the row's own thread (otherwise y is written after the step's
+  // projection or zoneout).
+  auto h_to_y = [&](Index r, Index b) {
+    if (m_is_h) CopyRow(m_at(b), y + r * ldy, P);
+  };
 
   // Layer norm and eval-mode batch norm normalize each row on its own, so a
   // step is one pass over its rows (one parallel region); batch norm in
@@ -97,12 +103,12 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
           CopyRow(cb, cnb, H);
           nc.StepRow(cnb, r);
           kernels::LstmOutput(H, gates_at(r, b), cnb, tc_at(r, b), m_at(b));
-          if (m_is_h) CopyRow(m_at(b), y + r * ldy, P);
+          h_to_y(r, b);
         }
       } else {
         kernels::LstmForward(H, ax.data() + r * G, ah.data() + b * G, bias.data(), cb,
                              gates_at(r, b), cb, tc_at(r, b), m_at(b));
-        if (m_is_h) CopyRow(m_at(b), y + r * ldy, P);
+        h_to_y(r, b);
       }
     };
     auto whole_step = [&] {  // batch norm in training of the recurrent term
@@ -120,7 +126,7 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
         const Index r = seq.Row(k, b);
         if (r < 0) return;
         kernels::LstmOutput(H, gates_at(r, b), cn.data() + b * H, tc_at(r, b), m_at(b));
-        if (m_is_h) CopyRow(m_at(b), y + r * ldy, P);
+        h_to_y(r, b);
       });
     }
     if (m_is_h && !zc.active()) continue;  // the rows have written y already

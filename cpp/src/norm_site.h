@@ -119,10 +119,6 @@ class NormSite {
   }
 
   bool active() const { return kind_ != SiteKind::kNone; }
-  // Whether each row is normalized on its own (layer norm): then a cell can
-  // normalize a step's rows inside its own row loop (ForwardRow) instead of a
-  // separate pass (ForwardStep).
-  bool row_local() const { return kind_ == SiteKind::kLayer; }
 
   // Layer norm of one row, in place: the row of position pos.
   void ForwardRow(T* row, Index pos) {
@@ -204,35 +200,31 @@ class NormSite {
         kernels::InverseStd(n, var_.data() + c0, eps_, r_.data() + c0);
       });
     }
-    if (step_row_local() && kind_ != SiteKind::kLayer) {
-      // Batch norm in eval mode, a fixed affine map of each step's rows:
-      // all rows at once, as below, each chunk with its own copy of its
-      // steps' running statistics (the values StepRow gives a row). Step by
-      // step, split over columns, this was a parallel region per step for a
-      // few microseconds of work each.
+    if (step_row_local()) {
+      // Each row on its own (layer norm, or batch norm in eval mode: a fixed
+      // affine map of each step's rows): all rows at once, in chunks of about
+      // kRowChunk rows. A batch-norm chunk keeps its own copy of its steps'
+      // running statistics (the values StepRow gives a row); step by step,
+      // split over columns, it was a parallel region per step for a few
+      // microseconds of work each.
+      const bool layer = kind_ == SiteKind::kLayer;
       const Index steps_per_chunk = std::max<Index>(1, kRowChunk / seq.batch());
       ForChunks(seq.steps(), steps_per_chunk, [&](Index k0, Index n) {
-        Buffer<T> mean(static_cast<size_t>(n_)), r(static_cast<size_t>(n_));
+        Buffer<T> mean(layer ? 0 : static_cast<size_t>(n_)), r(mean.size());
         for (Index k = k0; k < k0 + n; ++k) {
-          stats_->EvalRow(kind_ == SiteKind::kBatchSeq ? 0 : k, eps_, mean.data(), r.data());
+          if (!layer)
+            stats_->EvalRow(kind_ == SiteKind::kBatchSeq ? 0 : k, eps_, mean.data(), r.data());
           for (Index b = 0; b < seq.batch(); ++b) {
             const Index row = seq.Row(k, b);
-            if (row >= 0)
-              kernels::BatchNormApply(n_, a + row * n_, mean.data(), r.data(), gamma_, beta_,
-                                      static_cast<T*>(nullptr), a + row * n_);
+            if (row < 0) continue;
+            T* ar = a + row * n_;
+            if (layer)
+              ForwardRow(ar, row);
+            else
+              kernels::BatchNormApply(n_, ar, mean.data(), r.data(), gamma_, beta_,
+                                      static_cast<T*>(nullptr), ar);
           }
         }
-      });
-      return;
-    }
-    if (row_local()) {  // all rows at once, in chunks of about kRowChunk rows
-      const Index steps_per_chunk = std::max<Index>(1, kRowChunk / seq.batch());
-      ForChunks(seq.steps(), steps_per_chunk, [&](Index k0, Index n) {
-        for (Index k = k0; k < k0 + n; ++k)
-          for (Index b = 0; b < seq.batch(); ++b) {
-            const Index row = seq.Row(k, b);
-            if (row >= 0) ForwardRow(a + row * n_, row);
-          }
       });
       return;
     }

@@ -155,6 +155,11 @@ void PackPanels(const T* src, Index K, Index N, Index sk, Index sn, T* dst, Inde
       // times from L2.
       constexpr Index kTile = 64 / static_cast<Index>(sizeof(T)), kAhead = 8;
       const T* in = src + p * PW * sn;
+      // The hardware prefetchers do not follow PW streams at once.
+      auto prefetch_ahead = [&](Index k0) {
+        if (k0 + kAhead * kTile < K)
+          for (Index j = 0; j < cols; ++j) __builtin_prefetch(in + j * sn + k0 + kAhead * kTile);
+      };
       Index k0 = 0;
       if constexpr (kTransposes<T>) {
         // Whole blocks of kTransposeLanes values of k: the panel's two halves
@@ -162,8 +167,7 @@ void PackPanels(const T* src, Index K, Index N, Index sk, Index sn, T* dst, Inde
         constexpr Index L = kTransposeLanes;
         static_assert(PW == 2 * L, "a panel is two transposed blocks wide");
         for (; k0 + L <= K; k0 += L) {
-          for (Index j = 0; j < cols; ++j)
-            if (k0 + kAhead * kTile < K) __builtin_prefetch(in + j * sn + k0 + kAhead * kTile);
+          prefetch_ahead(k0);
           for (Index h = 0; h < 2; ++h) {
             const int rows = static_cast<int>(std::clamp<Index>(cols - h * L, 0, L));
             TransposeFloats(in + h * L * sn + k0, sn, rows, out + k0 * PW + h * L, PW,
@@ -174,11 +178,9 @@ void PackPanels(const T* src, Index K, Index N, Index sk, Index sn, T* dst, Inde
       for (; k0 < K; k0 += kTile) {
         const Index nk = std::min(kTile, K - k0);
         T* tile = out + k0 * PW;
-        for (Index j = 0; j < cols; ++j) {
-          // The hardware prefetchers do not follow PW streams at once.
-          if (k0 + kAhead * kTile < K) __builtin_prefetch(in + j * sn + k0 + kAhead * kTile);
+        prefetch_ahead(k0);
+        for (Index j = 0; j < cols; ++j)
           for (Index k = 0; k < nk; ++k) tile[k * PW + j] = in[j * sn + k0 + k];
-        }
         for (Index k = 0; k < nk; ++k)
           for (Index j = cols; j < PW; ++j) tile[k * PW + j] = T(0);
       }
