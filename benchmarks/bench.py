@@ -1781,6 +1781,142 @@ def targets_summary(records: Sequence[Mapping[str, Any]]) -> None:
         print(f"  target (B>=16, H>=256: >= {SCALING_TARGET}x): {met}/{len(judged)} rows met")
 
 
+# --------------------------------------------------------------------------------------------
+# float16 weights (half_weights()): batch 1, where reading the weights bounds the time
+# --------------------------------------------------------------------------------------------
+
+#: float16 rounding moves each weight by at most 2**-11 of itself; over the cases below the
+#: outputs moved by 3e-4 to 6e-4 of their largest value (LSTM, GRU) and 1.3e-3 (the tanh RNN
+#: at hidden 256, whose 100-step recurrence amplifies most). A half-weights copy computing
+#: some other model (wrong rows, a lost tail) moves them by 1e-1 or more.
+HALF_CHECK_TOL = 5e-3
+
+
+def half_cases(threads: Sequence[int], quick: bool) -> list[Case]:
+    """Batch-1 cases for the float16-weights section: the streamed step of each cell and the
+    LSTM's batch-1 sequences (a small stream with ``quick``)."""
+    if quick:
+        return [Case("lstm", "stream", T=20, B=1, H=64, threads=th) for th in threads]
+    cases = []
+    for th in threads:
+        cases += [Case(cell, "stream", T=100, B=1, H=256, threads=th) for cell in PLAIN]
+        cases += [Case("lstm", "infer", T=100, B=1, H=h, threads=th) for h in (256, 512, 1024)]
+    return cases
+
+
+@dataclasses.dataclass
+class HalfRow:
+    """One case of the float16-weights section."""
+
+    case: Case
+    f32: Timing
+    f16: Timing
+    speedup: float  # float32 time / float16 time, median over paired rounds
+    error: float  # scaled_error of the float16 outputs against the float32 ones
+    peer_ms: float | None  # the best peer's median in the main table, when it ran this case
+
+    @property
+    def ok(self) -> bool:
+        """Whether the outputs agree within HALF_CHECK_TOL."""
+        return self.error <= HALF_CHECK_TOL
+
+
+def run_half_row(rc_backend: Backend, case: Case, seed: int, target_s: float, repeats,
+                 peer_ms: float | None) -> HalfRow:  # fmt: skip
+    """Times a case with the float32 module and its ``half_weights()`` copy, in alternating
+    rounds, on the main table's weights and inputs."""
+    rc_backend.set_threads(case.threads)
+    data = make_data(case, seed)
+    params = rc_backend.init_params(case, seed)
+    f32 = rc_backend.build(case, params, data)
+    module = rc_backend._make(case)
+    module.load_state_dict(params)
+    half = module.half_weights()
+    f16 = dataclasses.replace(f32)  # same collect; the call below swaps in the copy
+    x = data["x"]
+    if case.mode == "stream":
+        steps = [x[t : t + 1] for t in range(case.T)]
+
+        def stream():
+            st, outs = None, []
+            for xt in steps:
+                out, st = half(xt, st)
+                outs.append(out)
+            return outs, st
+
+        f16.fn = stream
+    else:
+        f16.fn = lambda: half(x)
+    ref, got = f32.collect(f32.fn()), f16.collect(f16.fn())
+    error = max(scaled_error(got[k], ref[k]) for k in ref)
+    quiesce()
+    times = measure_interleaved(
+        {"f32": f32.fn, "f16": f16.fn}, target_s, repeats,
+        before=lambda: quiesce(window_s=QUIESCE_ROUND_S),
+    )  # fmt: skip
+    t32, t16 = times["f32"], times["f16"]
+    return HalfRow(
+        case,
+        Timing(statistics.median(t32), min(t32), len(t32), 1),
+        Timing(statistics.median(t16), min(t16), len(t16), 1),
+        paired_ratio(t32, t16),
+        error,
+        peer_ms,
+    )
+
+
+def _best_peer_ms(records: Sequence[Mapping[str, Any]], case: Case) -> float | None:
+    for r in records:
+        if r["case"] == case.name and r["threads"] == case.threads:
+            peers = [r.get(f"{n}_ms_median") for n in ("torch", "ort")]
+            peers = [p for p in peers if p is not None]
+            return min(peers) if peers else None
+    return None
+
+
+def run_half_section(args: argparse.Namespace, backends: Sequence[Backend], records) -> tuple:
+    """Prints the float16-weights table: rnncore's float32 module against its
+    ``half_weights()`` copy at batch 1, and the copy's time over the best peer's (float32)
+    time from the main table. Returns ``(rows run, failures, CSV records)``."""
+    rc = next((b for b in backends if b.name == "rnncore" and b.available), None)
+    if rc is None or not hasattr(rc.mod.LSTM, "half_weights"):
+        print("=== float16 weights: skipped (needs rnncore with half_weights) ===")
+        return 0, 0, []
+    print("=== float16 weights (half_weights(): weight matrices stored as float16, "
+          "arithmetic float32) ===")  # fmt: skip
+    print(
+        "f32 / f16: rnncore's module and its half_weights() copy, ms per call (stream: "
+        "per step, in us);\nspeedup: f32 / f16 over paired rounds; vs peer: f16 / the best "
+        "peer's float32 time in the main table;\nerror: largest |f16 - f32| output over "
+        f"max(1, max|f32|) (a different model: float16 rounding), must be <= {HALF_CHECK_TOL:g}"
+    )
+    head = (
+        f"{'case':<34} {'thr':>3} {'f32':>9} {'f16':>9} {'speedup':>8} {'vs peer':>8} {'error':>8}"
+    )
+    print(head)
+    print("-" * len(head))
+    rows, out = [], []
+    for case in half_cases(args.threads, args.quick):
+        peer = _best_peer_ms(records, case)
+        row = run_half_row(rc, case, args.seed, args.target_time, args.repeats, peer)
+        rows.append(row)
+        per = (1e3 / case.T, "us") if case.mode == "stream" else (1.0, "ms")
+        f32, f16 = row.f32.median * 1e3 * per[0], row.f16.median * 1e3 * per[0]
+        vs = None if peer is None else row.f16.median * 1e3 / peer
+        print(
+            f"{case.name:<34} {case.threads:>3} {f32:>7.2f}{per[1]} {f16:>7.2f}{per[1]} "
+            f"{row.speedup:>7.2f}x {_fmt(vs, '.2f', 8)} {row.error:>8.1e}"
+            + ("" if row.ok else "  MISMATCH")
+        )
+        out.append({
+            "case": case.name, "cell": case.cell, "mode": case.mode, "T": case.T, "B": case.B,
+            "H": case.H, "threads": case.threads, "f32_ms_median": row.f32.median * 1e3,
+            "f16_ms_median": row.f16.median * 1e3, "speedup": row.speedup,
+            "f16_over_best_peer": vs, "error": row.error,
+        })  # fmt: skip
+    return len(rows), sum(not r.ok for r in rows), out
+
+
 def _cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -1830,6 +1966,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="run only the normalization section (cost table, rnncore vs torch-ops LSTM)",
     )
     sect.add_argument("--no-norms", action="store_true", help="skip the normalization section")
+    p.add_argument("--no-half", action="store_true", help="skip the float16-weights section")
     p.add_argument("--csv", metavar="PATH", help="write the results as CSV")
     p.add_argument(
         "--threads",
@@ -1941,9 +2078,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         failures += fails
         print()
+    n_half, half_records = 0, []
+    if not args.no_half and not args.norms and {"infer", "stream"} & set(args.modes):
+        n_half, fails, half_records = run_half_section(args, backends, report.records)
+        failures += fails
+        print()
     targets_summary(report.records[: len(cases)])
     print()
-    print(f"{len(cases) + n_norm} cases in {time.perf_counter() - t_start:.1f} s", end="")
+    print(f"{len(cases) + n_norm + n_half} cases in {time.perf_counter() - t_start:.1f} s", end="")
     print(f", {failures} with a MISMATCH or an error" if failures else ", all checks passed")
     if args.csv:
         report.write_csv(args.csv)
@@ -1952,6 +2094,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             root, ext = os.path.splitext(args.csv)
             norm_report.write_csv(f"{root}_norms{ext or '.csv'}")
             print(f"normalization cost CSV written to {root}_norms{ext or '.csv'}")
+        if half_records:
+            root, ext = os.path.splitext(args.csv)
+            _write_records(f"{root}_half{ext or '.csv'}", half_records)
+            print(f"float16-weights CSV written to {root}_half{ext or '.csv'}")
     return 1 if failures else 0
 
 

@@ -32,17 +32,17 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
   // W_hh^T; reset_before: its r, z rows and its n rows apart.
   std::optional<internal::StepMatrix<T>> whh, wrz, wn;
   if (after) {
-    whh.emplace(w_.w_hh, H, G, 1, H, B);
+    whh.emplace(w_.w_hh, H, G, 1, H, B, w_.w_hh16);
   } else {
-    wrz.emplace(w_.w_hh, H, 2 * H, 1, H, B);
-    wn.emplace(w_.w_hh + 2 * H * H, H, H, 1, H, B);
+    wrz.emplace(w_.w_hh, H, 2 * H, 1, H, B, w_.w_hh16);
+    wn.emplace(w_.w_hh + 2 * H * H, H, H, 1, H, B, w_.w_hh16 ? w_.w_hh16 + 2 * H * H : nullptr);
   }
   Buffer<T> ax(static_cast<size_t>(rows * G));
   // fused: a single step's recurrent product came with the input projection
   // (reset_after: one product of all gates).
   const bool fused =
       internal::ProjectInput(x, steps, B, D, ldx, w_.w_ih, G, ax.data(), after ? &*whh : nullptr,
-                             rd.Apply(h.data()), H, ah.data(), G);
+                             rd.Apply(h.data()), H, ah.data(), G, w_.w_ih16);
   nx.ForwardAll(seq, ax.data());
   Buffer<T> h_new(static_cast<size_t>(B * H));
   Buffer<T> rh(after ? 0 : static_cast<size_t>(B * H));

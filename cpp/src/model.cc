@@ -254,13 +254,43 @@ CellConfig Model<T>::LayerConfig(Index layer, Index dir, bool training, std::uin
 }
 
 template <typename T>
+void Model<T>::UseHalfWeights() {
+  if constexpr (!std::is_same_v<T, float>) {
+    throw InvalidArgument("float16 weights need a float32 model");
+  } else {
+    half_.assign(params_.size(), Eigen::half(0.0f));
+    const Index GH = config_.gates() * config_.hidden_size, P = config_.out_size();
+    for (Index l = 0; l < config_.num_layers; ++l) {
+      for (Index d = 0; d < config_.directions(); ++d) {
+        const auto& off = offsets_[static_cast<size_t>(l * config_.directions() + d)];
+        const Index sizes[] = {GH * config_.layer_input(l), GH * P, P * config_.hidden_size};
+        const int slots[] = {kWih, kWhh, kWhr};
+        for (int s = 0; s < 3; ++s) {
+          if (off[slots[s]] < 0) continue;
+          for (Index i = off[slots[s]]; i < off[slots[s]] + sizes[s]; ++i) {
+            half_[static_cast<size_t>(i)] = Eigen::half(params_[static_cast<size_t>(i)]);
+            params_[static_cast<size_t>(i)] = static_cast<float>(half_[static_cast<size_t>(i)]);
+          }
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
 CellWeights<T> Model<T>::Weights(Index layer, Index dir) const {
   const Index set = layer * config_.directions() + dir;
   const auto& off = offsets_[static_cast<size_t>(set)];
   auto at = [&](int slot) { return off[slot] < 0 ? nullptr : params_.data() + off[slot]; };
+  auto half_at = [&](int slot) {
+    return off[slot] < 0 || half_.empty() ? nullptr : half_.data() + off[slot];
+  };
   CellWeights<T> w;
   w.w_ih = at(kWih);
   w.w_hh = at(kWhh);
+  w.w_ih16 = half_at(kWih);
+  w.w_hh16 = half_at(kWhh);
+  w.w_hr16 = half_at(kWhr);
   w.b_ih = config_.bias ? at(kBih) : zero_bias_.data();
   w.b_hh = config_.bias ? at(kBhh) : zero_bias_.data();
   w.w_hr = at(kWhr);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kernels/gemm.h"
+#include "kernels/half.h"
 #include "rnncore/cell.h"
 #include "rnncore/common.h"
 #include "rnncore/runtime.h"
@@ -132,13 +133,21 @@ class PackedMatrix {
 
 // The weight matrix of a per-step product (M as in PackedMatrix), prepared
 // once per sequence for steps of `batch` rows. For batches of 2 or more it is
-// packed; a single row (a matrix-vector product) goes to Eigen. Large
-// products are split over output columns in fixed chunks.
+// packed; a single row (a matrix-vector product) goes to Eigen, or, given w16
+// (a float16 copy of a row-major W (N, K), sk == 1), to kernels::HalfRowDots.
+// Large products are split over output columns in fixed chunks.
 template <typename T>
 class StepMatrix {
  public:
-  StepMatrix(const T* w, Index K, Index N, Index sk, Index sn, Index batch)
-      : w_(w), K_(K), N_(N), sk_(sk), sn_(sn), batch_(batch) {
+  StepMatrix(const T* w, Index K, Index N, Index sk, Index sn, Index batch,
+             const kernels::Half* w16 = nullptr)
+      : w_(w),
+        w16_(batch == 1 && sk == 1 ? w16 : nullptr),
+        K_(K),
+        N_(N),
+        sk_(sk),
+        sn_(sn),
+        batch_(batch) {
     static_assert(kStepChunk % kernels::PanelWidth<T>() == 0, "chunks must hold whole panels");
     if (batch >= 2) {
       packed_.emplace(w, K, N, sk, sn);
@@ -195,6 +204,12 @@ class StepMatrix {
       packed_->MultiplyPacked(rows_.data(), batch_, out, ldo, c0, n);
       return;
     }
+    if constexpr (std::is_same_v<T, float>) {
+      if (w16_) {
+        kernels::HalfRowDots(w16_, K_, a, out, c0, c0 + n);
+        return;
+      }
+    }
     auto A = CView(a, batch_, K_, lda);
     if (sk_ == 1)
       View(out + c0, batch_, n, ldo).noalias() = A * CView(w_ + c0 * sn_, n, K_, sn_).transpose();
@@ -203,6 +218,7 @@ class StepMatrix {
   }
 
   const T* w_;
+  const kernels::Half* w16_;
   Index K_, N_, sk_, sn_, batch_;
   std::optional<PackedMatrix<T>> packed_;
   Buffer<T> rows_;  // a, packed by kernels::PackRows
@@ -216,9 +232,9 @@ class StepMatrix {
 // and m.Product compute, chunk for chunk.
 template <typename T>
 void FirstStepProducts(const T* x, Index B, Index D, Index ldx, const T* w, T* ax, StepMatrix<T>& m,
-                       const T* u, Index ldu, T* ah, Index ldah) {
+                       const T* u, Index ldu, T* ah, Index ldah, const kernels::Half* w16) {
   const Index N = m.cols();
-  StepMatrix<T> wx(w, D, N, 1, D, B);
+  StepMatrix<T> wx(w, D, N, 1, D, B, w16);
   wx.Prepare(x, ldx);
   m.Prepare(u, ldu);
   auto both = [&](Index c0, Index n) {
@@ -265,11 +281,13 @@ void StepProductThenRows(StepMatrix<T>& m, bool product, const T* u, Index ldu, 
 // out (rows, N) = x (rows, D; stride ldx) w^T, w (N, D), through the packed
 // w. Split over row chunks; a projection of fewer rows than one chunk (a
 // streamed step, a short sequence at batch 1) is split over output columns
-// instead, so that each thread reads only its own slice of w.
+// instead, so that each thread reads only its own slice of w. w16: a float16
+// copy of w for a single row (StepMatrix), or null.
 template <typename T>
-void InputProjection(const T* x, Index rows, Index D, Index ldx, const T* w, Index N, T* out) {
+void InputProjection(const T* x, Index rows, Index D, Index ldx, const T* w, Index N, T* out,
+                     const kernels::Half* w16 = nullptr) {
   if (rows <= kRowChunk) {
-    StepMatrix<T>(w, D, N, 1, D, rows).Product(x, ldx, out, N);
+    StepMatrix<T>(w, D, N, 1, D, rows, w16).Product(x, ldx, out, N);
     return;
   }
   const PackedMatrix<T> wt(w, D, N, 1, D);
@@ -283,12 +301,13 @@ void InputProjection(const T* x, Index rows, Index D, Index ldx, const T* w, Ind
 // (FirstStepProducts; m has N columns). Returns whether it computed ah.
 template <typename T>
 bool ProjectInput(const T* x, Index steps, Index B, Index D, Index ldx, const T* w, Index N, T* ax,
-                  StepMatrix<T>* m, const T* u, Index ldu, T* ah, Index ldah) {
+                  StepMatrix<T>* m, const T* u, Index ldu, T* ah, Index ldah,
+                  const kernels::Half* w16 = nullptr) {
   if (m && steps == 1 && B <= kRowChunk) {
-    FirstStepProducts(x, B, D, ldx, w, ax, *m, u, ldu, ah, ldah);
+    FirstStepProducts(x, B, D, ldx, w, ax, *m, u, ldu, ah, ldah, w16);
     return true;
   }
-  InputProjection(x, steps * B, D, ldx, w, N, ax);
+  InputProjection(x, steps * B, D, ldx, w, N, ax, w16);
   return false;
 }
 

@@ -13,6 +13,8 @@ different lengths) and compares:
   * the backward pass (BPTT) with central finite differences: the gradient's dot
     product with a random direction over every input, initial state and parameter
     must equal the derivative of the loss along that direction.
+Then each cell's ``half_weights()`` copy (float32, weight matrices in float16) at batch
+1, streamed one step per call, against the reference fed the rounded weights.
 It exits with status 1 if any check fails.
 """
 
@@ -167,6 +169,30 @@ def _check_case(name, cls, kwargs, rng) -> tuple[float, float]:
     return fwd_err, grad_err
 
 
+# float32 arithmetic against the reference fed the same (float16-rounded) weights: a few
+# ulp per operation over 6 steps of 2 layers, ~1e-6; a wrong kernel is off by 1e-2 or more.
+HALF_TOL = 1e-5
+
+
+def _check_half(cls, rng) -> float:
+    """Largest scaled error of a streamed half_weights() copy (D = 37: partial vectors)."""
+    T, D, H = 6, 37, 19
+    m = cls(D, H, num_layers=2, seed=2)
+    half = m.half_weights()
+    x = rng.standard_normal((T, 1, D)).astype(np.float32)
+    state, outs = None, []
+    for t in range(T):
+        out, state = half(x[t : t + 1], state)
+        outs.append(out)
+    params = {k: p.astype(np.float64) for k, p in half.parameters().items()}
+    ref = reference.reference_forward(cls.__name__.lower(), params, x.astype(np.float64),
+                                      None, None, num_layers=2, bidirectional=False)  # fmt: skip
+    got = [np.concatenate(outs), *_states(half, state)]
+    want = [ref[0], *_states(half, ref[1])]
+    return max(float(np.abs(a - b).max()) / max(1.0, float(np.abs(b).max()))
+               for a, b in zip(got, want))  # fmt: skip
+
+
 def selfcheck() -> bool:
     print(
         "\nSelf-check: float64, 2 layers, bidirectional, lengths [5, 2, 4], every cell, norm and"
@@ -183,6 +209,13 @@ def selfcheck() -> bool:
         good = fwd < FORWARD_TOL and grad < GRADIENT_TOL
         ok &= good
         print(f"  {name:<32}{fwd:>12.1e}{grad:>12.1e}   {'ok' if good else 'FAILED'}")
+    print(f"\n  half_weights(), float32, streamed at batch 1 (error must be < {HALF_TOL:.0e})")
+    for cls in (rnncore.RNN, rnncore.LSTM, rnncore.GRU):
+        err = _check_half(cls, rng)
+        good = err < HALF_TOL
+        ok &= good
+        name = f"{cls.__name__} float16 weights"
+        print(f"  {name:<32}{err:>12.1e}{'':>12}   {'ok' if good else 'FAILED'}")
     print(
         f"\n{'All checks passed' if ok else 'SOME CHECKS FAILED'} "
         f"({time.perf_counter() - start:.2f} s)."

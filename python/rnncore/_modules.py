@@ -7,6 +7,7 @@ the compiled core takes. All computation happens in the core.
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from typing import Any
 
@@ -153,6 +154,7 @@ class _RecurrentBase:
         self._params = self._views(self._model.parameter_buffer())
         self._grads = self._views(self._model.gradient_buffer())
         self.training = True
+        self._half = False
         init_rng = np.random.default_rng(seed)
         _init.init_parameters(
             self._params,
@@ -243,6 +245,7 @@ class _RecurrentBase:
             ValueError: entries of the wrong shape, all listed.
             TypeError: entries that are not real arrays.
         """
+        self._refuse_if_half("load_state_dict()")
         if not hasattr(state_dict, "keys"):
             raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
         layout = {name: (stats, var, one_row, width)
@@ -304,10 +307,60 @@ class _RecurrentBase:
                 np.ascontiguousarray(var, dtype=self.dtype),
             )
 
+    def half_weights(self):
+        """An inference-only copy of this module with its weight matrices in float16.
+
+        The weight matrices (``weight_ih``, ``weight_hh`` and ``weight_hr`` of every
+        layer and direction) are rounded to IEEE float16, to nearest, and kept in that
+        format as well; everything else (biases, normalization parameters, running
+        statistics, states, arithmetic) stays float32. A batch-1 call reads the float16
+        copies, half the bytes of float32, which is what bounds its speed; other calls
+        use the rounded float32 values, so every call computes the same model.
+
+        The rounding changes each weight by at most 2**-11 of its magnitude (weights
+        below 6.1e-5 in magnitude lose relative precision; above 65504 they become
+        infinite, which raises here). The copy starts in eval mode and stays there: its
+        parameters are read-only, and ``train()``, ``forward_train``, ``backward`` and
+        ``load_state_dict`` raise ``RuntimeError``. Later changes to this module do not
+        reach the copy. Float32 modules only.
+
+        Returns:
+            A new module of the same class and options.
+        """
+        if self.dtype != np.float32:
+            raise ValueError("half_weights() needs a float32 module (dtype='float32')")
+        for name, p in self._params.items():
+            # 65520 and above round to infinity in float16.
+            if name.startswith("weight_") and np.any(np.abs(p) >= 65520):
+                raise ValueError(
+                    f"half_weights(): {name} has values beyond the float16 range (65504)"
+                )
+        other = copy.copy(self)
+        other._model = self._model.copy()
+        other._model.use_half_weights()
+        flat = other._model.parameter_buffer()
+        flat.flags.writeable = False
+        other._params = other._views(flat)
+        other._grads = other._views(other._model.gradient_buffer())
+        other._mask_rng = copy.deepcopy(self._mask_rng)
+        other.training = False
+        other._half = True
+        return other
+
+    def _refuse_if_half(self, what: str) -> None:
+        if self._half:
+            raise RuntimeError(
+                f"{what} is not available on a half_weights() copy, which is for inference "
+                f"only; train the float32 module and call half_weights() again"
+            )
+
     # -------------------------------------------------------------------- mode
     def train(self, mode: bool = True):
         """Sets training mode (or eval mode with ``mode=False``); returns self."""
-        self.training = v.check_bool("mode", mode)
+        mode = v.check_bool("mode", mode)
+        if mode:
+            self._refuse_if_half("train()")
+        self.training = mode
         return self
 
     def eval(self):
@@ -456,6 +509,7 @@ class _RecurrentBase:
         Returns:
             ``(out, h_n, tape)``; for the LSTM ``h_n`` is the ``(h_n, c_n)`` pair.
         """
+        self._refuse_if_half("forward_train()")
         out, states, core_tape, unbatched, seed = self._run(x, hx, lengths, True, seed)
         return out, states, Tape(core_tape, self, self.batch_first, unbatched, seed)
 
@@ -488,6 +542,7 @@ class _RecurrentBase:
             TypeError: ``tape`` is not a Tape. ValueError: the tape is used or belongs to
             another module, or a gradient has the wrong shape.
         """
+        self._refuse_if_half("backward()")
         if not isinstance(tape, Tape):
             raise TypeError(f"tape must be an rnncore Tape, got {type(tape).__name__}")
         if tape._module is not self:
@@ -569,6 +624,8 @@ class _RecurrentBase:
             if getattr(self, key) > 0:
                 opts.append(f"{key}={getattr(self, key)}")
         opts.append(f"dtype={self.dtype.name}")
+        if self._half:
+            opts.append("half_weights")
         return f"rnncore.{type(self).__name__}({', '.join(opts)})"
 
 

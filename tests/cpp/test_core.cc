@@ -10,7 +10,9 @@
 //     is built for, NEON included);
 //   * the dense layer (rnncore/dense.h) matches plain loops;
 //   * tapes are single-use and bound to their model;
-//   * results are bitwise identical for 1, 2 and 3 threads.
+//   * results are bitwise identical for 1, 2 and 3 threads;
+//   * float16 weights (Model::UseHalfWeights) give the model of the rounded
+//     values.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -247,6 +249,70 @@ void FloatMatchesDouble(std::mt19937& rng) {
   }
 }
 
+// Model::UseHalfWeights: the weight matrices become float16 values (within
+// 2^-11 relative of the originals, and exactly representable), other
+// parameters are unchanged, and a batch-1 forward pass (the float16
+// kernels) equals the float64 model with the same rounded parameters. A
+// float64 model refuses. Input 37 and hidden 19 leave partial vectors.
+void HalfWeights(std::mt19937& rng) {
+  using rnncore::Index;
+  const Index T = 4, D = 37, H = 19;
+  for (auto cell : {rnncore::CellKind::kRnn, rnncore::CellKind::kLstm, rnncore::CellKind::kGru}) {
+    rnncore::ModelConfig cfg;
+    cfg.cell = cell;
+    cfg.input_size = D;
+    cfg.hidden_size = H;
+    cfg.num_layers = 2;
+    rnncore::Model<float> f(cfg);
+    rnncore::Model<double> d(cfg);
+    const Index n = f.num_parameters();
+    const auto p = Random(rng, n, 0.5);
+    for (Index i = 0; i < n; ++i) f.parameters()[i] = static_cast<float>(p[i]);
+    f.UseHalfWeights();
+    Check(f.HasHalfWeights(), "HasHalfWeights after UseHalfWeights");
+    Index changed = 0;
+    bool ok = true;
+    for (const auto& info : f.layout()) {
+      const bool matrix = info.name.rfind("weight_", 0) == 0;
+      for (Index i = info.offset; i < info.offset + info.size(); ++i) {
+        const float orig = static_cast<float>(p[i]), now = f.parameters()[i];
+        const bool representable = static_cast<float>(Eigen::half(now)) == now;
+        if (matrix)
+          ok &= representable &&  // half an ulp: 2^-11 relative, 2^-25 below 2^-14
+                std::abs(now - orig) <= std::max(std::ldexp(std::abs(orig), -11), 0x1p-25f);
+        else
+          ok &= now == orig;
+        changed += now != orig;
+      }
+    }
+    Check(ok && changed > 0, "UseHalfWeights rounds the weight matrices only");
+    for (Index i = 0; i < n; ++i) d.parameters()[i] = f.parameters()[i];
+    const auto x = Random(rng, T * D);
+    std::vector<float> xf(x.begin(), x.end()), of(T * H), hf(2 * H), cf(2 * H);
+    std::vector<double> od(T * H), hd(2 * H), cd(2 * H);
+    f.Forward(T, 1, xf.data(), nullptr, nullptr, nullptr, of.data(), hf.data(), cf.data(), false,
+              nullptr);
+    d.Forward(T, 1, x.data(), nullptr, nullptr, nullptr, od.data(), hd.data(), cd.data(), false,
+              nullptr);
+    const double err = std::max(RelErr(of, od), RelErr(hf, hd));
+    char msg[120];
+    std::snprintf(msg, sizeof msg, "float16 weights vs double, cell %d: %.2e",
+                  static_cast<int>(cell), err);
+    Check(err < 1e-5, msg);  // float32 rounding over 4 steps of ~56-term sums
+  }
+  rnncore::ModelConfig cfg;
+  cfg.input_size = 3;
+  cfg.hidden_size = 2;
+  rnncore::Model<double> d(cfg);
+  bool threw = false;
+  try {
+    d.UseHalfWeights();
+  } catch (const rnncore::InvalidArgument&) {
+    threw = true;
+  }
+  Check(threw && !d.HasHalfWeights(), "a float64 model refuses float16 weights");
+}
+
 // dense::Forward / Backward against plain loops, in double, at sizes that
 // pack the operands and split rows over chunks.
 void DenseMatchesLoops(std::mt19937& rng) {
@@ -368,7 +434,8 @@ int main() {
   DenseMatchesLoops(rng);
   TapeRules(rng);
   ThreadInvariance(rng);
-  const int total = 3 + static_cast<int>(sizeof(cases) / sizeof(cases[0])) + 18 + 1 + 2 + 2;
+  HalfWeights(rng);
+  const int total = 3 + static_cast<int>(sizeof(cases) / sizeof(cases[0])) + 18 + 1 + 2 + 2 + 10;
   std::printf("%d passed, %d failed\n", total - failures, failures);
   return failures == 0 ? 0 : 1;
 }

@@ -106,6 +106,8 @@ class RunningStats {
 // gain of the normalized sum, H), LSTM cell gain gc and shift bc (H).
 // Running statistics rx, rh, rc of the batch norms: read in eval mode,
 // updated in training mode.
+// w_ih16, w_hh16, w_hr16: float16 copies of w_ih, w_hh, w_hr, whose values
+// equal them (Model::UseHalfWeights), or null. Batch-1 products read these.
 template <typename T>
 struct CellWeights {
   const T* w_ih = nullptr;
@@ -113,6 +115,9 @@ struct CellWeights {
   const T* b_ih = nullptr;
   const T* b_hh = nullptr;
   const T* w_hr = nullptr;
+  const Eigen::half* w_ih16 = nullptr;
+  const Eigen::half* w_hh16 = nullptr;
+  const Eigen::half* w_hr16 = nullptr;
   const T* gx = nullptr;
   const T* gh = nullptr;
   const T* gc = nullptr;

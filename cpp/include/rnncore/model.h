@@ -123,6 +123,17 @@ class Model {
   const T* parameters() const { return params_.data(); }
   T* gradients() { return grads_.data(); }
 
+  // Stores the weight matrices (W_ih, W_hh, W_hr) of a float32 model in
+  // IEEE float16 as well, for inference: their float32 values are rounded to
+  // float16 (to nearest, ties to even) in place, and batch-1 step products
+  // read the float16 copies, half the bytes (kernels/half.h). Every other
+  // product reads the rounded float32 values, so both give the same model.
+  // The copies are a snapshot: after changing the weights through
+  // parameters(), call this again. Throws InvalidArgument for a float64
+  // model.
+  void UseHalfWeights();
+  bool HasHalfWeights() const { return !half_.empty(); }
+
   // The forward pass. training selects batch statistics (and updates the
   // running statistics of the batch norms) over the running ones; with a
   // tape, records what Backward needs. Calls in eval mode (training false)
@@ -158,6 +169,7 @@ class Model {
   ModelConfig config_;
   std::vector<ParamInfo> layout_;
   Buffer<T> params_, grads_;
+  Buffer<Eigen::half> half_;  // UseHalfWeights: params_ in float16 (weight matrices only)
   // Per layer * direction: offsets of each parameter slot (-1: absent).
   std::vector<std::vector<Index>> offsets_;
   std::vector<BufferInfo> buffers_;
