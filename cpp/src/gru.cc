@@ -234,9 +234,12 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
   const T* dbh = after ? dah.data() : dax.data();
   const T* dwh = nh.active() ? dah_pre.data() : dbh;
   Buffer<T> dax_pre;
-  const T* dwx = nx.InputGradient(seq, dax, &dax_pre, grads.gx);
+  Buffer<T> dbx_sums(static_cast<size_t>(nx.active() ? G : 0), T(0));
+  const T* dwx = nx.InputGradient(seq, dax, &dax_pre, grads.gx, dbx_sums.data());
   internal::InputSideGradients(rows, D, G, x, ldx, dwx, dax.data(), dbh, w_, grads, dx, lddx,
-                               accumulate_dx);
+                               accumulate_dx, static_cast<const T*>(nullptr),
+                               static_cast<const T*>(nullptr), 0,
+                               nx.active() ? dbx_sums.data() : nullptr);
   Buffer<T> scratch;
   const T* history = rd.History(tape.h_prev.data(), rows, &scratch);
   if (after) {

@@ -277,11 +277,12 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
 
   const T* dwh = nh.active() ? dah.data() : dz.data();
   Buffer<T> dax;
-  const T* dwx = nx.InputGradient(seq, dz, &dax, grads.gx);
+  Buffer<T> dz_sums(static_cast<size_t>(nx.active() ? G : 0), T(0));  // the bias gradient
+  const T* dwx = nx.InputGradient(seq, dz, &dax, grads.gx, dz_sums.data());
   Buffer<T> scratch;
   internal::InputSideGradients(rows, D, G, x, ldx, dwx, dz.data(), dz.data(), w_, grads, dx, lddx,
                                accumulate_dx, dwh, rd.History(tape.h_prev.data(), rows, &scratch),
-                               P);
+                               P, nx.active() ? dz_sums.data() : nullptr);
   if (proj) {
     // m = o * tanh(N_c(c)), zero at inactive positions (their gates are zero).
     Buffer<T> m(static_cast<size_t>(rows * H));

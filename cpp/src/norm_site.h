@@ -277,15 +277,16 @@ class NormSite {
   }
 
   // Backward of the row of position pos at step k, in place.
-  void BackwardRow(Index k, T* row, Index pos, Index slot) {
+  void BackwardRow(Index k, T* row, Index pos, Index slot) { BackwardRow(k, row, row, pos, slot); }
+  // The same from dy into da (da may be dy).
+  void BackwardRow(Index k, const T* dy, T* da, Index pos, Index slot) {
     T* dg = slot_gamma_.data() + slot * n_;
     T* db = dbeta_ ? slot_beta_.data() + slot * n_ : nullptr;
     if (kind_ == SiteKind::kLayer)
-      kernels::LayerNormBackward(n_, row, XhatRow(pos), tape_->rstd[static_cast<size_t>(pos)],
-                                 gamma_, row, false, dg, db);
+      kernels::LayerNormBackward(n_, dy, XhatRow(pos), tape_->rstd[static_cast<size_t>(pos)],
+                                 gamma_, da, false, dg, db);
     else
-      kernels::BatchNormAffineBackward(n_, row, XhatRow(pos), RstdFor(k), gamma_, row, false, dg,
-                                       db);
+      kernels::BatchNormAffineBackward(n_, dy, XhatRow(pos), RstdFor(k), gamma_, da, false, dg, db);
   }
 
   // Adds the slots' parameter gradients, in slot order, and clears them.
@@ -311,9 +312,10 @@ class NormSite {
     s.ScatterTo(positioned, n_);
   }
 
-  // Backward over a whole position-ordered gradient matrix (the input term),
-  // in place.
-  void BackwardAll(const StepIndex& seq, T* da, T* dgamma, T* dbeta) {
+  // Backward over a whole position-ordered gradient matrix (the input term):
+  // da from dy, which may be the same matrix unless the site uses batch
+  // statistics (their backward works in place, da == dy).
+  void BackwardAll(const StepIndex& seq, const T* dy, T* da, T* dgamma, T* dbeta) {
     if (kind_ == SiteKind::kNone) return;
     StepRows<T> s;
     if (kind_ == SiteKind::kBatchSeq && training_) {
@@ -339,7 +341,7 @@ class NormSite {
         for (Index k = k0; k < k0 + n; ++k)
           for (Index b = 0; b < seq.batch(); ++b) {
             const Index row = seq.Row(k, b);
-            if (row >= 0) BackwardRow(k, da + row * n_, row, k0 / steps_per_chunk);
+            if (row >= 0) BackwardRow(k, dy + row * n_, da + row * n_, row, k0 / steps_per_chunk);
           }
       });
       FinishBackward();
@@ -353,11 +355,21 @@ class NormSite {
 
   // The gradient of the un-normalized input term, from d (the gradient of
   // this site's output, position-ordered): d itself when the site is the
-  // identity, else a copy in *scratch taken through BackwardAll.
-  const T* InputGradient(const StepIndex& seq, const Buffer<T>& d, Buffer<T>* scratch, T* dgamma) {
+  // identity, else *scratch, through BackwardAll (rows normalized on their
+  // own are read from d; batch statistics work on a copy). When the site is
+  // active and sums is not null, the column sums of d are added to sums (in
+  // the same pass: the input site has no shift, so its dbeta channel, which
+  // sums the rows of dy, is free to carry them).
+  const T* InputGradient(const StepIndex& seq, const Buffer<T>& d, Buffer<T>* scratch, T* dgamma,
+                         T* sums = nullptr) {
     if (kind_ == SiteKind::kNone) return d.data();
-    *scratch = d;
-    BackwardAll(seq, scratch->data(), dgamma, nullptr);
+    if (backward_row_local()) {
+      ResizePositions(*scratch, seq, n_);  // padding rows zero, as in d
+      BackwardAll(seq, d.data(), scratch->data(), dgamma, sums);
+    } else {
+      *scratch = d;
+      BackwardAll(seq, scratch->data(), scratch->data(), dgamma, sums);
+    }
     return scratch->data();
   }
 

@@ -143,11 +143,13 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
   // The input term's gradient: the normalized sum's (norm="layer", where the
   // input site is the identity), or dz through the input-side norm.
   Buffer<T> dax;
-  const T* dwx = norm_sum ? dah.data() : nx.InputGradient(seq, dz, &dax, grads.gx);
+  const bool summed = !norm_sum && nx.active();  // dz's column sums come with nx's pass
+  Buffer<T> dz_sums(static_cast<size_t>(summed ? H : 0), T(0));
+  const T* dwx = norm_sum ? dah.data() : nx.InputGradient(seq, dz, &dax, grads.gx, dz_sums.data());
   Buffer<T> scratch;
   internal::InputSideGradients(rows, D, H, x, ldx, dwx, dz.data(), dz.data(), w_, grads, dx, lddx,
                                accumulate_dx, dwh, rd.History(tape.h_prev.data(), rows, &scratch),
-                               H);
+                               H, summed ? dz_sums.data() : nullptr);
 }
 
 template class ForwardPass<float>;

@@ -405,12 +405,13 @@ void ProjectBack(const T* da, Index rows, Index N, const T* w, Index D, T* dx, I
 //
 // With h (not null): also dW_hh += dah^T h (h (rows, H; stride H), the
 // recurrent product's input at each position), together with dW_ih when
-// dah is dax.
+// dah is dax. dbx_sums (N), when not null, holds dbx's column sums already
+// (NormSite::InputGradient forms them in its pass over dbx).
 template <typename T>
 void InputSideGradients(Index rows, Index D, Index N, const T* x, Index ldx, const T* dax,
                         const T* dbx, const T* dbh, const CellWeights<T>& w, const CellGrads<T>& g,
                         T* dx, Index lddx, bool accumulate_dx, const T* dah = nullptr,
-                        const T* h = nullptr, Index H = 0) {
+                        const T* h = nullptr, Index H = 0, const T* dbx_sums = nullptr) {
   // The bias gradients' column sums come with dW_ih's pass when they are
   // sums of dax itself (no norm at all).
   const bool one_sum = dbx == dbh;
@@ -423,11 +424,15 @@ void InputSideGradients(Index rows, Index D, Index N, const T* x, Index ldx, con
     if (h) WeightGradient(dah, rows, N, N, h, H, H, g.w_hh);
   }
   if (one_sum) {  // one term's gradient (both biases added after any norm)
-    if (!with_dw) AddColumnSums(dbx, rows, N, sums.data());
-    VectorMap<T>(g.b_ih, N) += ConstVectorMap<T>(sums.data(), N);
-    VectorMap<T>(g.b_hh, N) += ConstVectorMap<T>(sums.data(), N);
+    const T* s = dbx_sums ? dbx_sums : sums.data();
+    if (!with_dw && !dbx_sums) AddColumnSums(dbx, rows, N, sums.data());
+    VectorMap<T>(g.b_ih, N) += ConstVectorMap<T>(s, N);
+    VectorMap<T>(g.b_hh, N) += ConstVectorMap<T>(s, N);
   } else {
-    AddColumnSums(dbx, rows, N, g.b_ih);
+    if (dbx_sums)
+      VectorMap<T>(g.b_ih, N) += ConstVectorMap<T>(dbx_sums, N);
+    else
+      AddColumnSums(dbx, rows, N, g.b_ih);
     AddColumnSums(dbh, rows, N, g.b_hh);
   }
   if (accumulate_dx) {

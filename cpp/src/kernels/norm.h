@@ -16,22 +16,45 @@ namespace rnncore {
 namespace kernels {
 
 // ------------------------------------------------------------- layer norm
+// Written with Eigen's packet functions so that each pass does all its work
+// over a row at once: the statistics take two read passes (mean, then the
+// variance about it), and â and y are formed in one more; the backward pass
+// takes one pass for the parameter gradients and both of its sums, and one
+// for da. A row's values do not depend on where it sits or which thread
+// takes it.
+namespace detail {
+template <typename T>
+using Packet = typename Eigen::internal::packet_traits<T>::type;
+template <typename T>
+constexpr Index kLanes = Eigen::internal::unpacket_traits<Packet<T>>::size;
+}  // namespace detail
+
 // One row of width n. y may alias a. beta may be null (LN0: no shift).
-// Writes â to xhat (unless it is null) and returns r.
+// Writes â to xhat (unless it is null) and returns r. y = γ â (+ β) is
+// formed from the same â whether or not it is kept.
 template <typename T>
 inline T LayerNormForward(Index n, const T* a, const T* gamma, const T* beta, T eps, T* xhat,
                           T* y) {
+  namespace ei = Eigen::internal;
+  using P = detail::Packet<T>;
+  constexpr Index L = detail::kLanes<T>;
   auto av = A(a, n);
   const T mean = av.sum() / T(n);
-  auto xh = A(xhat ? xhat : y, n);
-  xh = av - mean;
-  const T var = xh.square().sum() / T(n);
+  const T var = (av - mean).square().sum() / T(n);
   const T r = T(1) / std::sqrt(var + eps);
-  xh *= r;
-  if (beta)
-    A(y, n) = A(gamma, n) * xh + A(beta, n);
-  else
-    A(y, n) = A(gamma, n) * xh;
+  const P pm = ei::pset1<P>(mean), pr = ei::pset1<P>(r);
+  Index k = 0;
+  for (; k + L <= n; k += L) {
+    const P x = ei::pmul(ei::psub(ei::ploadu<P>(a + k), pm), pr);
+    if (xhat) ei::pstoreu(xhat + k, x);
+    const P g = ei::ploadu<P>(gamma + k);
+    ei::pstoreu(y + k, beta ? ei::pmadd(g, x, ei::ploadu<P>(beta + k)) : ei::pmul(g, x));
+  }
+  for (; k < n; ++k) {
+    const T x = (a[k] - mean) * r;
+    if (xhat) xhat[k] = x;
+    y[k] = beta ? std::fma(gamma[k], x, beta[k]) : gamma[k] * x;
+  }
   return r;
 }
 
@@ -40,17 +63,34 @@ inline T LayerNormForward(Index n, const T* a, const T* gamma, const T* beta, T 
 template <typename T>
 inline void LayerNormBackward(Index n, const T* dy, const T* xhat, T r, const T* gamma, T* da,
                               bool accumulate, T* dgamma, T* dbeta) {
-  auto d = A(dy, n);
-  auto xh = A(xhat, n);
-  A(dgamma, n) += d * xh;
-  if (dbeta) A(dbeta, n) += d;
-  // ĝ computed on the fly: mean ĝ and mean(ĝ â).
-  const T m1 = (A(gamma, n) * d).sum() / T(n);
-  const T m2 = (A(gamma, n) * d * xh).sum() / T(n);
+  namespace ei = Eigen::internal;
+  using P = detail::Packet<T>;
+  constexpr Index L = detail::kLanes<T>;
+  // One pass: the parameter gradients and the sums of ĝ = γ dy and ĝ â.
+  P s1 = ei::pset1<P>(T(0)), s2 = s1;
+  Index k = 0;
+  for (; k + L <= n; k += L) {
+    const P d = ei::ploadu<P>(dy + k), x = ei::ploadu<P>(xhat + k);
+    ei::pstoreu(dgamma + k, ei::pmadd(d, x, ei::ploadu<P>(dgamma + k)));
+    if (dbeta) ei::pstoreu(dbeta + k, ei::padd(ei::ploadu<P>(dbeta + k), d));
+    const P gd = ei::pmul(ei::ploadu<P>(gamma + k), d);
+    s1 = ei::padd(s1, gd);
+    s2 = ei::pmadd(gd, x, s2);
+  }
+  T t1 = ei::predux(s1), t2 = ei::predux(s2);
+  for (Index j = k; j < n; ++j) {
+    dgamma[j] = std::fma(dy[j], xhat[j], dgamma[j]);
+    if (dbeta) dbeta[j] += dy[j];
+    const T gd = gamma[j] * dy[j];
+    t1 += gd;
+    t2 = std::fma(gd, xhat[j], t2);
+  }
+  const T m1 = t1 / T(n), m2 = t2 / T(n);
+  auto grad = A(gamma, n) * A(dy, n) - m1 - A(xhat, n) * m2;
   if (accumulate)
-    A(da, n) += r * (A(gamma, n) * d - m1 - xh * m2);
+    A(da, n) += r * grad;
   else
-    A(da, n) = r * (A(gamma, n) * d - m1 - xh * m2);
+    A(da, n) = r * grad;
 }
 
 // ------------------------------------------------------------- batch norm
