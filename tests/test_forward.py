@@ -224,3 +224,40 @@ def test_steps_split_by_rows(rc, rng, variant, norm):
     _check_reference_and_thread_counts(
         rc, cfg, lambda: m(x, pack_states(cfg, states), lengths), ref_out, ref_states
     )
+
+
+# Hidden sizes at which a batch-1 step product (a matrix-vector product, not the packed GEMM of
+# larger batches) is split over threads in chunks of 128 columns (G*H*H >= 2**16
+# multiply-adds); for the RNN and the GRU the last chunk is partial.
+_SPLIT_H = {"rnn": 288, "gru": 160, "lstm": 160}
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("variant", ["rnn_tanh", "lstm", "gru", "gru_reset_before"])
+def test_batch_one_split_products(rc, rng, variant, threads):
+    """Batch 1 at sizes whose step products are split: the forward pass against the reference,
+    and the backward pass against the same sequence run twice in a batch of 2 (whose products
+    are packed GEMMs, not the batch-1 path): parameter gradients twice as large, the same dx."""
+    over = VARIANTS[variant]
+    cfg = Config(**over, input_size=40, hidden_size=_SPLIT_H[over["cell"]], num_layers=2)
+    params = cfg.make_params(rng, scale=0.3)
+    x, states, _ = make_inputs(cfg, rng, 7, 1, None, True)
+    old = rc.get_num_threads()
+    rc.set_num_threads(threads)
+    try:
+        out = _run_and_compare(rc, cfg, "float64", params, x, states, None)
+        m = make_module(rc, cfg, "float64", params)
+        grad_out = rng.standard_normal(out.shape)
+        _, _, tape = m.forward_train(x, pack_states(cfg, states))
+        dx1, _ = m.backward(tape, grad_out)
+        g1 = {k: v.copy() for k, v in m.grads.items()}
+        m.zero_grad()
+        two = [np.concatenate([s, s], axis=1) for s in states]
+        _, _, tape = m.forward_train(np.concatenate([x, x], axis=1), pack_states(cfg, two))
+        dx2, _ = m.backward(tape, np.concatenate([grad_out, grad_out], axis=1))
+    finally:
+        rc.set_num_threads(old)
+    for b in range(2):
+        np.testing.assert_allclose(dx2[:, b : b + 1], dx1, rtol=1e-10, atol=1e-12)
+    for k, g in m.grads.items():
+        np.testing.assert_allclose(g, 2 * g1[k], rtol=1e-10, atol=1e-12, err_msg=k)
