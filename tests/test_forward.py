@@ -261,3 +261,22 @@ def test_batch_one_split_products(rc, rng, variant, threads):
         np.testing.assert_allclose(dx2[:, b : b + 1], dx1, rtol=1e-10, atol=1e-12)
     for k, g in m.grads.items():
         np.testing.assert_allclose(g, 2 * g1[k], rtol=1e-10, atol=1e-12, err_msg=k)
+
+
+@pytest.mark.parametrize("batch", [2, 3, 5, 8])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_streamed_steps_of_small_batches(rc, rng, variant, batch):
+    """One call per step with a few sequences, state carried: single-use products of at most 8
+    rows read the weights as they are (kernels/dots.h) instead of packing them. Input 37 and
+    hidden 19 leave partial vectors; float32 against the reference, as above."""
+    cfg = Config(**VARIANTS[variant], input_size=37, hidden_size=19, num_layers=2)
+    params, x, states, _ = _setup(cfg, rng, "float32", batch, None, True)
+    m = make_module(rc, cfg, "float32", params)
+    hx = pack_states(cfg, states)
+    ref_states = states
+    for t in range(x.shape[0]):
+        out, hx = m(x[t : t + 1], hx)
+        ref_out, ref_states = reference(cfg, params, x[t : t + 1], ref_states, None)
+        assert_close(out, ref_out, "float32", f"out at step {t}")
+        for got, want in zip(unpack_states(cfg, hx), ref_states):
+            assert_close(got, want, "float32", f"state at step {t}")

@@ -2,8 +2,9 @@
 
 The copy must compute exactly the model whose weight matrices are the float16 roundings of
 the original's: its forward pass is compared with the float64 reference (rnncore.reference)
-fed those rounded values. Batch 1 takes the float16 kernels (kernels/half.h), larger batches
-the float32 ones on the rounded values; both are checked, whole sequences and streamed steps,
+fed those rounded values. Single-use products of at most 8 rows (streamed steps, batch-1
+sequences) take the float16 kernels (kernels/dots.h), larger ones the float32 GEMM on the
+rounded values; both are checked, whole sequences and streamed steps,
 for every cell variant and norm, with sizes that leave partial vectors and partial row
 groups (input 37 = 2 x 16 + 5, hidden 19).
 
@@ -84,15 +85,17 @@ def test_forward_matches_reference_with_rounded_weights(vid, norm):
             assert_close(got, want, f"final state, batch {batch}")
 
 
+@pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("vid,norm", _cases())
-def test_streamed_steps_match_reference(vid, norm):
-    """One call per step at batch 1 (the case the float16 kernels are for), state carried."""
+def test_streamed_steps_match_reference(vid, norm, batch):
+    """One call per step (the case the float16 kernels are for: single-use products of at most
+    8 rows), state carried."""
     rng = np.random.default_rng(12)
     cfg, params, m = _setup(vid, norm, rng, num_layers=2)
     half = m.half_weights()
     ref_params = rounded({k: v.astype(np.float64) for k, v in params.items()})
     bufs = {k: v for k, v in ref_params.items() if "running" in k}
-    x, states, _ = make_inputs(cfg, rng, T, 1, None, dtype=np.float32)
+    x, states, _ = make_inputs(cfg, rng, T, batch, None, dtype=np.float32)
     hx = pack_states(cfg, states)
     ref_states = [s.astype(np.float64) for s in states]
     for t in range(T):

@@ -32,10 +32,11 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
   // W_hh^T; reset_before: its r, z rows and its n rows apart.
   std::optional<internal::StepMatrix<T>> whh, wrz, wn;
   if (after) {
-    whh.emplace(w_.w_hh, H, G, 1, H, B, w_.w_hh16);
+    whh.emplace(w_.w_hh, H, G, 1, H, B, w_.w_hh16, steps == 1);
   } else {
-    wrz.emplace(w_.w_hh, H, 2 * H, 1, H, B, w_.w_hh16);
-    wn.emplace(w_.w_hh + 2 * H * H, H, H, 1, H, B, w_.w_hh16 ? w_.w_hh16 + 2 * H * H : nullptr);
+    wrz.emplace(w_.w_hh, H, 2 * H, 1, H, B, w_.w_hh16, steps == 1);
+    wn.emplace(w_.w_hh + 2 * H * H, H, H, 1, H, B, w_.w_hh16 ? w_.w_hh16 + 2 * H * H : nullptr,
+               steps == 1);
   }
   Buffer<T> ax(static_cast<size_t>(rows * G));
   // fused: a single step's recurrent product came with the input projection

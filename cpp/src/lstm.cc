@@ -31,7 +31,7 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
   Buffer<T> c = internal::InitialState(c0, B, H);
   Buffer<T> ah(static_cast<size_t>(B * G)), m(static_cast<size_t>(B * H));
   RecurrentDropout<T> rd(config_, B, P);
-  internal::StepMatrix<T> whh(w_.w_hh, P, G, 1, P, B, w_.w_hh16);  // W_hh^T
+  internal::StepMatrix<T> whh(w_.w_hh, P, G, 1, P, B, w_.w_hh16, steps == 1);  // W_hh^T
   Buffer<T> ax(static_cast<size_t>(rows * G));
   // fused: a single step's recurrent product came with the input projection.
   const bool fused = internal::ProjectInput(x, steps, B, D, ldx, w_.w_ih, G, ax.data(), &whh,
@@ -49,7 +49,7 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
   Buffer<T> c_old(zc.active() ? static_cast<size_t>(B * H) : 0);
   StepRows<T> step_rows;
   std::optional<internal::StepMatrix<T>> whr;  // W_hr^T
-  if (proj) whr.emplace(w_.w_hr, H, P, 1, H, B, w_.w_hr16);
+  if (proj) whr.emplace(w_.w_hr, H, P, 1, H, B, w_.w_hr16, steps == 1);
   if (tape) {
     internal::ResizePositions(tape->gates, seq, G);
     internal::ResizePositions(tape->h_prev, seq, P);

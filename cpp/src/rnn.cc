@@ -28,7 +28,7 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
   Buffer<T> h = internal::InitialState(h0, B, H);
   Buffer<T> ah(static_cast<size_t>(B * H));
   RecurrentDropout<T> rd(config_, B, H);
-  internal::StepMatrix<T> whh(w_.w_hh, H, H, 1, H, B, w_.w_hh16);  // W_hh^T
+  internal::StepMatrix<T> whh(w_.w_hh, H, H, 1, H, B, w_.w_hh16, steps == 1);  // W_hh^T
   Buffer<T> ax(static_cast<size_t>(rows * H));
   // fused: a single step's recurrent product came with the input projection.
   const bool fused = internal::ProjectInput(x, steps, B, D, ldx, w_.w_ih, H, ax.data(), &whh,

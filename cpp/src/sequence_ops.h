@@ -9,8 +9,8 @@
 #include <optional>
 #include <vector>
 
+#include "kernels/dots.h"
 #include "kernels/gemm.h"
-#include "kernels/half.h"
 #include "rnncore/cell.h"
 #include "rnncore/common.h"
 #include "rnncore/runtime.h"
@@ -132,24 +132,28 @@ class PackedMatrix {
 };
 
 // The weight matrix of a per-step product (M as in PackedMatrix), prepared
-// once per sequence for steps of `batch` rows. For batches of 2 or more it is
-// packed; a single row (a matrix-vector product) goes to Eigen, or, given w16
-// (a float16 copy of a row-major W (N, K), sk == 1), to kernels::HalfRowDots.
-// Large products are split over output columns in fixed chunks.
+// for steps of `batch` rows. A row-major W (N, K) (sk == 1) used for a single
+// product (once) of at most kernels::kDotRows rows, or for a single row, is
+// read as it is, by dot products (kernels::RowDots; Eigen's matrix-vector
+// product for one float32 or float64 row); other products pack it once for
+// all steps. w16, a float16 copy of W (Model::UseHalfWeights), is what the
+// dot products read when given. Large products are split over output
+// columns in fixed chunks.
 template <typename T>
 class StepMatrix {
  public:
   StepMatrix(const T* w, Index K, Index N, Index sk, Index sn, Index batch,
-             const kernels::Half* w16 = nullptr)
+             const kernels::Half* w16 = nullptr, bool once = false)
       : w_(w),
-        w16_(batch == 1 && sk == 1 ? w16 : nullptr),
+        dots_(sk == 1 && (batch == 1 || (once && batch <= kernels::kDotRows))),
+        w16_(dots_ ? w16 : nullptr),
         K_(K),
         N_(N),
         sk_(sk),
         sn_(sn),
         batch_(batch) {
     static_assert(kStepChunk % kernels::PanelWidth<T>() == 0, "chunks must hold whole panels");
-    if (batch >= 2) {
+    if (batch >= 2 && !dots_) {
       packed_.emplace(w, K, N, sk, sn);
       rows_.resize(static_cast<size_t>(batch * K));
     }
@@ -206,7 +210,11 @@ class StepMatrix {
     }
     if constexpr (std::is_same_v<T, float>) {
       if (w16_) {
-        kernels::HalfRowDots(w16_, K_, a, out, c0, c0 + n);
+        kernels::RowDots(w16_, K_, a, batch_, lda, out, ldo, c0, c0 + n);
+        return;
+      }
+      if (dots_) {
+        kernels::RowDots(w_, K_, a, batch_, lda, out, ldo, c0, c0 + n);
         return;
       }
     }
@@ -218,6 +226,7 @@ class StepMatrix {
   }
 
   const T* w_;
+  bool dots_;
   const kernels::Half* w16_;
   Index K_, N_, sk_, sn_, batch_;
   std::optional<PackedMatrix<T>> packed_;
@@ -234,7 +243,7 @@ template <typename T>
 void FirstStepProducts(const T* x, Index B, Index D, Index ldx, const T* w, T* ax, StepMatrix<T>& m,
                        const T* u, Index ldu, T* ah, Index ldah, const kernels::Half* w16) {
   const Index N = m.cols();
-  StepMatrix<T> wx(w, D, N, 1, D, B, w16);
+  StepMatrix<T> wx(w, D, N, 1, D, B, w16, /*once=*/true);
   wx.Prepare(x, ldx);
   m.Prepare(u, ldu);
   auto both = [&](Index c0, Index n) {
@@ -287,7 +296,7 @@ template <typename T>
 void InputProjection(const T* x, Index rows, Index D, Index ldx, const T* w, Index N, T* out,
                      const kernels::Half* w16 = nullptr) {
   if (rows <= kRowChunk) {
-    StepMatrix<T>(w, D, N, 1, D, rows, w16).Product(x, ldx, out, N);
+    StepMatrix<T>(w, D, N, 1, D, rows, w16, /*once=*/true).Product(x, ldx, out, N);
     return;
   }
   const PackedMatrix<T> wt(w, D, N, 1, D);

@@ -107,7 +107,8 @@ class RunningStats {
 // Running statistics rx, rh, rc of the batch norms: read in eval mode,
 // updated in training mode.
 // w_ih16, w_hh16, w_hr16: float16 copies of w_ih, w_hh, w_hr, whose values
-// equal them (Model::UseHalfWeights), or null. Batch-1 products read these.
+// equal them (Model::UseHalfWeights), or null. Products that read W once
+// for a few rows read these (StepMatrix).
 template <typename T>
 struct CellWeights {
   const T* w_ih = nullptr;
