@@ -2,9 +2,9 @@
 
 The copy must compute exactly the model whose weight matrices are the float16 roundings of
 the original's: its forward pass is compared with the float64 reference (rnncore.reference)
-fed those rounded values. Single-use products of at most 8 rows (streamed steps, batch-1
-sequences) take the float16 kernels (kernels/dots.h), larger ones the float32 GEMM on the
-rounded values; both are checked, whole sequences and streamed steps,
+fed those rounded values. Single-use products of at most 8 rows (streamed steps) and the
+steps of sequences of 1 or 2 rows take the float16 kernels (kernels/dots.h), the others the
+float32 GEMM on the rounded values; all are checked, whole sequences and streamed steps,
 for every cell variant and norm, with sizes that leave partial vectors and partial row
 groups (input 37 = 2 x 16 + 5, hidden 19).
 
@@ -72,7 +72,7 @@ def test_forward_matches_reference_with_rounded_weights(vid, norm):
     ref_params = rounded({k: v.astype(np.float64) for k, v in params.items()})
     bufs = {k: v for k, v in ref_params.items() if "running" in k}
     kw = {"training": False, "buffers": bufs} if bufs else {"training": False}
-    for batch, lengths_kind in ((1, None), (3, "mixed")):
+    for batch, lengths_kind in ((1, None), (2, "mixed"), (3, "mixed")):
         x, states, lengths = make_inputs(cfg, rng, T, batch, lengths_kind, dtype=np.float32)
         ref_out, ref_states = reference(
             cfg, ref_params, x.astype(np.float64), [s.astype(np.float64) for s in states],

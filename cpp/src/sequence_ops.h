@@ -132,20 +132,22 @@ class PackedMatrix {
 };
 
 // The weight matrix of a per-step product (M as in PackedMatrix), prepared
-// for steps of `batch` rows. A row-major W (N, K) (sk == 1) used for a single
-// product (once) of at most kernels::kDotRows rows, or for a single row, is
-// read as it is, by dot products (kernels::RowDots; Eigen's matrix-vector
-// product for one float32 or float64 row); other products pack it once for
-// all steps. w16, a float16 copy of W (Model::UseHalfWeights), is what the
-// dot products read when given. Large products are split over output
-// columns in fixed chunks.
+// for steps of `batch` rows. A row-major W (N, K) (sk == 1) is read as it
+// is, by dot products (kernels::RowDots for float, Eigen for double), when
+// the product is used once (a single step) for at most kernels::kDotRows
+// rows, or for every step of a single row, or of up to 2 rows given w16, a
+// float16 copy of W (Model::UseHalfWeights), which the dot products then
+// read. Other products pack W once for all steps (measured: from 2 rows of
+// float32 or 4 of float16 on, a packed GEMM step beats dot products over
+// the weights). Large products are split over output columns in fixed
+// chunks.
 template <typename T>
 class StepMatrix {
  public:
   StepMatrix(const T* w, Index K, Index N, Index sk, Index sn, Index batch,
              const kernels::Half* w16 = nullptr, bool once = false)
       : w_(w),
-        dots_(sk == 1 && (batch == 1 || (once && batch <= kernels::kDotRows))),
+        dots_(sk == 1 && (batch <= (w16 ? 2 : 1) || (once && batch <= kernels::kDotRows))),
         w16_(dots_ ? w16 : nullptr),
         K_(K),
         N_(N),

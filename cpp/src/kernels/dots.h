@@ -48,7 +48,7 @@ inline __m512 Load16(const Half* p, __mmask16 m) {
 template <int kB, typename W>
 inline void RowDotsFixed(const W* w, Index K, const float* a, Index lda, float* out, Index ldo,
                          Index n0, Index n1) {
-  constexpr int kW = kB <= 2 ? 4 : 2;
+  constexpr int kW = kB <= 4 ? 4 : 2;
   const Index kv = K - K % 16;
   const __mmask16 tail = static_cast<__mmask16>((1u << (K % 16)) - 1u);
   auto block = [&](Index n, auto weight_rows) {
@@ -97,7 +97,7 @@ inline float Sum8(__m256 v) {
 template <int kB, typename W>
 inline void RowDotsFixed(const W* w, Index K, const float* a, Index lda, float* out, Index ldo,
                          Index n0, Index n1) {
-  constexpr int kW = kB <= 2 ? 4 : 2;
+  constexpr int kW = kB <= 4 ? 4 : 2;
   const Index kv = K - K % 8;
   auto block = [&](Index n, auto weight_rows) {
     constexpr int kR = decltype(weight_rows)::value;
