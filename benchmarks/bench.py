@@ -633,6 +633,11 @@ class RncoreBackend(Backend):
     def build(self, case, params, data):
         m = self._make(case)
         m.load_state_dict(params)
+        return self.runner(case, m, data)
+
+    def runner(self, case: Case, m, data) -> Runner:
+        """The timed call of ``case`` on the module ``m`` (eval mode for ``infer`` and
+        ``stream``, training mode for ``train``)."""
         kind = case.spec.kind
         x = data["x"]
         if case.mode == "infer":
@@ -1822,32 +1827,17 @@ class HalfRow:
         return self.error <= HALF_CHECK_TOL
 
 
-def run_half_row(rc_backend: Backend, case: Case, seed: int, target_s: float, repeats,
+def run_half_row(rc_backend: RncoreBackend, case: Case, seed: int, target_s: float, repeats,
                  peer_ms: float | None) -> HalfRow:  # fmt: skip
     """Times a case with the float32 module and its ``half_weights()`` copy, in alternating
     rounds, on the main table's weights and inputs."""
     rc_backend.set_threads(case.threads)
     data = make_data(case, seed)
     params = rc_backend.init_params(case, seed)
-    f32 = rc_backend.build(case, params, data)
     module = rc_backend._make(case)
     module.load_state_dict(params)
-    half = module.half_weights()
-    f16 = dataclasses.replace(f32)  # same collect; the call below swaps in the copy
-    x = data["x"]
-    if case.mode == "stream":
-        steps = [x[t : t + 1] for t in range(case.T)]
-
-        def stream():
-            st, outs = None, []
-            for xt in steps:
-                out, st = half(xt, st)
-                outs.append(out)
-            return outs, st
-
-        f16.fn = stream
-    else:
-        f16.fn = lambda: half(x)
+    f32 = rc_backend.runner(case, module, data)
+    f16 = rc_backend.runner(case, module.half_weights(), data)
     ref, got = f32.collect(f32.fn()), f16.collect(f16.fn())
     error = max(scaled_error(got[k], ref[k]) for k in ref)
     quiesce()

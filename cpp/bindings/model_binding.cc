@@ -142,8 +142,8 @@ void BindModelImpl(py::module_& m, const char* model_name, const char* tape_name
           "copy", [](const ModelT& self) { return std::make_shared<ModelT>(self); },
           "An independent copy: parameters, gradients and running statistics.")
       .def("use_half_weights", &ModelT::UseHalfWeights,
-           "Rounds the weight matrices to float16 and keeps float16 copies for batch-1 "
-           "products (float32 models only).")
+           "Rounds the weight matrices to float16 and keeps float16 copies for the products "
+           "that read the weights as dot products (float32 models only).")
       .def_property_readonly("has_half_weights", &ModelT::HasHalfWeights)
       .def(
           "gradient_buffer",

@@ -137,9 +137,9 @@ class PackedMatrix {
 // the product is used once (a single step) for at most kernels::kDotRows
 // rows, or for every step of a single row, or of up to 2 rows given w16, a
 // float16 copy of W (Model::UseHalfWeights), which the dot products then
-// read. Other products pack W once for all steps (measured: from 2 rows of
-// float32 or 4 of float16 on, a packed GEMM step beats dot products over
-// the weights). Large products are split over output columns in fixed
+// read. Other products pack W once for all steps (measured over sequences:
+// at 2 rows of float32, and at 4 of float16, a packed GEMM step beat dot
+// products over the weights). Large products are split over output columns in fixed
 // chunks.
 template <typename T>
 class StepMatrix {
@@ -293,7 +293,7 @@ void StepProductThenRows(StepMatrix<T>& m, bool product, const T* u, Index ldu, 
 // w. Split over row chunks; a projection of fewer rows than one chunk (a
 // streamed step, a short sequence at batch 1) is split over output columns
 // instead, so that each thread reads only its own slice of w. w16: a float16
-// copy of w for a single row (StepMatrix), or null.
+// copy of w for the dot-product paths (StepMatrix), or null.
 template <typename T>
 void InputProjection(const T* x, Index rows, Index D, Index ldx, const T* w, Index N, T* out,
                      const kernels::Half* w16 = nullptr) {
