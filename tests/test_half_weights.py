@@ -14,6 +14,8 @@ rounding itself moves outputs by ~1e-4 here, so a copy that kept the unrounded w
 anywhere would fail.
 """
 
+import threading
+
 import numpy as np
 import pytest
 from rnn_testing import (
@@ -184,3 +186,41 @@ def test_refuses_float64_and_out_of_range_weights():
         m.half_weights()
     m.parameters()["weight_hh_l0"][1, 2] = 65504.0  # the largest float16: fine
     assert m.half_weights().parameters()["weight_hh_l0"][1, 2] == 65504.0
+
+
+def test_concurrent_calls_equal_serial():
+    """8 Python threads streaming through one half_weights() copy (batch 1 and 3, sizes whose
+    products are split over the core's threads) get exactly the serial results."""
+    half = rc.LSTM(256, 256, seed=7).half_weights()
+    rng = np.random.default_rng(8)
+    xs = [rng.standard_normal((6, 1 + 2 * (i % 2), 256)).astype(np.float32) for i in range(8)]
+
+    def stream(x):
+        state, outs = None, []
+        for t in range(x.shape[0]):
+            out, state = half(x[t : t + 1], state)
+            outs.append(out)
+        return np.concatenate(outs), state[0], state[1]
+
+    serial = [stream(x) for x in xs]
+    results, errors = [None] * 8, []
+    barrier = threading.Barrier(8)
+
+    def work(i):
+        try:
+            barrier.wait()
+            results[i] = [stream(xs[i]) for _ in range(3)]
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a thread hung"
+    assert not errors, errors
+    for i in range(8):
+        for got in results[i]:
+            for a, b in zip(got, serial[i]):
+                np.testing.assert_array_equal(a, b, err_msg=f"thread {i}")
