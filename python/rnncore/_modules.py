@@ -313,11 +313,10 @@ class _RecurrentBase:
         The weight matrices (``weight_ih``, ``weight_hh`` and ``weight_hr`` of every
         layer and direction) are rounded to IEEE float16, to nearest, and kept in that
         format as well; everything else (biases, normalization parameters, running
-        statistics, states, arithmetic) stays float32. Products that read each weight once
-        for at most 8 rows (every step at batch 1; a streamed single step of up to 8
-        sequences) read the float16 copies, half the bytes of float32, which is what
-        bounds their speed; other products use the rounded float32 values, so every call
-        computes the same model.
+        statistics, states, arithmetic) stays float32. The steps of sequences of 1 or 2
+        rows and streamed single steps of up to 8 sequences read the float16 copies, half
+        the bytes of float32, which is what bounds their speed; other products use the
+        rounded float32 values, so every call computes the same model.
 
         The rounding changes each weight by at most 2**-11 of its magnitude (weights
         below 6.1e-5 in magnitude lose relative precision; above 65504 they become

@@ -126,9 +126,10 @@ class Model {
   // Stores the weight matrices (W_ih, W_hh, W_hr) of a float32 model in
   // IEEE float16 as well, for inference: their float32 values are rounded to
   // float16 (to nearest, ties to even) in place, and the products that read
-  // them as dot products (batch 1; single steps of at most 8 rows) read the
-  // float16 copies, half the bytes (kernels/dots.h). Every other product
-  // reads the rounded float32 values, so both give the same model.
+  // them as dot products (the steps of sequences of 1-2 rows, single steps
+  // of at most 8 rows; see StepMatrix) read the float16 copies, half the
+  // bytes (kernels/dots.h). Every other product reads the rounded float32
+  // values, so both give the same model.
   // The copies are a snapshot: after changing the weights through
   // parameters(), call this again. Throws InvalidArgument for a float64
   // model.
