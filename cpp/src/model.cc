@@ -259,19 +259,13 @@ void Model<T>::UseHalfWeights() {
     throw InvalidArgument("float16 weights need a float32 model");
   } else {
     half_.assign(params_.size(), Eigen::half(0.0f));
-    const Index GH = config_.gates() * config_.hidden_size, P = config_.out_size();
-    for (Index l = 0; l < config_.num_layers; ++l) {
-      for (Index d = 0; d < config_.directions(); ++d) {
-        const auto& off = offsets_[static_cast<size_t>(l * config_.directions() + d)];
-        const Index sizes[] = {GH * config_.layer_input(l), GH * P, P * config_.hidden_size};
-        const int slots[] = {kWih, kWhh, kWhr};
-        for (int s = 0; s < 3; ++s) {
-          if (off[slots[s]] < 0) continue;
-          for (Index i = off[slots[s]]; i < off[slots[s]] + sizes[s]; ++i) {
-            half_[static_cast<size_t>(i)] = Eigen::half(params_[static_cast<size_t>(i)]);
-            params_[static_cast<size_t>(i)] = static_cast<float>(half_[static_cast<size_t>(i)]);
-          }
-        }
+    // The weight matrices are the parameters PyTorch names weight_*
+    // (weight_ih, weight_hh, weight_hr; norm parameters are ln_* and bn_*).
+    for (const auto& p : layout_) {
+      if (p.name.rfind("weight_", 0) != 0) continue;
+      for (Index i = p.offset; i < p.offset + p.size(); ++i) {
+        half_[static_cast<size_t>(i)] = Eigen::half(params_[static_cast<size_t>(i)]);
+        params_[static_cast<size_t>(i)] = static_cast<float>(half_[static_cast<size_t>(i)]);
       }
     }
   }

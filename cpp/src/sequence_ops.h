@@ -139,8 +139,8 @@ class PackedMatrix {
 // float16 copy of W (Model::UseHalfWeights), which the dot products then
 // read. Other products pack W once for all steps (measured over sequences:
 // at 2 rows of float32, and at 4 of float16, a packed GEMM step beat dot
-// products over the weights). Large products are split over output columns in fixed
-// chunks.
+// products over the weights). Large products are split over output columns
+// in fixed chunks.
 template <typename T>
 class StepMatrix {
  public:
