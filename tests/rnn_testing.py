@@ -8,6 +8,7 @@ import it: ``from rnn_testing import ...`` (tests/ is put on ``sys.path`` by con
 from __future__ import annotations
 
 import dataclasses
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -627,3 +628,27 @@ def worked_example_hx(cell: str):
     if cell == "lstm":
         return WORKED_H0[None].copy(), WORKED_C0[None].copy()
     return WORKED_H0[None].copy()
+
+
+def run_concurrently(work: Callable[[int], Any], count: int, timeout: float = 120.0) -> list:
+    """Runs ``work(i)`` for ``i < count`` on ``count`` threads released together by a barrier
+    and returns the results in that order; fails the test if a thread hangs or raises."""
+    results: list = [None] * count
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(count)
+
+    def run(i):
+        try:
+            barrier.wait()
+            results[i] = work(i)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout)
+    assert not any(t.is_alive() for t in threads), "a thread hung"
+    assert not errors, errors
+    return results

@@ -10,11 +10,11 @@ views against loading them, one thread against eight).
 from __future__ import annotations
 
 import os
-import threading
 from collections import OrderedDict
 
 import numpy as np
 import pytest
+from rnn_testing import run_concurrently
 
 import rnncore
 
@@ -742,25 +742,7 @@ def test_concurrent_eval_calls_equal_serial(kind):
     serial = [run(m, x, None, n) for x, n in zip(xs, lens)]
 
     repeats = 5
-    results = [[None] * repeats for _ in range(8)]
-    errors = []
-    barrier = threading.Barrier(8)
-
-    def work(i):
-        try:
-            barrier.wait()
-            for r in range(repeats):
-                results[i][r] = run(m, xs[i], None, lens[i])
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not any(t.is_alive() for t in threads), "a thread hung"
-    assert not errors, errors
+    results = run_concurrently(lambda i: [run(m, xs[i], None, lens[i]) for _ in range(repeats)], 8)
     for i in range(8):
         for r in range(repeats):
             for got, want in zip(results[i][r], serial[i]):

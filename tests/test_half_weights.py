@@ -14,8 +14,6 @@ rounding itself moves outputs by ~1e-4 here, so a copy that kept the unrounded w
 anywhere would fail.
 """
 
-import threading
-
 import numpy as np
 import pytest
 from rnn_testing import (
@@ -28,6 +26,7 @@ from rnn_testing import (
     pack_states,
     random_buffers,
     reference,
+    run_concurrently,
     unpack_states,
 )
 
@@ -203,23 +202,7 @@ def test_concurrent_calls_equal_serial():
         return np.concatenate(outs), state[0], state[1]
 
     serial = [stream(x) for x in xs]
-    results, errors = [None] * 8, []
-    barrier = threading.Barrier(8)
-
-    def work(i):
-        try:
-            barrier.wait()
-            results[i] = [stream(xs[i]) for _ in range(3)]
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not any(t.is_alive() for t in threads), "a thread hung"
-    assert not errors, errors
+    results = run_concurrently(lambda i: [stream(xs[i]) for _ in range(3)], 8)
     for i in range(8):
         for got in results[i]:
             for a, b in zip(got, serial[i]):
