@@ -1,5 +1,5 @@
-"""The benchmark harness's own helpers (benchmarks/bench.py), where a silent failure would
-bias every timing rather than fail a check."""
+"""The benchmark harness's own timing helpers (benchmarks/rnnbench/timing.py), where a silent
+failure would bias every timing rather than fail a check."""
 
 import os
 import sys
@@ -9,7 +9,7 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks"))
-bench = pytest.importorskip("bench")
+timing = pytest.importorskip("rnnbench.timing")
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads /proc (Linux)")
@@ -25,12 +25,12 @@ def test_quiesce_waits_for_a_polling_thread_and_no_longer():
     t = threading.Thread(target=poll)
     t.start()
     try:
-        waited = bench.quiesce(max_wait_s=2.0)
+        waited = timing.quiesce(max_wait_s=2.0)
         assert waited >= 0.25, f"returned after {waited:.3f} s while a thread still polled"
     finally:
         t.join()
     # Nothing polls now (other libraries' pools in this test process park within ~0.1 s).
-    assert bench.quiesce(max_wait_s=2.0) < 1.5
+    assert timing.quiesce(max_wait_s=2.0) < 1.5
 
 
 def test_measure_interleaved_rounds_hook_and_warm_call():
@@ -42,7 +42,7 @@ def test_measure_interleaved_rounds_hook_and_warm_call():
         return lambda: log.append(name)
 
     numbers = {}
-    times = bench.measure_interleaved(
+    times = timing.measure_interleaved(
         {"a": make("a"), "b": make("b")},
         target_s=0.0,
         repeats=3,

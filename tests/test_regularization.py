@@ -1,4 +1,4 @@
-"""Dropout, variational input/recurrent dropout and zoneout (issue 5), and the per-step gradient
+"""Dropout, variational input/recurrent dropout and zoneout, and the per-step gradient
 diagnostics of ``backward(..., return_step_norms=True)``.
 
 How the regularizers are proven:
