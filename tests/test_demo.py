@@ -1,4 +1,4 @@
-"""Tests of ``python -m rnncore demo`` (rnncore._demo).
+"""Tests of ``python -m rnncore demo`` (rnncore.demo).
 
 The demo's pieces are checked against independent computations: the adding-problem data
 against its definition, the parameter counts against the formulas of the spec, the
@@ -21,14 +21,14 @@ import numpy as np
 import pytest
 
 import rnncore
-from rnncore import _demo
+from rnncore.demo import main, models, progress, report, tasks, training
 
 TINY = ["--steps", "40", "--length", "12", "--hidden", "8", "--batch", "8"]
 TINY += ["--eval-every", "20", "--no-progress", "--threads", "1"]
 
 
 def _run(capsys, argv):
-    code = _demo.main(argv)
+    code = main(argv)
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -54,7 +54,7 @@ def _table(out: str) -> tuple[list[str], dict[str, list[str]]]:
 
 # ------------------------------------------------------------------------- the data
 def test_adding_data_follows_the_definition():
-    task = _demo._AddingTask(length=10, seed=3, test_size=500)
+    task = tasks.AddingTask(length=10, seed=3, test_size=500)
     x, y = next(task.batches(batch=64, seed=3))
     for xs, ys in ((x, y), (task.x_test, task.y_test)):
         values, markers = xs[..., 0], xs[..., 1]
@@ -72,7 +72,7 @@ def test_adding_data_follows_the_definition():
 
 
 def test_every_model_sees_the_same_stream_and_the_seed_changes_it():
-    task = _demo._AddingTask(length=8, seed=0, test_size=10)
+    task = tasks.AddingTask(length=8, seed=0, test_size=10)
     a, b, c = task.batches(4, seed=5), task.batches(4, seed=5), task.batches(4, seed=6)
     for _ in range(3):
         (xa, ya), (xb, yb), (xc, _) = next(a), next(b), next(c)
@@ -83,7 +83,7 @@ def test_every_model_sees_the_same_stream_and_the_seed_changes_it():
 
 # ----------------------------------------------------------------------- the models
 def test_parse_models():
-    specs = _demo.parse_models("lstm, ln-lstm,bn-lstm,bnx-gru,rnn-clip,ln-lstm-clip", clip=2.5)
+    specs = models.parse_models("lstm, ln-lstm,bn-lstm,bnx-gru,rnn-clip,ln-lstm-clip", clip=2.5)
     got = [(s.name, s.cell, s.norm, s.clip) for s in specs]
     assert got == [
         ("lstm", "LSTM", None, None),
@@ -93,15 +93,15 @@ def test_parse_models():
         ("rnn-clip", "RNN", None, 2.5),
         ("ln-lstm-clip", "LSTM", "layer", 2.5),
     ]
-    for name in _demo.model_names():  # every advertised name parses and builds
-        (spec,) = _demo.parse_models(name)
-        _demo._Model(spec, 2, 4, 1, seed=0)
+    for name in models.model_names():  # every advertised name parses and builds
+        (spec,) = models.parse_models(name)
+        models.Model(spec, 2, 4, 1, seed=0)
     with pytest.raises(ValueError, match="unknown model 'transformer'"):
-        _demo.parse_models("lstm,transformer")
+        models.parse_models("lstm,transformer")
     with pytest.raises(ValueError, match="listed twice: lstm"):
-        _demo.parse_models("lstm,rnn,lstm")
+        models.parse_models("lstm,rnn,lstm")
     with pytest.raises(ValueError, match="comma-separated"):
-        _demo.parse_models("lstm,,rnn")
+        models.parse_models("lstm,,rnn")
 
 
 @pytest.mark.parametrize("name", ["lstm", "ln-lstm", "bn-lstm", "rnn", "gru", "bnx-gru"])
@@ -114,9 +114,9 @@ def test_training_step_gradients_match_finite_differences(name):
     1e-11 relative to the loss: 1e-6 relative is a safe bound that a wrong chain (a missing
     term is O(1) of the gradient) cannot meet.
     """
-    (spec,) = _demo.parse_models(name)
-    task = _demo._AddingTask(length=6, seed=1, test_size=4)
-    model = _demo._Model(spec, 2, 5, 1, seed=2, dtype="float64")
+    (spec,) = models.parse_models(name)
+    task = tasks.AddingTask(length=6, seed=1, test_size=4)
+    model = models.Model(spec, 2, 5, 1, seed=2, dtype="float64")
     rng = np.random.default_rng(0)
     x, y = next(task.batches(5, seed=4))
     x = x.astype(np.float64)
@@ -162,9 +162,9 @@ def test_training_learns_and_reported_numbers_are_recomputable():
     broken gradient (or an untrained model) cannot reach. The reported held-out loss must
     equal a NumPy recomputation from the returned model.
     """
-    (spec,) = _demo.parse_models("ln-lstm")
-    task = _demo._AddingTask(length=10, seed=0, test_size=300)
-    result = _demo.train_model(
+    (spec,) = models.parse_models("ln-lstm")
+    task = tasks.AddingTask(length=10, seed=0, test_size=300)
+    result = training.train_model(
         spec,
         task,
         steps=300,
@@ -197,7 +197,7 @@ class _FakeTTY(io.StringIO):
 
 def test_progress_bar_redraws_on_a_tty_and_writes_occasional_lines_elsewhere():
     log = io.StringIO()
-    bar = _demo.Progress(1000, "lstm", stream=log, log_interval=3600)
+    bar = progress.Progress(1000, "lstm", stream=log, log_interval=3600)
     for step in range(1, 1001):
         bar.update(step, "loss 0.1")
     bar.close(1000, "loss 0.05")
@@ -206,13 +206,13 @@ def test_progress_bar_redraws_on_a_tty_and_writes_occasional_lines_elsewhere():
     assert "1000/1000" in lines[0] and "loss 0.05" in lines[0] and "100%" in lines[0]
 
     log = io.StringIO()
-    bar = _demo.Progress(10, "lstm", stream=log, log_interval=0.0)
+    bar = progress.Progress(10, "lstm", stream=log, log_interval=0.0)
     for step in range(1, 11):
         bar.update(step)
     assert len(log.getvalue().splitlines()) == 10  # interval 0: a line per update
 
     tty = _FakeTTY()
-    bar = _demo.Progress(4, "ln-lstm", stream=tty, tty_interval=0.0)
+    bar = progress.Progress(4, "ln-lstm", stream=tty, tty_interval=0.0)
     bar.update(2, "loss 0.5")
     bar.close(4)
     text = tty.getvalue()
@@ -221,7 +221,7 @@ def test_progress_bar_redraws_on_a_tty_and_writes_occasional_lines_elsewhere():
     assert "eta" in text.split("\r")[1]
 
     quiet = io.StringIO()
-    bar = _demo.Progress(3, "x", stream=quiet, enabled=False)
+    bar = progress.Progress(3, "x", stream=quiet, enabled=False)
     bar.update(1)
     bar.close(3)
     assert quiet.getvalue() == "" and not bar.due()
@@ -267,7 +267,7 @@ def test_cli_quick_in_a_subprocess_like_ci():
     are deterministic (seeded, and rnncore's results do not depend on the thread count);
     the margins (ln-lstm 0.0010 against 0.01, rnn 0.16 against 0.1) leave room for the
     rounding changes of other builds."""
-    code = "import sys; from rnncore._demo import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from rnncore.demo import main; sys.exit(main(sys.argv[1:]))"
     argv = [sys.executable, "-c", code, "--quick", "--models", "ln-lstm,rnn"]
     start = time.perf_counter()
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
@@ -276,7 +276,7 @@ def test_cli_quick_in_a_subprocess_like_ci():
     assert "hidden 32, batch 32, 1500 updates" in proc.stdout and "T=50" in proc.stdout
     _, rows = _table(proc.stdout)
     assert list(rows) == ["ln-lstm", "rnn"]
-    assert float(rows["ln-lstm"][3]) < _demo.ADDING_TARGET_MSE
+    assert float(rows["ln-lstm"][3]) < tasks.ADDING_TARGET_MSE
     assert int(rows["ln-lstm"][4]) <= 1500
     assert float(rows["rnn"][3]) > 0.1 and rows["rnn"][4] == ">1500"
     # stderr is not a TTY here: a few plain lines per model, no carriage returns.
@@ -365,7 +365,7 @@ def test_digits_data_and_cli():
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    task = _demo._DigitsTask(seed=0, permute=False)
+    task = tasks.DigitsTask(seed=0, permute=False)
     n = len(digits.target)
     assert task.x_train.shape == (64, task.y_train.size, 1)
     assert task.y_train.size + task.y_test.size == n and task.y_test.size == round(0.2 * n)
@@ -381,8 +381,8 @@ def test_digits_data_and_cli():
     key = {row.tobytes(): label for row, label in zip(original, digits.target)}
     assert all(key[row.tobytes()] == label for row, label in zip(images, labels))
     assert task.x_train.min() >= 0 and task.x_train.max() == 1.0
-    permuted = _demo._DigitsTask(seed=0, permute=True)
-    perm = np.random.default_rng(_demo.PERMUTATION_SEED).permutation(64)
+    permuted = tasks.DigitsTask(seed=0, permute=True)
+    perm = np.random.default_rng(tasks.PERMUTATION_SEED).permutation(64)
     np.testing.assert_array_equal(permuted.x_test, task.x_test[perm])  # same split, reordered
     np.testing.assert_array_equal(permuted.y_test, task.y_test)
 
@@ -414,9 +414,9 @@ def test_recalibrated_statistics_are_those_of_the_calibration_batch(name):
     it. The running averages kept during training must be much further off (the reason
     for re-estimating), and the original model must be left untouched.
     """
-    (spec,) = _demo.parse_models(name)
-    task = _demo._AddingTask(length=12, seed=0, test_size=10)
-    model = _demo._Model(spec, 2, 8, 1, seed=0, dtype="float64")
+    (spec,) = models.parse_models(name)
+    task = tasks.AddingTask(length=12, seed=0, test_size=10)
+    model = models.Model(spec, 2, 8, 1, seed=0, dtype="float64")
     optimizer = rnncore.optim.Adam(model.modules, lr=1e-2)
     stream = task.batches(16, seed=0)
     for _ in range(20):
@@ -441,8 +441,8 @@ def test_recalibrated_statistics_are_those_of_the_calibration_batch(name):
 
 def test_a_diverging_model_is_stopped_and_reported():
     """A non-finite loss stops that model's training (no update with NaN gradients)."""
-    (spec,) = _demo.parse_models("lstm")
-    task = _demo._AddingTask(length=6, seed=0, test_size=8)
+    (spec,) = models.parse_models("lstm")
+    task = tasks.AddingTask(length=6, seed=0, test_size=8)
     calls = []
 
     def loss(pred, y):
@@ -451,7 +451,7 @@ def test_a_diverging_model_is_stopped_and_reported():
         return (float("nan") if len(calls) == 3 else value), grad
 
     task.loss = loss
-    result = _demo.train_model(
+    result = training.train_model(
         spec,
         task,
         steps=10,
@@ -466,5 +466,5 @@ def test_a_diverging_model_is_stopped_and_reported():
     assert result.diverged and result.steps_done == 2 and len(calls) == 3
     assert result.eval_steps == [2] and np.isnan(result.throughput)
     assert all(np.isfinite(p).all() for p in result.model.rec.parameters().values())
-    _, rows = _table(_demo.format_table([result], task, steps=10))
+    _, rows = _table(report.format_table([result], task, steps=10))
     assert rows["lstm"][2:4] == ["diverged@3", "-"] and rows["lstm"][4] == ">10"
