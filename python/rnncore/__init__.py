@@ -10,7 +10,8 @@ from . import _core, _validation, init, losses, optim
 from ._clip import clip_grad_norm, clip_grad_value
 from ._linear import Linear, LinearTape
 from ._loader import available_isas, supported_isas
-from ._modules import GRU, LSTM, RNN, Tape
+from ._modules import GRU, LSTM, RNN
+from ._recurrent import Tape
 from ._tbptt import truncated_bptt
 from .losses import mse_loss, softmax_cross_entropy
 
