@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _limits
 from . import _validation as v
 
 CELLS = {"rnn": 1, "lstm": 4, "gru": 3}  # cell -> number of gate blocks G
@@ -24,8 +25,6 @@ BATCH_NORMS = ("batch", "batch_input")
 REGULARIZERS = ("input_dropout", "recurrent_dropout", "zoneout")
 NORM_OPTION_DEFAULTS = {"ln_eps": 1e-5, "bn_eps": 1e-5, "bn_momentum": 0.1, "bn_gamma": None}
 INIT_SCHEMES = ("default", "torch")
-MAX_DIM = 2**31 - 1  # TODO(merge): from _core
-MAX_PARAMETER_BYTES = 2**40
 
 
 @dataclass(frozen=True)
@@ -157,6 +156,11 @@ def recurrent_options(
     input_size = v.check_int("input_size", input_size, 1)
     hidden_size = v.check_int("hidden_size", hidden_size, 1)
     num_layers = v.check_int("num_layers", num_layers, 1)
+    if num_layers > _limits.MAX_LAYERS:
+        raise ValueError(
+            f"num_layers must be at most {_limits.MAX_LAYERS}, got {num_layers} "
+            f"(deeper recurrent stacks do not train)"
+        )
     bias = v.check_bool("bias", bias)
     batch_first = v.check_bool("batch_first", batch_first)
     bidirectional = v.check_bool("bidirectional", bidirectional)
@@ -223,16 +227,19 @@ def recurrent_options(
 
 def check_model_size(cell, input_size, hidden_size, num_layers, bidirectional, proj_size,
                      itemsize) -> None:  # fmt: skip
-    """Refuses models whose parameter count cannot be allocated, naming the culprit.
+    """Refuses models that cannot be allocated here, naming the culprit, before allocating.
 
     Raises:
         ValueError: a dimension beyond the core's limit.
-        MemoryError: more parameter bytes than the core's limit.
+        MemoryError: more parameter bytes than the core's limit, or more memory than the
+            machine has for the parameters, their gradients and the initialization's
+            largest temporaries (one matrix's gate blocks drawn in float64, and their
+            concatenation).
     """
     dims = {"input_size": input_size, "hidden_size": hidden_size, "num_layers": num_layers}
     for name, value in dims.items():
-        if value > MAX_DIM:
-            raise ValueError(f"{name} must be at most {MAX_DIM}, got {value}")
+        if value > _limits.MAX_DIM:
+            raise ValueError(f"{name} must be at most {_limits.MAX_DIM}, got {value}")
     g, h = CELLS[cell], hidden_size
     p = proj_size if proj_size else hidden_size
     d = 2 if bidirectional else 1
@@ -240,11 +247,17 @@ def check_model_size(cell, input_size, hidden_size, num_layers, bidirectional, p
     for k in range(num_layers):
         inp = input_size if k == 0 else d * p
         count += d * (g * h * (inp + p + 2) + proj_size * h)
-    if count * itemsize > MAX_PARAMETER_BYTES:
+    if count * itemsize > _limits.MAX_PARAMETER_BYTES:
         raise MemoryError(
             f"a model with input_size={input_size}, hidden_size={hidden_size}, "
             f"num_layers={num_layers} has {count} parameters: too many to allocate"
         )
+    largest_matrix = g * h * max(input_size, d * p)
+    _limits.require_memory(
+        f"a model with input_size={input_size}, hidden_size={hidden_size}, "
+        f"num_layers={num_layers} ({count} parameters)",
+        2 * count * itemsize + 2 * 8 * largest_matrix,
+    )
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core, init
+from . import _core, _limits, init
 from . import _validation as v
 from ._module import Module, TapeBase
 from ._options import BATCH_NORMS, REGULARIZERS, RecurrentOptions
@@ -25,10 +25,11 @@ _MASK_STREAM = 0x6D61736B  # the mask generator's second seed word, apart from i
 class Tape(TapeBase):
     """What ``forward_train`` keeps for ``backward``. Opaque; usable once."""
 
-    __slots__ = ("_core_tape", "_batch_first", "_unbatched", "_seed")
+    __slots__ = ("_core_tape", "_batch_first", "_unbatched", "_seed", "_parameters")
 
-    def __init__(self, core_tape, module, batch_first, unbatched, seed):
+    def __init__(self, core_tape, module, batch_first, unbatched, seed, parameters):
         self._core_tape = core_tape
+        self._parameters = parameters  # a copy of the flat parameters the call used
         self._module = module
         self._batch_first = batch_first
         self._unbatched = unbatched
@@ -201,7 +202,7 @@ class RecurrentModule(Module):
             )
 
     # -------------------------------------------------------------------- calls
-    def _prepare_x(self, x):
+    def _prepare_x(self, x, train):
         x = v.real_array("x", x)
         if x.ndim == 2:
             unbatched = True
@@ -222,6 +223,7 @@ class RecurrentModule(Module):
             )
         if steps < 1 or batch < 1:
             raise ValueError(f"x must have at least one time step and one sequence: {x.shape}")
+        self._require_call_memory(steps, batch, train)
         return np.ascontiguousarray(x, dtype=self.dtype), unbatched
 
     def _state(self, name, value, batch, width, unbatched):
@@ -244,8 +246,8 @@ class RecurrentModule(Module):
             v.check_shape(name, arr, (num_states, batch, width))
         return np.ascontiguousarray(arr, dtype=self.dtype)
 
-    def _prepare(self, x, hx, lengths):
-        x, unbatched = self._prepare_x(x)
+    def _prepare(self, x, hx, lengths, train):
+        x, unbatched = self._prepare_x(x, train)
         steps, batch, _ = x.shape
         if lengths is not None:
             if unbatched:
@@ -257,13 +259,10 @@ class RecurrentModule(Module):
         return x, h0, c0, lengths, unbatched
 
     def _split_hx(self, hx):
-        if hx is not None and isinstance(hx, (tuple, list)):
-            raise TypeError(f"hx must be an array or None for {type(self).__name__}")
+        # RNN and GRU: hx is one array-like (nested lists too); the LSTM splits a pair
         return hx, None
 
     def _split_grad_h(self, grad_h_n):
-        if grad_h_n is not None and isinstance(grad_h_n, (tuple, list)):
-            raise TypeError(f"grad_h_n must be an array or None for {type(self).__name__}")
         return grad_h_n, None
 
     def _pack_states(self, h, c):
@@ -286,7 +285,7 @@ class RecurrentModule(Module):
         return 0
 
     def _run(self, x, hx, lengths, train, seed):
-        x, h0, c0, lengths, unbatched = self._prepare(x, hx, lengths)
+        x, h0, c0, lengths, unbatched = self._prepare(x, hx, lengths, train)
         seed = self._call_seed(seed)
         if self.training and self.norm in BATCH_NORMS and x.shape[1] < 2:
             raise ValueError(
@@ -298,6 +297,22 @@ class RecurrentModule(Module):
         )
         out, h_n, c_n = self._to_user(out, h_n, c_n, unbatched)
         return out, self._pack_states(h_n, c_n), tape, unbatched, seed
+
+    def _require_call_memory(self, steps: int, batch: int, train: bool) -> None:
+        """Refuses a call whose memory cannot exist here, before the core allocates it.
+
+        The estimate is a lower bound of the core's allocations: one direction's input
+        projections of a layer, ``(T, B, G*H)``, and the output ``(T, B, D*H_out)``; a
+        training call keeps at least the input projections of every layer and
+        direction on its tape.
+        """
+        o = self._options
+        rows = steps * batch
+        layers = o.num_states if train else 1
+        nbytes = rows * (layers * o.gates * o.hidden_size + o.num_directions * o.out_size)
+        _limits.require_memory(
+            f"a call with T={steps}, B={batch} on {self!r}", nbytes * self.dtype.itemsize
+        )
 
     def __call__(self, x, hx=None, lengths=None, *, seed=None):
         """Runs the module (inference: nothing is kept for backward).
@@ -330,14 +345,17 @@ class RecurrentModule(Module):
         """Like calling the module, and also returns the tape ``backward`` needs.
 
         The tape keeps the seed of the call's masks, so ``backward`` replays them
-        exactly (``tape.seed``).
+        exactly (``tape.seed``), and a copy of the parameters, so that ``backward`` can
+        refuse to mix this call's activations with parameters changed since.
 
         Returns:
             ``(out, h_n, tape)``; for the LSTM ``h_n`` is the ``(h_n, c_n)`` pair.
         """
         self._check_writable("forward_train()")
+        parameters = self._model.parameter_buffer().copy()
         out, states, core_tape, unbatched, seed = self._run(x, hx, lengths, True, seed)
-        return out, states, Tape(core_tape, self, self.batch_first, unbatched, seed)
+        tape = Tape(core_tape, self, self.batch_first, unbatched, seed, parameters)
+        return out, states, tape
 
     def backward(self, tape, grad_out, grad_h_n=None, *, return_step_norms=False):
         """Backpropagation through time over what ``forward_train`` recorded.
@@ -361,10 +379,18 @@ class RecurrentModule(Module):
 
         Raises:
             TypeError: ``tape`` is not a Tape. ValueError: the tape is used or belongs to
-            another module, or a gradient has the wrong shape.
+            another module, or a gradient has the wrong shape. RuntimeError: the
+            parameters changed since ``forward_train`` (any write, bit for bit).
         """
         self._check_writable("backward()")
         self._check_tape(tape)
+        if not _same_bits(tape._parameters, self._model.parameter_buffer()):
+            raise RuntimeError(
+                "backward(): the parameters changed after forward_train() recorded this "
+                "tape (an optimizer step, load_state_dict, an initializer or a write "
+                "through parameters()); its activations belong to the old parameters: "
+                "call forward_train again"
+            )
         steps, batch = tape._core_tape.steps, tape._core_tape.batch
         width = self._options.num_directions * self._options.out_size
         dout = None
@@ -463,3 +489,9 @@ def _new_core_model(o: RecurrentOptions):
         recurrent_dropout=o.recurrent_dropout,
         zoneout=o.zoneout,
     )
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two float arrays of one dtype and shape hold the same bits (NaNs too)."""
+    as_int = np.int32 if a.dtype == np.float32 else np.int64
+    return bool(np.array_equal(a.view(as_int), b.view(as_int)))
