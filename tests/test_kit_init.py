@@ -168,15 +168,6 @@ def test_default_init_draws_exactly_as_before(make, cell, gates, seed):
         assert p.tobytes() == want.tobytes(), name
 
 
-def test_private_wrappers_match_public_functions():
-    from rnncore import _init
-
-    a = _init.glorot_uniform(np.random.default_rng(1), 6, 4)
-    np.testing.assert_array_equal(a, init.glorot_uniform((6, 4), rng=1))
-    b = _init.orthogonal(np.random.default_rng(2), 3, 8)
-    np.testing.assert_array_equal(b, init.orthogonal((3, 8), rng=2))
-
-
 # --------------------------------------------------------------------------- gate biases
 
 

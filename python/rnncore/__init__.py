@@ -6,11 +6,12 @@ by a C++/Eigen core, behind NumPy-facing classes that follow ``torch.nn``'s layo
 
 from __future__ import annotations
 
-from . import _core, _validation, init, losses, optim
+from . import _core, _limits, _validation, init, losses, optim
 from ._clip import clip_grad_norm, clip_grad_value
 from ._linear import Linear, LinearTape
 from ._loader import available_isas, supported_isas
-from ._modules import GRU, LSTM, RNN, Tape
+from ._modules import GRU, LSTM, RNN
+from ._recurrent import Tape
 from ._tbptt import truncated_bptt
 from .losses import mse_loss, softmax_cross_entropy
 
@@ -50,9 +51,9 @@ def set_num_threads(n: int) -> None:
     """Sets the number of threads compute calls use (for the whole process).
 
     Raises:
-        TypeError: ``n`` is not an int. ValueError: ``n < 1``.
+        TypeError: ``n`` is not an int. ValueError: ``n < 1`` or ``n > 4096``.
     """
-    _core.set_num_threads(_validation.check_int("n", n, 1))
+    _core.set_num_threads(_validation.check_int("n", n, 1, _limits.MAX_THREADS))
 
 
 def build_info() -> dict:

@@ -8,16 +8,17 @@ matrix product (BLAS) over all leading axes at once.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 
 from . import _core
 from . import _validation as v
+from ._module import Module, TapeBase
+from ._options import LinearOptions, linear_options
 
 
-class LinearTape:
+class LinearTape(TapeBase):
     """What ``Linear.forward_train`` keeps for ``Linear.backward``. Opaque; usable once.
 
     Args:
@@ -28,7 +29,7 @@ class LinearTape:
         lead_shape: the leading axes of ``x`` (``x.shape[:-1]``).
     """
 
-    __slots__ = ("_module", "_x2d", "_weight", "_lead_shape", "_consumed")
+    __slots__ = ("_x2d", "_weight", "_lead_shape", "_consumed")
 
     def __init__(
         self, module: Linear, x2d: np.ndarray, weight: np.ndarray, lead_shape: tuple[int, ...]
@@ -49,7 +50,7 @@ class LinearTape:
         return f"<rnncore.LinearTape x.shape[:-1]={self._lead_shape} {state}>"
 
 
-class Linear:
+class Linear(Module):
     """Affine map on the last axis: ``y = x W^T + b``, as ``torch.nn.Linear``.
 
     Parameters ``weight (out_features, in_features)`` and ``bias (out_features,)`` are live
@@ -77,18 +78,15 @@ class Linear:
         dtype: Any = "float32",
         seed: int | None = None,
     ):
-        self.in_features = v.check_int("in_features", in_features, 1)
-        self.out_features = v.check_int("out_features", out_features, 1)
-        self.bias = v.check_bool("bias", bias)
-        self.dtype = v.parse_dtype(dtype)
-        if seed is not None:
-            seed = v.check_int("seed", seed, 0)
+        self._options, seed = linear_options(in_features, out_features, bias, dtype, seed)
         n_weight = self.out_features * self.in_features
         size = n_weight + (self.out_features if self.bias else 0)
         self._flat = np.zeros(size, dtype=self.dtype)
         self._flat_grad = np.zeros(size, dtype=self.dtype)
-        self._params = self._views(self._flat)
-        self._grads = self._views(self._flat_grad)
+        layout = [("weight", (self.out_features, self.in_features), 0)]
+        if self.bias:
+            layout.append(("bias", (self.out_features,), n_weight))
+        self._bind_parameters(self._flat, self._flat_grad, layout)
         self.training = True
         rng = np.random.default_rng(seed)
         bound = 1.0 / np.sqrt(self.in_features)
@@ -98,107 +96,33 @@ class Linear:
         if self.bias:
             self._params["bias"][...] = rng.uniform(-bound, bound, size=self.out_features)
 
-    def _views(self, flat: np.ndarray) -> OrderedDict:
-        n_weight = self.out_features * self.in_features
-        out = OrderedDict()
-        out["weight"] = flat[:n_weight].reshape(self.out_features, self.in_features)
-        if self.bias:
-            out["bias"] = flat[n_weight:]
-        return out
-
-    # ------------------------------------------------------------------ params
-    def parameters(self) -> OrderedDict:
-        """Live views of the parameters (writing into them changes the module).
-
-        Returns:
-            Ordered dict ``"weight" -> (out_features, in_features)`` and, with ``bias``,
-            ``"bias" -> (out_features,)``.
-        """
-        return OrderedDict(self._params)
+    _tape_type = LinearTape
+    _tape_description = "a LinearTape from forward_train"
+    _torch_class = "Linear"
 
     @property
-    def grads(self) -> OrderedDict:
-        """Accumulated parameter gradients: same keys and shapes as ``parameters()``."""
-        return OrderedDict(self._grads)
+    def options(self) -> LinearOptions:
+        """The layer's options (frozen; every constructor argument but ``seed``)."""
+        return self._options
 
-    def zero_grad(self) -> None:
-        """Sets every accumulated gradient to zero."""
-        self._flat_grad[...] = 0
+    @property
+    def in_features(self) -> int:
+        return self._options.in_features
 
-    def num_parameters(self) -> int:
-        """The number of trainable scalars.
+    @property
+    def out_features(self) -> int:
+        return self._options.out_features
 
-        Returns:
-            ``out_features * in_features`` (+ ``out_features`` with a bias).
-        """
-        return int(self._flat.size)
+    @property
+    def bias(self) -> bool:
+        return self._options.bias
 
-    def state_dict(self) -> OrderedDict:
-        """Copies of the parameters, by name.
+    @property
+    def dtype(self) -> np.dtype:
+        return self._options.np_dtype
 
-        Returns:
-            Ordered dict name -> array copy.
-        """
-        return OrderedDict((k, p.copy()) for k, p in self._params.items())
-
-    def load_state_dict(self, state_dict: Any, strict: bool = True) -> None:
-        """Copies arrays (or PyTorch tensors) into the parameters.
-
-        Nothing is written unless every entry is valid.
-
-        Args:
-            state_dict: mapping name -> array-like of the parameter's shape.
-            strict: when True, every parameter must be present and nothing else; when
-                False, missing names are left unchanged and unknown names ignored.
-
-        Raises:
-            KeyError: missing or unexpected names (strict), all listed.
-            ValueError: entries of the wrong shape, all listed.
-            TypeError: ``state_dict`` is not a mapping, or entries are not real arrays.
-        """
-        if not hasattr(state_dict, "keys"):
-            raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
-        keys = list(state_dict.keys())
-        missing = [k for k in self._params if k not in state_dict]
-        unexpected = [k for k in keys if k not in self._params]
-        if strict and (missing or unexpected):
-            raise KeyError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
-        arrays, wrong = {}, []
-        for k in keys:
-            if k not in self._params:
-                continue
-            arr = v.real_array(f"state_dict[{k!r}]", state_dict[k])
-            if arr.shape != self._params[k].shape:
-                wrong.append(f"{k}: expected {self._params[k].shape}, got {arr.shape}")
-            arrays[k] = arr
-        if wrong:
-            raise ValueError("load_state_dict: wrong shapes: " + "; ".join(wrong))
-        for k, arr in arrays.items():
-            self._params[k][...] = arr
-
-    # -------------------------------------------------------------------- mode
-    def train(self, mode: bool = True) -> Linear:
-        """Sets training mode (``mode=False``: eval mode). Linear behaves the same in both.
-
-        Args:
-            mode: True for training, False for eval.
-
-        Returns:
-            self.
-
-        Raises:
-            TypeError: ``mode`` is not a bool.
-        """
-        self.training = v.check_bool("mode", mode)
-        return self
-
-    def eval(self) -> Linear:
-        """Sets eval mode.
-
-        Returns:
-            self.
-        """
-        return self.train(False)
+    def _grad_buffer(self) -> np.ndarray:
+        return self._flat_grad
 
     # ------------------------------------------------------------------- calls
     def _prepare_x(self, x: Any) -> np.ndarray:
@@ -278,12 +202,7 @@ class Linear:
             ValueError: the tape is used or belongs to another module, or ``grad_y`` has
             the wrong shape.
         """
-        if not isinstance(tape, LinearTape):
-            raise TypeError(f"tape must be a LinearTape from forward_train, got {type(tape)}")
-        if tape._module is not self:
-            raise ValueError("tape was recorded by another module")
-        if tape._consumed:
-            raise ValueError("tape has already been used by backward()")
+        self._check_tape(tape)
         gy = v.real_array("grad_y", grad_y)
         v.check_shape("grad_y", gy, tape._lead_shape + (self.out_features,))
         gy2d = np.ascontiguousarray(gy, dtype=self.dtype).reshape(-1, self.out_features)
@@ -301,28 +220,8 @@ class Linear:
 
     # ------------------------------------------------------------------- torch
     @classmethod
-    def from_torch(cls, module: Any) -> Linear:
-        """Builds an equivalent layer from a ``torch.nn.Linear`` (weights, dtype, mode).
-
-        Args:
-            module: a ``torch.nn.Linear``; float64 weights give a float64 layer, anything
-                else float32.
-
-        Returns:
-            A new ``rnncore.Linear``.
-
-        Raises:
-            TypeError: ``module`` is not a ``torch.nn.Linear``.
-        """
-        import torch  # noqa: PLC0415 - torch is optional; imported only here
-
-        if not isinstance(module, torch.nn.Linear):
-            raise TypeError(f"from_torch expects a torch.nn.Linear, got {type(module)}")
-        dtype = "float64" if module.weight.dtype == torch.float64 else "float32"
-        m = cls(module.in_features, module.out_features, bias=module.bias is not None, dtype=dtype)
-        m.load_state_dict(module.state_dict())
-        m.train(bool(module.training))
-        return m
+    def _from_torch_options(cls, module: Any, dtype: str) -> Linear:
+        return cls(module.in_features, module.out_features, module.bias is not None, dtype)
 
     def __repr__(self) -> str:
         opts = [f"{self.in_features}", f"{self.out_features}"]

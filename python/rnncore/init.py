@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from . import _validation as v
+from ._module import Module
 
 __all__ = [
     "chrono",
@@ -159,16 +160,18 @@ def glorot_normal(shape: Sequence[int], gain: float = 1.0, rng: Any = None) -> n
 
 
 # --------------------------------------------------------------------------- gate biases
+def _is_cell(module: Any, cell: str) -> bool:
+    """Whether ``module`` is an rnncore module of that cell ("lstm", "gru")."""
+    return isinstance(module, Module) and getattr(module, "_cell", "") == cell
+
+
 def _gate_biases(module: Any, cell: str) -> tuple[int, list[tuple[np.ndarray, np.ndarray]]]:
     """(hidden_size, [(bias_ih, bias_hh) live views per layer and direction]) of a module.
 
     Raises:
         TypeError: ``module`` is not an rnncore module of class ``cell`` with biases.
     """
-    from . import _modules  # noqa: PLC0415 - _modules imports this module (through _init)
-
-    cls = _modules.LSTM if cell == "LSTM" else _modules.GRU
-    if not isinstance(module, cls):
+    if not _is_cell(module, cell.lower()):
         raise TypeError(f"module must be an rnncore.{cell}, got {type(module).__name__}")
     if not module.bias:
         raise TypeError(f"module must have biases (an rnncore.{cell} built with bias=True)")
@@ -252,9 +255,7 @@ def chrono(module: Any, t_max: float, rng: Any = None) -> None:
     t_max = _as_finite("t_max", t_max)
     if not t_max > 2.0:
         raise ValueError(f"t_max must be > 2 (U(1, t_max - 1) must not be empty), got {t_max}")
-    from . import _modules  # noqa: PLC0415 - _modules imports this module (through _init)
-
-    if isinstance(module, _modules.LSTM):
+    if _is_cell(module, "lstm"):
         hidden, pairs = _gate_biases(module, "LSTM")
         gen = _as_rng(rng)
         for b_ih, b_hh in pairs:
@@ -262,7 +263,7 @@ def chrono(module: Any, t_max: float, rng: Any = None) -> None:
             b_ih[0:hidden] = -b_f
             b_ih[hidden : 2 * hidden] = b_f
             b_hh[0 : 2 * hidden] = 0.0
-    elif isinstance(module, _modules.GRU):
+    elif _is_cell(module, "gru"):
         hidden, pairs = _gate_biases(module, "GRU")
         gen = _as_rng(rng)
         for b_ih, b_hh in pairs:
@@ -273,3 +274,44 @@ def chrono(module: Any, t_max: float, rng: Any = None) -> None:
             f"module must be an rnncore.LSTM or rnncore.GRU with biases, "
             f"got {type(module).__name__}"
         )
+
+
+# --------------------------------------------------------------------------- defaults
+def _fill_default_parameters(params: Any, options: Any, rng: np.random.Generator) -> None:
+    """Draws a new recurrent module's parameters into its live views, in place.
+
+    ``options.init == "default"``: Glorot-uniform ``weight_ih`` and ``weight_hr``,
+    orthogonal ``weight_hh``, one block per gate; zero biases but the forget (LSTM) or
+    update (GRU) gate's block of ``bias_ih``; normalization gains 1 (layer norm) or
+    ``bn_gamma`` (batch norm), shifts 0. ``"torch"``: PyTorch's ``U(-1/sqrt(H), 1/sqrt(H))``
+    for every weight and bias. The numbers drawn for a seed never change.
+    """
+    H, gates = options.hidden_size, options.gates
+    for name, p in params.items():
+        if name.startswith("ln_"):  # layer-norm gains 1, shifts 0
+            p[...] = 1.0 if "_weight" in name else 0.0
+            continue
+        if name.startswith("bn_"):  # batch-norm gains bn_gamma, shifts 0
+            p[...] = options.bn_gamma if "_weight" in name else 0.0
+            continue
+        if options.init == "torch":
+            bound = 1.0 / np.sqrt(H)
+            p[...] = rng.uniform(-bound, bound, size=p.shape)
+            continue
+        if name.startswith("weight_ih"):
+            p[...] = np.concatenate(
+                [glorot_uniform((H, p.shape[1]), rng=rng) for _ in range(gates)]
+            )
+        elif name.startswith("weight_hh"):
+            p[...] = np.concatenate([orthogonal((H, p.shape[1]), rng=rng) for _ in range(gates)])
+        elif name.startswith("weight_hr"):
+            p[...] = glorot_uniform(p.shape, rng=rng)
+        elif name.startswith("bias"):
+            p[...] = 0.0
+            if name.startswith("bias_ih"):
+                if options.cell == "lstm":
+                    p[H : 2 * H] = options.forget_bias  # f block (i, f, g, o)
+                elif options.cell == "gru":
+                    p[H : 2 * H] = options.update_bias  # z block (r, z, n)
+        else:  # pragma: no cover - every name is handled above
+            raise AssertionError(f"no initializer for {name}")

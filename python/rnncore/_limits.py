@@ -1,0 +1,38 @@
+"""Size limits, and the memory a model or a call needs, checked before allocating.
+
+The hard limits are the compiled core's (it checks them too); they are read from it so
+that there is one definition. A model or a call whose memory cannot exist on this
+machine is refused at once, with the estimate in the message, instead of failing (or
+thrashing) after minutes of work.
+"""
+
+from __future__ import annotations
+
+import os
+
+MAX_DIM = 2**31 - 1  # TODO(merge): from _core
+MAX_PARAMETER_BYTES = 2**40
+MAX_LAYERS = 1024
+MAX_THREADS = 4096
+
+
+def physical_memory() -> int | None:
+    """The machine's physical memory in bytes (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - non-POSIX
+        return None
+
+
+def _gib(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.3g} GiB"
+
+
+def require_memory(what: str, nbytes: int) -> None:
+    """Raises MemoryError if ``nbytes`` (a lower bound of what ``what`` allocates) is more
+    than this machine's physical memory."""
+    total = physical_memory()
+    if total is not None and nbytes > total:
+        raise MemoryError(
+            f"{what} needs at least {_gib(nbytes)} of memory; this machine has {_gib(total)}"
+        )

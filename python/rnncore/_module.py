@@ -1,0 +1,220 @@
+"""What every rnncore module is: parameters in one flat buffer, gradients in another.
+
+``Module`` is the one protocol the recurrent modules and ``Linear`` share, and what
+optimizers, gradient clipping, copies and files rely on:
+
+- the parameters are live NumPy views (by name, in a fixed order) into one flat buffer,
+  and their gradients views into a second flat buffer of the same layout;
+- ``state_dict()`` is copies of the parameters followed by the buffers (running
+  statistics, for modules that have them), and ``load_state_dict`` checks a whole
+  mapping before it writes anything;
+- modules have a training mode, and ``from_torch`` builds one from its PyTorch
+  counterpart;
+- ``forward_train`` returns a tape that ``backward`` consumes once.
+
+A subclass provides its flat buffers and layout (``_bind_parameters``), and, if it has
+buffers, ``buffers``, ``_check_buffers`` and ``_write_buffers``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from . import _validation as v
+
+Layout = Iterable[tuple[str, tuple[int, ...], int]]  # (name, shape, offset) in the buffer
+
+
+def flat_views(flat: np.ndarray, layout: Layout) -> OrderedDict:
+    """Views of ``flat`` by name, reshaped as ``layout`` says."""
+    out = OrderedDict()
+    for name, shape, offset in layout:
+        size = int(np.prod(shape))
+        out[name] = flat[offset : offset + size].reshape(shape)
+    return out
+
+
+class TapeBase:
+    """What ``forward_train`` keeps for ``backward``: opaque, tied to its module, usable once."""
+
+    __slots__ = ("_module",)
+
+    @property
+    def consumed(self) -> bool:  # pragma: no cover - every tape type defines it
+        """Whether ``backward`` has used this tape."""
+        raise NotImplementedError
+
+
+class Module:
+    """The parameter, gradient, state and mode protocol of every rnncore module."""
+
+    #: The tape class ``backward`` takes, and what a wrong one is called in the error.
+    _tape_type: type[TapeBase] = TapeBase
+    _tape_description: str = "an rnncore tape"
+    #: The ``torch.nn`` class that ``from_torch`` takes (its name).
+    _torch_class: str = ""
+
+    training: bool
+    _params: OrderedDict
+    _grads: OrderedDict
+
+    def _bind_parameters(self, params: np.ndarray, grads: np.ndarray, layout: Layout) -> None:
+        """Makes the named views of the flat parameter and gradient buffers."""
+        layout = list(layout)
+        self._params = flat_views(params, layout)
+        self._grads = flat_views(grads, layout)
+
+    def _grad_buffer(self) -> np.ndarray:
+        """The flat gradient buffer (every view in ``grads`` is a part of it)."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- parameters
+    def parameters(self) -> OrderedDict:
+        """Ordered dict name -> live NumPy view (writing into it changes the model)."""
+        return OrderedDict(self._params)
+
+    @property
+    def grads(self) -> OrderedDict:
+        """Accumulated parameter gradients, same keys and shapes as ``parameters()``."""
+        return OrderedDict(self._grads)
+
+    def zero_grad(self) -> None:
+        """Sets every accumulated gradient to zero."""
+        self._grad_buffer()[...] = 0
+
+    def num_parameters(self) -> int:
+        """The number of trainable scalars."""
+        return int(sum(p.size for p in self._params.values()))
+
+    def buffers(self) -> OrderedDict:
+        """Copies of the module's non-trainable state (none here), by name."""
+        return OrderedDict()
+
+    def state_dict(self) -> OrderedDict:
+        """Copies of the parameters, then the buffers, by name."""
+        state = OrderedDict((k, p.copy()) for k, p in self._params.items())
+        state.update(self.buffers())
+        return state
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True) -> None:
+        """Copies arrays (or PyTorch tensors) into the parameters and buffers.
+
+        Nothing is written unless every entry is valid.
+
+        Args:
+            state_dict: mapping name -> array-like of the entry's shape.
+            strict: when True, every parameter and buffer must be present and nothing
+                else; when False, missing names are left unchanged and unknown names
+                ignored.
+
+        Raises:
+            KeyError: missing or unexpected names (strict), all listed.
+            ValueError: entries of the wrong shape, all listed.
+            TypeError: ``state_dict`` is not a mapping, or entries are not real arrays.
+        """
+        self._check_writable("load_state_dict()")
+        if not hasattr(state_dict, "keys"):
+            raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
+        buffer_names = self._buffer_names()
+        expected = list(self._params) + list(buffer_names)
+        keys = list(state_dict.keys())
+        missing = [k for k in expected if k not in state_dict]
+        unexpected = [k for k in keys if k not in self._params and k not in buffer_names]
+        if strict and (missing or unexpected):
+            raise KeyError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
+        params, buffers, wrong = {}, {}, []
+        for k in keys:
+            if k in self._params:
+                arr = v.real_array(f"state_dict[{k!r}]", state_dict[k])
+                if arr.shape != self._params[k].shape:
+                    wrong.append(f"{k}: expected {self._params[k].shape}, got {arr.shape}")
+                params[k] = arr
+            elif k in buffer_names:
+                buffers[k] = v.real_array(f"state_dict[{k!r}]", state_dict[k])
+        pending = self._check_buffers(buffers, wrong)
+        if wrong:
+            raise ValueError("load_state_dict: wrong shapes: " + "; ".join(wrong))
+        for k, arr in params.items():
+            self._params[k][...] = arr
+        self._write_buffers(pending)
+
+    def _buffer_names(self) -> tuple[str, ...]:
+        """The names ``buffers()`` returns, without copying the buffers."""
+        return ()
+
+    def _check_buffers(self, arrays: dict, wrong: list) -> Any:
+        """Checks the buffer entries of a state dict (appending problems to ``wrong``) and
+        returns what ``_write_buffers`` writes once every entry has passed."""
+        return None
+
+    def _write_buffers(self, pending: Any) -> None:
+        """Writes what ``_check_buffers`` returned."""
+
+    def _check_writable(self, what: str) -> None:
+        """Raises if the module's parameters may not be changed (``what`` names the call)."""
+
+    # ---------------------------------------------------------------------- mode
+    def train(self, mode: bool = True):
+        """Sets training mode (or eval mode with ``mode=False``).
+
+        Returns:
+            self.
+
+        Raises:
+            TypeError: ``mode`` is not a bool.
+        """
+        mode = v.check_bool("mode", mode)
+        if mode:
+            self._check_writable("train()")
+        self.training = mode
+        return self
+
+    def eval(self):
+        """Sets eval mode.
+
+        Returns:
+            self.
+        """
+        return self.train(False)
+
+    # --------------------------------------------------------------------- tapes
+    def _check_tape(self, tape: Any) -> None:
+        """Refuses a tape of the wrong type, of another module, or already used."""
+        if not isinstance(tape, self._tape_type):
+            raise TypeError(f"tape must be {self._tape_description}, got {type(tape).__name__}")
+        if tape._module is not self:
+            raise ValueError("tape was recorded by another module")
+        if tape.consumed:
+            raise ValueError("tape has already been used by backward()")
+
+    # --------------------------------------------------------------------- torch
+    @classmethod
+    def from_torch(cls, module: Any):
+        """Builds an equivalent module from its ``torch.nn`` counterpart (weights,
+        options, mode); float64 weights give a float64 module, anything else float32.
+
+        Raises:
+            TypeError: ``module`` is not the matching ``torch.nn`` class.
+        """
+        import torch  # noqa: PLC0415 - torch is optional; imported only here
+
+        expected = getattr(torch.nn, cls._torch_class)
+        if not isinstance(module, expected):
+            raise TypeError(
+                f"from_torch expects a torch.nn.{cls._torch_class}, got {type(module)}"
+            )
+        weight = next(iter(module.parameters()))
+        dtype = "float64" if weight.dtype == torch.float64 else "float32"
+        m = cls._from_torch_options(module, dtype)
+        m.load_state_dict(module.state_dict())
+        m.train(bool(module.training))
+        return m
+
+    @classmethod
+    def _from_torch_options(cls, module: Any, dtype: str):  # pragma: no cover - abstract
+        """A new module with the options of the ``torch.nn`` module (weights not copied)."""
+        raise NotImplementedError

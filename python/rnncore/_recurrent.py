@@ -1,0 +1,497 @@
+"""What RNN, LSTM and GRU share: the compiled model, calls, tapes, BPTT, running statistics.
+
+The module turns user layouts (batch-first, unbatched, any dtype and strides) into the
+time-major arrays the compiled core takes and back; all computation happens in the core.
+The cells differ only in their options and in the LSTM's ``(h, c)`` state pairs.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+
+from . import _core, _limits, init
+from . import _validation as v
+from ._module import Module, TapeBase
+from ._options import BATCH_NORMS, REGULARIZERS, RecurrentOptions
+
+_MAX_SEED = 2**64 - 1
+_MASK_STREAM = 0x6D61736B  # the mask generator's second seed word, apart from init's
+
+
+class Tape(TapeBase):
+    """What ``forward_train`` keeps for ``backward``. Opaque; usable once."""
+
+    __slots__ = ("_core_tape", "_batch_first", "_unbatched", "_seed", "_parameters")
+
+    def __init__(self, core_tape, module, batch_first, unbatched, seed, parameters):
+        self._core_tape = core_tape
+        self._parameters = parameters  # a copy of the flat parameters the call used
+        self._module = module
+        self._batch_first = batch_first
+        self._unbatched = unbatched
+        self._seed = seed
+
+    @property
+    def seed(self) -> int:
+        """The seed the call's dropout and zoneout masks were drawn from.
+
+        Passing it as ``seed=`` to another training-mode call replays the same masks.
+        """
+        return self._seed
+
+    @property
+    def consumed(self) -> bool:
+        """Whether ``backward`` has used this tape."""
+        return self._core_tape.consumed
+
+    def __repr__(self) -> str:
+        state = "consumed" if self.consumed else "unused"
+        return f"<rnncore.Tape T={self._core_tape.steps} B={self._core_tape.batch} {state}>"
+
+
+class RecurrentModule(Module):
+    """The machinery of RNN, LSTM and GRU; a subclass names its cell and its states."""
+
+    _cell: str = ""
+    _tape_type = Tape
+    _tape_description = "an rnncore Tape"
+
+    def __init__(self, options: RecurrentOptions, seed: int | None):
+        """Builds the compiled model of ``options`` and draws its parameters from ``seed``."""
+        self._options = options
+        # The masks of each training-mode call come from a seed drawn here.
+        self._mask_rng = np.random.default_rng(None if seed is None else [seed, _MASK_STREAM])
+        self._model = _new_core_model(options)
+        self._bind_parameters(
+            self._model.parameter_buffer(), self._model.gradient_buffer(), self._model.layout
+        )
+        self.training = True
+        self._half = False
+        init_rng = np.random.default_rng(seed)
+        init._fill_default_parameters(self._params, options, init_rng)
+        if options.chrono is not None:  # replaces the gate biases set above
+            init.chrono(self, options.chrono, init_rng)
+
+    @property
+    def options(self) -> RecurrentOptions:
+        """The module's options (frozen; every constructor argument but ``seed``)."""
+        return self._options
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The NumPy dtype of parameters, states and results."""
+        return self._options.np_dtype
+
+    @property
+    def norm_options(self) -> dict:
+        """``ln_eps``, ``bn_eps``, ``bn_momentum`` and ``bn_gamma``, as resolved."""
+        return self._options.norm_options
+
+    def _grad_buffer(self) -> np.ndarray:
+        return self._model.gradient_buffer()
+
+    # ------------------------------------------------------------------ buffers
+    def buffers(self) -> OrderedDict:
+        """Copies of the running statistics of the batch norms, by name.
+
+        ``norm="batch"``: ``(S, width)``, one row per time step seen in training;
+        ``norm="batch_input"``: ``(width,)``. Empty for other norms.
+        """
+        out = OrderedDict()
+        for name, stats, variance, one_row, _ in self._model.buffer_layout:
+            arr = self._model.get_running(stats)[1 if variance else 0]
+            out[name] = arr[0] if one_row else arr
+        return out
+
+    def _buffer_names(self) -> tuple[str, ...]:
+        return tuple(entry[0] for entry in self._model.buffer_layout)
+
+    def _check_buffers(self, arrays: dict, wrong: list) -> list:
+        layout = {name: (stats, var, one_row, width)
+                  for name, stats, var, one_row, width in self._model.buffer_layout}  # fmt: skip
+        for k, arr in arrays.items():
+            _, _, one_row, width = layout[k]
+            if one_row:
+                ok = arr.shape == (width,)
+                want = f"({width},)"
+            else:
+                ok = arr.ndim == 2 and arr.shape[1] == width
+                want = f"(S, {width})"
+            if not ok:
+                wrong.append(f"{k}: expected {want}, got {arr.shape}")
+        # The mean and variance of one site share their rows: pair them up.
+        sites = {}
+        for k, (stats, var, _, _) in layout.items():
+            sites.setdefault(stats, [None, None])[1 if var else 0] = k
+        current = None
+        pending = []
+        for stats, (mean_key, var_key) in sites.items():
+            if mean_key not in arrays and var_key not in arrays:
+                continue
+            if current is None:
+                current = self.buffers()
+            mean = arrays.get(mean_key, current[mean_key])
+            var = arrays.get(var_key, current[var_key])
+            mean2, var2 = np.atleast_2d(mean), np.atleast_2d(var)
+            if mean2.shape != var2.shape and not wrong:
+                wrong.append(
+                    f"{mean_key} and {var_key} must have the same shape, "
+                    f"got {mean.shape} and {var.shape}"
+                )
+            pending.append((stats, mean2, var2))
+        return pending
+
+    def _write_buffers(self, pending: list) -> None:
+        for stats, mean, var in pending:
+            self._model.set_running(
+                stats,
+                np.ascontiguousarray(mean, dtype=self.dtype),
+                np.ascontiguousarray(var, dtype=self.dtype),
+            )
+
+    # ------------------------------------------------------------- half weights
+    def half_weights(self):
+        """An inference-only copy of this module with its weight matrices in float16.
+
+        The weight matrices (``weight_ih``, ``weight_hh`` and ``weight_hr`` of every
+        layer and direction) are rounded to IEEE float16, to nearest, and kept in that
+        format as well; everything else (biases, normalization parameters, running
+        statistics, states, arithmetic) stays float32. The steps of sequences of 1 or 2
+        rows and streamed single steps of up to 8 sequences read the float16 copies, half
+        the bytes of float32, which is what bounds their speed; other products use the
+        rounded float32 values, so every call computes the same model.
+
+        The rounding changes each weight by at most 2**-11 of its magnitude (weights
+        below 6.1e-5 in magnitude lose relative precision; above 65504 they become
+        infinite, which raises here). The copy starts in eval mode and stays there: its
+        parameters are read-only, and ``train()``, ``forward_train``, ``backward`` and
+        ``load_state_dict`` raise ``RuntimeError``. Later changes to this module do not
+        reach the copy. Float32 modules only.
+
+        Returns:
+            A new module of the same class and options.
+        """
+        if self.dtype != np.float32:
+            raise ValueError("half_weights() needs a float32 module (dtype='float32')")
+        for name, p in self._params.items():
+            # 65520 and above round to infinity in float16.
+            if name.startswith("weight_") and np.any(np.abs(p) >= 65520):
+                raise ValueError(
+                    f"half_weights(): {name} has values beyond the float16 range (65504)"
+                )
+        other = copy.copy(self)
+        other._model = self._model.copy()
+        other._model.use_half_weights()
+        flat = other._model.parameter_buffer()
+        flat.flags.writeable = False
+        other._bind_parameters(flat, other._model.gradient_buffer(), other._model.layout)
+        other._mask_rng = copy.deepcopy(self._mask_rng)
+        other.training = False
+        other._half = True
+        return other
+
+    def _check_writable(self, what: str) -> None:
+        if self._half:
+            raise RuntimeError(
+                f"{what} is not available on a half_weights() copy, which is for inference "
+                f"only; train the float32 module and call half_weights() again"
+            )
+
+    # -------------------------------------------------------------------- calls
+    def _prepare_x(self, x, train):
+        x = v.real_array("x", x)
+        if x.ndim == 2:
+            unbatched = True
+            x = x[:, None, :]
+        elif x.ndim == 3:
+            unbatched = False
+            if self.batch_first:
+                x = x.transpose(1, 0, 2)
+        else:
+            layout = "(B, T, input_size)" if self.batch_first else "(T, B, input_size)"
+            raise ValueError(
+                f"x must have shape {layout} or (T, input_size), got {x.ndim} dimensions"
+            )
+        steps, batch, features = x.shape
+        if features != self.input_size:
+            raise ValueError(
+                f"x must have {self.input_size} features on its last axis, got {features}"
+            )
+        if steps < 1 or batch < 1:
+            raise ValueError(f"x must have at least one time step and one sequence: {x.shape}")
+        self._require_call_memory(steps, batch, train)
+        return np.ascontiguousarray(x, dtype=self.dtype), unbatched
+
+    def _state(self, name, value, batch, width, unbatched):
+        if value is None:
+            return None
+        num_states = self._options.num_states
+        if (  # the common case, a state returned by the previous call: used as it is
+            type(value) is np.ndarray
+            and not unbatched
+            and value.dtype == self.dtype
+            and value.shape == (num_states, batch, width)
+            and value.flags.c_contiguous
+        ):
+            return value
+        arr = v.real_array(name, value)
+        if unbatched:
+            v.check_shape(name, arr, (num_states, width))
+            arr = arr[:, None, :]
+        else:
+            v.check_shape(name, arr, (num_states, batch, width))
+        return np.ascontiguousarray(arr, dtype=self.dtype)
+
+    def _prepare(self, x, hx, lengths, train):
+        x, unbatched = self._prepare_x(x, train)
+        steps, batch, _ = x.shape
+        if lengths is not None:
+            if unbatched:
+                raise ValueError("lengths is not supported with unbatched (2-D) x")
+            lengths = v.lengths_array(lengths, batch, steps)
+        h0, c0 = self._split_hx(hx)
+        h0 = self._state("h_0", h0, batch, self._options.out_size, unbatched)
+        c0 = self._state("c_0", c0, batch, self.hidden_size, unbatched)
+        return x, h0, c0, lengths, unbatched
+
+    def _split_hx(self, hx):
+        # RNN and GRU: hx is one array-like (nested lists too); the LSTM splits a pair
+        return hx, None
+
+    def _split_grad_h(self, grad_h_n):
+        return grad_h_n, None
+
+    def _pack_states(self, h, c):
+        return h
+
+    def _to_user(self, out, h_n, c_n, unbatched):
+        if unbatched:
+            out = out[:, 0, :]
+            h_n = h_n[:, 0, :]
+            c_n = None if c_n is None else c_n[:, 0, :]
+        elif self.batch_first:
+            out = out.transpose(1, 0, 2)
+        return out, h_n, c_n
+
+    def _call_seed(self, seed) -> int:
+        if seed is not None:
+            return v.check_int("seed", seed, 0, _MAX_SEED)
+        if self.training and self._options.regularized:
+            return int(self._mask_rng.integers(0, 2**63))
+        return 0
+
+    def _run(self, x, hx, lengths, train, seed):
+        x, h0, c0, lengths, unbatched = self._prepare(x, hx, lengths, train)
+        seed = self._call_seed(seed)
+        if self.training and self.norm in BATCH_NORMS and x.shape[1] < 2:
+            raise ValueError(
+                f"norm={self.norm!r} in training mode needs a batch of at least 2 sequences "
+                f"(x has {x.shape[1]}); call .eval() to use the running statistics"
+            )
+        out, h_n, c_n, tape = self._model.forward(
+            x, h0=h0, c0=c0, lengths=lengths, record=train, training=self.training, seed=seed
+        )
+        out, h_n, c_n = self._to_user(out, h_n, c_n, unbatched)
+        return out, self._pack_states(h_n, c_n), tape, unbatched, seed
+
+    def _require_call_memory(self, steps: int, batch: int, train: bool) -> None:
+        """Refuses a call whose memory cannot exist here, before the core allocates it.
+
+        The estimate is a lower bound of the core's allocations: one direction's input
+        projections of a layer, ``(T, B, G*H)``, and the output ``(T, B, D*H_out)``; a
+        training call keeps at least the input projections of every layer and
+        direction on its tape.
+        """
+        o = self._options
+        rows = steps * batch
+        layers = o.num_states if train else 1
+        nbytes = rows * (layers * o.gates * o.hidden_size + o.num_directions * o.out_size)
+        _limits.require_memory(
+            f"a call with T={steps}, B={batch} on {self!r}", nbytes * self.dtype.itemsize
+        )
+
+    def __call__(self, x, hx=None, lengths=None, *, seed=None):
+        """Runs the module (inference: nothing is kept for backward).
+
+        In training mode, dropout and zoneout (when set) draw fresh masks on every call;
+        in eval mode they are off (zoneout uses its expectation).
+
+        Args:
+            x: ``(T, B, input_size)``, ``(B, T, input_size)`` with ``batch_first``, or
+                unbatched ``(T, input_size)``; any real dtype and strides.
+            hx: initial state ``(D * num_layers, B, H_out)`` (LSTM: a ``(h_0, c_0)``
+                pair) or None for zeros.
+            lengths: optional integer array ``(B,)`` with values in ``1..T``.
+            seed: the seed of this call's dropout and zoneout masks (an int in
+                ``0..2**64-1``); default: drawn from the module's generator, itself
+                seeded by the constructor's ``seed``.
+
+        Returns:
+            ``(out, h_n)``; for the LSTM ``(out, (h_n, c_n))``.
+
+        Raises:
+            ValueError: wrong shapes or values. TypeError: wrong types.
+        """
+        out, states, _, _, _ = self._run(x, hx, lengths, False, seed)
+        return out, states
+
+    forward = __call__
+
+    def forward_train(self, x, hx=None, lengths=None, *, seed=None):
+        """Like calling the module, and also returns the tape ``backward`` needs.
+
+        The tape keeps the seed of the call's masks, so ``backward`` replays them
+        exactly (``tape.seed``), and a copy of the parameters, so that ``backward`` can
+        refuse to mix this call's activations with parameters changed since.
+
+        Returns:
+            ``(out, h_n, tape)``; for the LSTM ``h_n`` is the ``(h_n, c_n)`` pair.
+        """
+        self._check_writable("forward_train()")
+        parameters = self._model.parameter_buffer().copy()
+        out, states, core_tape, unbatched, seed = self._run(x, hx, lengths, True, seed)
+        tape = Tape(core_tape, self, self.batch_first, unbatched, seed, parameters)
+        return out, states, tape
+
+    def backward(self, tape, grad_out, grad_h_n=None, *, return_step_norms=False):
+        """Backpropagation through time over what ``forward_train`` recorded.
+
+        Args:
+            tape: the tape from ``forward_train`` of this module; usable once.
+            grad_out: gradient of the loss w.r.t. ``out`` (its shape), or None.
+            grad_h_n: gradient w.r.t. ``h_n`` (LSTM: ``(grad_h_n, grad_c_n)``, either
+                part None), or None.
+            return_step_norms: also return the per-step gradient diagnostics.
+
+        Returns:
+            ``(grad_x, grad_hx)``: ``grad_x`` in the layout of ``x``, ``grad_hx`` in the
+            structure of ``hx`` (LSTM: ``(grad_h_0, grad_c_0)``). Parameter gradients are
+            ADDED into ``self.grads``. With ``return_step_norms``, a third element
+            ``(D * num_layers, T)``: for each layer and direction (ordered as the
+            states) and each time step t, the Euclidean norm over the batch and the
+            units of dL/dh_t, the gradient of the loss with respect to that layer's
+            step output h_t (the projected one for a projected LSTM). Plotted against
+            t, it shows gradients vanishing or exploding through time.
+
+        Raises:
+            TypeError: ``tape`` is not a Tape. ValueError: the tape is used or belongs to
+            another module, or a gradient has the wrong shape. RuntimeError: the
+            parameters changed since ``forward_train`` (any write, bit for bit).
+        """
+        self._check_writable("backward()")
+        self._check_tape(tape)
+        if not _same_bits(tape._parameters, self._model.parameter_buffer()):
+            raise RuntimeError(
+                "backward(): the parameters changed after forward_train() recorded this "
+                "tape (an optimizer step, load_state_dict, an initializer or a write "
+                "through parameters()); its activations belong to the old parameters: "
+                "call forward_train again"
+            )
+        steps, batch = tape._core_tape.steps, tape._core_tape.batch
+        width = self._options.num_directions * self._options.out_size
+        dout = None
+        if grad_out is not None:
+            dout = v.real_array("grad_out", grad_out)
+            if tape._unbatched:
+                v.check_shape("grad_out", dout, (steps, width))
+                dout = dout[:, None, :]
+            elif tape._batch_first:
+                v.check_shape("grad_out", dout, (batch, steps, width))
+                dout = dout.transpose(1, 0, 2)
+            else:
+                v.check_shape("grad_out", dout, (steps, batch, width))
+            dout = np.ascontiguousarray(dout, dtype=self.dtype)
+        gh, gc = self._split_grad_h(grad_h_n)
+        gh = self._state("grad_h_n", gh, batch, self._options.out_size, tape._unbatched)
+        gc = self._state("grad_c_n", gc, batch, self.hidden_size, tape._unbatched)
+        return_step_norms = v.check_bool("return_step_norms", return_step_norms)
+        dx, dh0, dc0, norms = self._model.backward(
+            tape._core_tape, grad_out=dout, grad_h_n=gh, grad_c_n=gc, step_norms=return_step_norms
+        )
+        if tape._unbatched:
+            dx, dh0 = dx[:, 0, :], dh0[:, 0, :]
+            dc0 = None if dc0 is None else dc0[:, 0, :]
+        elif tape._batch_first:
+            dx = dx.transpose(1, 0, 2)
+        if return_step_norms:
+            return dx, self._pack_states(dh0, dc0), norms
+        return dx, self._pack_states(dh0, dc0)
+
+    # -------------------------------------------------------------------- torch
+    @classmethod
+    def _from_torch_options(cls, module: Any, dtype: str):
+        kwargs = dict(
+            num_layers=module.num_layers,
+            bias=module.bias,
+            batch_first=module.batch_first,
+            dropout=float(module.dropout),
+            bidirectional=module.bidirectional,
+            dtype=dtype,
+        )
+        kwargs.update(cls._torch_options(module))
+        return cls(module.input_size, module.hidden_size, **kwargs)
+
+    @classmethod
+    def _torch_options(cls, module: Any) -> dict:
+        return {}
+
+    def __repr__(self) -> str:
+        opts = [f"{self.input_size}", f"{self.hidden_size}"]
+        if self.num_layers != 1:
+            opts.append(f"num_layers={self.num_layers}")
+        if self.bidirectional:
+            opts.append("bidirectional=True")
+        if self.batch_first:
+            opts.append("batch_first=True")
+        for key in ("dropout", *REGULARIZERS):
+            if getattr(self, key) > 0:
+                opts.append(f"{key}={getattr(self, key)}")
+        opts.append(f"dtype={self.dtype.name}")
+        if self._half:
+            opts.append("half_weights")
+        return f"rnncore.{type(self).__name__}({', '.join(opts)})"
+
+
+def _option(name: str) -> property:
+    return property(lambda self: getattr(self._options, name), doc=f"The ``{name}`` option.")
+
+
+# The options read as attributes (read-only: the compiled model was built from them).
+for _name in ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout",
+              "bidirectional", "nonlinearity", "proj_size", "reset_after", "norm",
+              "forget_bias", "update_bias", "chrono", *REGULARIZERS):  # fmt: skip
+    setattr(RecurrentModule, _name, _option(_name))
+
+
+def _new_core_model(o: RecurrentOptions):
+    """The compiled model of the options (parameters uninitialized)."""
+    core_class = _core.ModelF64 if o.np_dtype == np.float64 else _core.ModelF32
+    return core_class(
+        cell=o.cell,
+        input_size=o.input_size,
+        hidden_size=o.hidden_size,
+        num_layers=o.num_layers,
+        bidirectional=o.bidirectional,
+        bias=o.bias,
+        proj_size=o.proj_size,
+        nonlinearity=o.nonlinearity,
+        reset_after=o.reset_after,
+        norm=o.norm or "none",
+        ln_eps=o.ln_eps,
+        bn_eps=o.bn_eps,
+        bn_momentum=o.bn_momentum,
+        dropout=o.dropout,
+        input_dropout=o.input_dropout,
+        recurrent_dropout=o.recurrent_dropout,
+        zoneout=o.zoneout,
+    )
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two float arrays of one dtype and shape hold the same bits (NaNs too)."""
+    as_int = np.int32 if a.dtype == np.float32 else np.int64
+    return bool(np.array_equal(a.view(as_int), b.view(as_int)))
