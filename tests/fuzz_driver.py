@@ -671,10 +671,6 @@ def call_args(draw, s: Subject, *, chained: bool = False):
                 hx = (parts[0], parts[1]) if draw(st.booleans()) else [parts[0], parts[1]]
         else:
             hx = (parts[0],) if fault == "hx_struct" else parts[0]
-            if isinstance(hx, list):
-                # KNOWN: a nested-list hx of the RNN/GRU is refused with TypeError although
-                # the contract accepts any array-like: either outcome passes until fixed.
-                expects.append(EITHER)
         Trace.add(f"   hx = {short(hx)}")
         if combine(*expects) != RAISE:
             pair = list(hx) if cfg.is_lstm else [hx]
@@ -886,10 +882,6 @@ def grads_for(draw, s: Subject, out, hn):
                 shp = wrong_shape(draw, shp)
                 expects.append(RAISE)
             val, e = draw(array_like(shp, name=f"grad_h_n[{i}]", bad_dtype=bad_part == i + 1))
-            if isinstance(val, list) and not cfg.is_lstm:
-                # KNOWN: as for hx, a nested-list grad_h_n of the RNN/GRU is refused
-                # (TypeError) though any array-like should be accepted.
-                e = combine(e, EITHER)
             parts.append(val)
             expects.append(e)
         if cfg.is_lstm:
