@@ -1,4 +1,4 @@
-"""rnncore's forward pass against the independent NumPy reference (tests/reference.py).
+"""rnncore's forward pass against the independent NumPy reference (rnncore.reference).
 
 Tolerances, relative to ``scale = max(1, max|reference|)`` (ReLU outputs can exceed 1):
 

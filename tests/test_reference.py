@@ -1,4 +1,4 @@
-"""Validates the NumPy reference (tests/reference.py) itself against PyTorch and by hand.
+"""Validates the NumPy reference (rnncore.reference) itself against PyTorch and by hand.
 
 Does not need rnncore. Every comparison is in float64; PyTorch's CPU float64 recurrent modules
 and the reference compute the same expressions in a different order, so they agree to a few
