@@ -35,7 +35,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 # The variants that take a ``norm`` (the original GRU, reset_after=False, is norm=None only) and
-# the norms (spec/normalization.md).
+# the norms (docs/normalization.md).
 NORM_VARIANTS = [v for v in VARIANTS if v != "gru_reset_before"]
 NORMS = ["layer", "batch", "batch_input"]
 
@@ -532,7 +532,7 @@ def norm_condition(cfg: Config, params, x, states, lengths, **kw) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
-# The worked example of spec/normalization.md section 5.
+# The worked example of docs/normalization.md section 5.
 
 WORKED_X = np.array(
     [[[1.0, -1.0], [0.5, 2.0], [-0.3, 0.8]], [[0.0, 1.0], [-1.5, 0.5], [2.0, -0.7]]]

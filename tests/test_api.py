@@ -1,5 +1,5 @@
-"""The Python API contract of rnncore (spec/api.md): parameters, state dicts, modes, dtypes,
-input handling, initialization (spec/normalization.md section 4), shapes and threads.
+"""The Python API contract of rnncore (docs/api.md): parameters, state dicts, modes, dtypes,
+input handling, initialization (docs/normalization.md section 4), shapes and threads.
 
 Nothing here compares rnncore with itself in a way that could hide a bug in both sides: the
 expectations are hand-written (names, shapes, init bounds), come from PyTorch, or compare two
@@ -43,7 +43,7 @@ def rand(shape, seed=0, dtype=np.float64):
 def expected_parameters(
     kind, input_size, hidden_size, num_layers=1, bias=True, bidirectional=False, proj_size=0
 ):
-    """PyTorch's parameter names, order and shapes, written from spec/api.md."""
+    """PyTorch's parameter names, order and shapes, written from docs/api.md."""
     g = GATES[kind]
     h_out = proj_size or hidden_size
     d = 2 if bidirectional else 1
@@ -433,7 +433,7 @@ def test_inputs_are_not_modified(kind):
 
 
 # --------------------------------------------------------------------------------------
-# Initialization (spec/normalization.md section 4).
+# Initialization (docs/normalization.md section 4).
 
 
 def _gram_is_identity(w, atol):

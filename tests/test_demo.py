@@ -407,7 +407,7 @@ def test_cli_digits(capsys):
 def test_recalibrated_statistics_are_those_of_the_calibration_batch(name):
     """Eval mode with re-estimated statistics = training mode (batch statistics) on that batch.
 
-    The running variance is the unbiased one (spec/normalization.md), n/(n-1) times the
+    The running variance is the unbiased one (docs/normalization.md), n/(n-1) times the
     batch variance that training mode divides by: with n = 1000 calibration sequences each
     normalized value shrinks by about 1/(2n) = 5e-4 relative; through the normalization
     sites and 12 recurrent steps that measured 1e-3 on outputs of size ~1, so 5e-3 bounds

@@ -1,4 +1,4 @@
-"""Bad input gets a Python exception naming the argument; nothing crashes (spec/api.md, Errors).
+"""Bad input gets a Python exception naming the argument; nothing crashes (docs/api.md, Errors).
 
 Wrong shapes and values raise ``ValueError``, wrong types ``TypeError``. The last test runs a
 battery of hostile inputs in a child interpreter and checks that it exits normally: a crash

@@ -1,6 +1,6 @@
 """rnncore's normalized cells (``norm="layer"|"batch"|"batch_input"``) against the independent
 NumPy reference (``rnncore.reference``, validated by tests/test_norm_reference.py) and the
-worked example of spec/normalization.md section 5.
+worked example of docs/normalization.md section 5.
 
 Tolerances. A normalization divides by a standard deviation, so it multiplies the absolute
 rounding error of its input (~ eps * |a|) by up to ``kappa = max |a| / sqrt(var + eps)``

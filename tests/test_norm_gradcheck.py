@@ -1,5 +1,5 @@
 """Float64 central-difference checks of BPTT through the normalized cells, and the gradient
-invariants of spec/normalization.md section 1 as they show through the public API.
+invariants of docs/normalization.md section 1 as they show through the public API.
 
 The loss is ``L = sum(out*Ro) + sum(h_n*Rh) (+ sum(c_n*Rc))`` (tests/rnn_testing.py); its
 gradient with respect to x, the initial states and EVERY parameter -- the layer-norm and

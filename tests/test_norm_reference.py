@@ -2,7 +2,7 @@
 
 Does not need the compiled core's normalized cells. Three kinds of evidence:
 
-* the worked example of spec/normalization.md section 5 (LN-LSTM, BN-LSTM, LN-GRU, BN-GRU,
+* the worked example of docs/normalization.md section 5 (LN-LSTM, BN-LSTM, LN-GRU, BN-GRU,
   LN-RNN) reproduced to 1e-7 (the spec prints 8 significant digits, i.e. the values are
   rounded by <= 5e-9 .. 5e-8; 1e-7 is what the spec demands);
 * the normalization primitives against ``torch.nn.functional.layer_norm`` / ``batch_norm``,

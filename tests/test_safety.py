@@ -170,3 +170,15 @@ def test_nested_list_states_are_array_likes(cls):
     out, _, tape = m.forward_train(x, h0.tolist())
     grads = m.backward(tape, np.ones_like(out), np.ones_like(want_h).tolist())
     assert grads[1].shape == h0.shape
+
+
+@pytest.mark.parametrize(
+    "cls, option", [(rc.LSTM, "forget_bias"), (rc.GRU, "update_bias")]
+)
+def test_gate_bias_options_are_checked_like_every_other_option(cls, option):
+    with pytest.raises(TypeError, match=f"{option} must be a real number"):
+        cls(2, 3, **{option: "1.5"})  # a string used to be passed through float()
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=f"{option} must be finite"):
+            cls(2, 3, **{option: bad})
+    assert getattr(cls(2, 3, **{option: np.float32(0.5)}), option) == 0.5

@@ -92,7 +92,7 @@ def _state_dict(out_state, kind: str) -> dict[str, np.ndarray]:
 
 
 class RnncoreBackend(Backend):
-    """rnncore, following spec/api.md."""
+    """rnncore, following docs/api.md."""
 
     name = "rnncore"
     peer = False

@@ -25,7 +25,7 @@ def torch_ops_lstm(
     bn_momentum: float = 0.1,
     bn_gamma: float = 0.1,
 ):
-    """Creates the normalized LSTM of spec/normalization.md §3 written with PyTorch operations.
+    """Creates the normalized LSTM of docs/normalization.md §3 written with PyTorch operations.
 
     This is what a CPU user without rnncore would write: an ``nn.Module`` with a Python loop
     over time, the input projection (and its normalization, which does not depend on the

@@ -23,7 +23,7 @@ enum class SiteKind {
   kBatchSeq,   // batch norm over every active (t, b) position at once
 };
 
-// The site kinds of a cell under a norm (spec/normalization.md section 3).
+// The site kinds of a cell under a norm (docs/normalization.md section 3).
 struct SiteKinds {
   SiteKind x, h, c;
 };

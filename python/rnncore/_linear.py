@@ -1,9 +1,9 @@
 """rnncore.Linear: the affine layer ``y = x W^T + b`` for read-out heads.
 
-It follows the recurrent modules' conventions (live parameter views into one flat buffer,
-a gradient buffer that ``backward`` adds into, single-use tapes, ``state_dict``), so that
-optimizers and gradient clipping treat every module the same. The math is one NumPy
-matrix product (BLAS) over all leading axes at once.
+It is a ``Module`` like the recurrent ones (live parameter views into one flat buffer, a
+gradient buffer that ``backward`` adds into, single-use tapes, ``state_dict``), so that
+optimizers and gradient clipping treat every module the same. The math is one product over
+all leading axes at once, in the core's kernels and thread pool.
 """
 
 from __future__ import annotations

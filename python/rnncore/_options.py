@@ -194,8 +194,8 @@ def recurrent_options(
         seed = v.check_int("seed", seed, 0)
     check_model_size(cell, input_size, hidden_size, num_layers, bidirectional, proj_size,
                      np_dtype.itemsize)  # fmt: skip
-    forget_bias = float(forget_bias)
-    update_bias = float(update_bias)
+    forget_bias = v.check_finite("forget_bias", forget_bias)
+    update_bias = v.check_finite("update_bias", update_bias)
     regularizers = dict(regularizers or {})
     reg_values = {
         k: v.check_float(k, regularizers.get(k, 0.0), 0.0, 1.0, high_open=True)

@@ -25,8 +25,11 @@ def truncated_bptt(
     the chunk's loss and its gradient with respect to the chunk's output, and calls
     ``module.backward``, which ADDS the chunk's parameter gradients into ``module.grads``.
     The state is carried forward as a constant: no gradient flows from one chunk into the one
-    before it (Williams & Peng 1990). Forward values are exactly those of one call over the
-    whole sequence; only the gradient is truncated.
+    before it (Williams & Peng 1990). Without parameter updates between chunks, in eval mode
+    and without batch normalization, the forward values are those of one call over the whole
+    sequence up to rounding; only the gradient is truncated. (Training-mode dropout and
+    zoneout draw their masks per chunk; batch norms take their statistics per chunk, see
+    the notes.)
 
     Typical use, with an update after every chunk::
 

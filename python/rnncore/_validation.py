@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
@@ -28,6 +29,16 @@ def check_float(name: str, value: Any, low: float, high: float, *, high_open: bo
     if not ok:
         bracket = ")" if high_open else "]"
         raise ValueError(f"{name} must be in [{low}, {high}{bracket}, got {value}")
+    return value
+
+
+def check_finite(name: str, value: Any) -> float:
+    """A finite real number as a float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
     return value
 
 

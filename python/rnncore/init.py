@@ -59,14 +59,6 @@ def _as_shape(shape: Any) -> tuple[int, ...]:
     return dims
 
 
-def _as_finite(name: str, value: Any) -> float:
-    """A finite real number as a float."""
-    value = v.check_float(name, value, -math.inf, math.inf, high_open=False)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
-
-
 def _fans(dims: tuple[int, ...]) -> tuple[int, int]:
     """(fan_in, fan_out) of a weight of shape (out, in, *receptive), as torch.nn.init."""
     receptive = math.prod(dims[2:])
@@ -96,7 +88,7 @@ def orthogonal(shape: Sequence[int], gain: float = 1.0, rng: Any = None) -> np.n
         ValueError: fewer than two dimensions, a dimension < 1, or a non-finite gain.
     """
     dims = _as_shape(shape)
-    gain = _as_finite("gain", gain)
+    gain = v.check_finite("gain", gain)
     gen = _as_rng(rng)
     rows, cols = dims[0], math.prod(dims[1:])
     a = gen.standard_normal((max(rows, cols), min(rows, cols)))
@@ -127,7 +119,7 @@ def glorot_uniform(shape: Sequence[int], gain: float = 1.0, rng: Any = None) -> 
         ValueError: fewer than two dimensions, a dimension < 1, or a non-finite gain.
     """
     dims = _as_shape(shape)
-    gain = _as_finite("gain", gain)
+    gain = v.check_finite("gain", gain)
     gen = _as_rng(rng)
     fan_in, fan_out = _fans(dims)
     limit = gain * np.sqrt(6.0 / (fan_in + fan_out))
@@ -152,7 +144,7 @@ def glorot_normal(shape: Sequence[int], gain: float = 1.0, rng: Any = None) -> n
         ValueError: fewer than two dimensions, a dimension < 1, or a non-finite gain.
     """
     dims = _as_shape(shape)
-    gain = _as_finite("gain", gain)
+    gain = v.check_finite("gain", gain)
     gen = _as_rng(rng)
     fan_in, fan_out = _fans(dims)
     std = gain * np.sqrt(2.0 / (fan_in + fan_out))
@@ -198,7 +190,7 @@ def forget_gate_bias(module: Any, value: float = 1.0) -> None:
         TypeError: ``module`` is not an rnncore.LSTM with biases, or ``value`` not a number.
         ValueError: ``value`` is not finite.
     """
-    value = _as_finite("value", value)
+    value = v.check_finite("value", value)
     hidden, pairs = _gate_biases(module, "LSTM")
     for b_ih, b_hh in pairs:
         b_ih[hidden : 2 * hidden] = value
@@ -220,7 +212,7 @@ def update_gate_bias(module: Any, value: float) -> None:
         TypeError: ``module`` is not an rnncore.GRU with biases, or ``value`` not a number.
         ValueError: ``value`` is not finite.
     """
-    value = _as_finite("value", value)
+    value = v.check_finite("value", value)
     hidden, pairs = _gate_biases(module, "GRU")
     for b_ih, b_hh in pairs:
         b_ih[hidden : 2 * hidden] = value
@@ -252,7 +244,7 @@ def chrono(module: Any, t_max: float, rng: Any = None) -> None:
             gates), or ``t_max`` is not a number.
         ValueError: ``t_max`` is not a finite number > 2.
     """
-    t_max = _as_finite("t_max", t_max)
+    t_max = v.check_finite("t_max", t_max)
     if not t_max > 2.0:
         raise ValueError(f"t_max must be > 2 (U(1, t_max - 1) must not be empty), got {t_max}")
     if _is_cell(module, "lstm"):

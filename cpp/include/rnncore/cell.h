@@ -18,7 +18,7 @@ struct CellConfig {
   Index proj = 0;                             // LSTM projection size; 0: none
   Activation activation = Activation::kTanh;  // RNN only
   bool reset_after = true;                    // GRU only
-  // Normalization (spec/normalization.md). training: batch norms use batch
+  // Normalization (docs/normalization.md). training: batch norms use batch
   // statistics and update the running ones; otherwise the running ones.
   Norm norm = Norm::kNone;
   bool training = true;

@@ -1,4 +1,4 @@
-// Normalization kernels (spec/normalization.md section 1): layer norm of one
+// Normalization kernels (docs/normalization.md section 1): layer norm of one
 // row, batch norm of a set of rows (the sequences active at one step, or all
 // active positions of a sequence), forward and backward. Raw pointers and
 // sizes in, nothing allocated. Variances are computed in two passes.

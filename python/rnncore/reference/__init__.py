@@ -3,7 +3,7 @@
 Slow and simple on purpose: the self-check (``python -m rnncore``) and the test suite compare
 the compiled core against it. Use it to read the equations in code, or to check a model.
 
-Written from spec/api.md and spec/normalization.md (sections 1-3), not from the C++ code, so
+Written from docs/api.md and docs/normalization.md (sections 1-3), not from the C++ code, so
 that tests can compare the fast path against it. Everything is computed in float64 with plain
 NumPy (no fused kernels, no hoisted GEMMs) and favours clarity over speed.
 
@@ -14,7 +14,7 @@ Structure (each module imports only from the ones above it):
   two normalizations.
 * ``cells``: ``rnn_cell``, ``lstm_cell``, ``gru_cell`` compute ONE time step from the step input
   and the previous state. They take an optional :class:`StepNorms` whose callables are applied
-  exactly where spec/normalization.md places ``N_x``, ``N_h``, ``N_c`` (and the RNN's layer norm
+  exactly where docs/normalization.md places ``N_x``, ``N_h``, ``N_c`` (and the RNN's layer norm
   of the sum); with ``None`` they are identities and the cells are the plain ``norm=None`` cells.
 * ``params``: the names, shapes and initial values of the parameters and buffers
   (``param_names``, ``buffer_names``, ``init_norm_params``, ``init_buffers``, ``make_params``).

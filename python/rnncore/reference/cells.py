@@ -1,7 +1,7 @@
 """One time step of each cell, from the step input and the previous state.
 
 ``rnn_cell``, ``lstm_cell`` and ``gru_cell`` take an optional :class:`StepNorms` whose callables
-are applied exactly where spec/normalization.md places ``N_x``, ``N_h``, ``N_c`` (and the RNN's
+are applied exactly where docs/normalization.md places ``N_x``, ``N_h``, ``N_c`` (and the RNN's
 layer norm of the sum); with ``None`` they are identities and the cells are the plain
 ``norm=None`` cells.
 """
@@ -112,7 +112,7 @@ def lstm_cell(
     w_hr: Array | None = None,
     norms: StepNorms | None = None,
 ) -> tuple[Array, Array]:
-    """One LSTM step, gates ``i, f, g, o`` (spec/normalization.md section 3).
+    """One LSTM step, gates ``i, f, g, o`` (docs/normalization.md section 3).
 
     Args:
         x: Step input ``(B, in)``.
@@ -154,7 +154,7 @@ def gru_cell(
     norms: StepNorms | None = None,
     h_in: Array | None = None,
 ) -> Array:
-    """One GRU step, gates ``r, z, n`` (spec/normalization.md section 3).
+    """One GRU step, gates ``r, z, n`` (docs/normalization.md section 3).
 
     ``reset_after=True`` (PyTorch): ``n = tanh(X_n + r * (h W_hn^T + b_hn))``.
     ``reset_after=False`` (original GRU): ``n = tanh(X_n + (r * h) W_hn^T + b_hn)``.

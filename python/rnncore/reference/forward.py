@@ -65,7 +65,7 @@ def reference_forward(
     bn_momentum: float = 0.1,
     masks: Masks | None = None,
 ):
-    """Float64 forward pass with the exact semantics of spec/api.md and spec/normalization.md.
+    """Float64 forward pass with the exact semantics of docs/api.md and docs/normalization.md.
 
     Args:
         cell: ``"rnn"``, ``"lstm"`` or ``"gru"``.

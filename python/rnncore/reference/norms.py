@@ -1,4 +1,4 @@
-"""The two normalizations (spec/normalization.md section 1).
+"""The two normalizations (docs/normalization.md section 1).
 
 ``layer_norm`` and ``batch_norm`` (with ``batch_statistics``), their ``*_backward`` (the
 formulas of spec section 1, for tests of the invariants), and ``update_running_stats``, the
