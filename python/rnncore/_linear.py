@@ -78,16 +78,8 @@ class Linear(Module):
         dtype: Any = "float32",
         seed: int | None = None,
     ):
-        self._options, seed = linear_options(in_features, out_features, bias, dtype, seed)
-        n_weight = self.out_features * self.in_features
-        size = n_weight + (self.out_features if self.bias else 0)
-        self._flat = np.zeros(size, dtype=self.dtype)
-        self._flat_grad = np.zeros(size, dtype=self.dtype)
-        layout = [("weight", (self.out_features, self.in_features), 0)]
-        if self.bias:
-            layout.append(("bias", (self.out_features,), n_weight))
-        self._bind_parameters(self._flat, self._flat_grad, layout)
-        self.training = True
+        options, seed = linear_options(in_features, out_features, bias, dtype, seed)
+        self._build(options)
         rng = np.random.default_rng(seed)
         bound = 1.0 / np.sqrt(self.in_features)
         self._params["weight"][...] = rng.uniform(
@@ -99,6 +91,20 @@ class Linear(Module):
     _tape_type = LinearTape
     _tape_description = "a LinearTape from forward_train"
     _torch_class = "Linear"
+    _options_class = LinearOptions
+    _own_attributes = Module._own_attributes | {"_flat", "_flat_grad"}
+
+    def _build(self, options: LinearOptions) -> None:
+        self._options = options
+        n_weight = self.out_features * self.in_features
+        size = n_weight + (self.out_features if self.bias else 0)
+        self._flat = np.zeros(size, dtype=self.dtype)
+        self._flat_grad = np.zeros(size, dtype=self.dtype)
+        layout = [("weight", (self.out_features, self.in_features), 0)]
+        if self.bias:
+            layout.append(("bias", (self.out_features,), n_weight))
+        self._bind_parameters(self._flat, self._flat_grad, layout)
+        self.training = True
 
     @property
     def options(self) -> LinearOptions:

@@ -10,14 +10,23 @@ optimizers, gradient clipping, copies and files rely on:
   mapping before it writes anything;
 - modules have a training mode, and ``from_torch`` builds one from its PyTorch
   counterpart;
-- ``forward_train`` returns a tape that ``backward`` consumes once.
+- ``forward_train`` returns a tape that ``backward`` consumes once (tapes are never
+  pickled or copied);
+- ``pickle``, ``copy.deepcopy`` and ``copy.copy`` give an independent module (a copy of a
+  module is always deep) with the same class, options, parameters, buffers, gradients,
+  mode and other attributes. The pickled state is plain Python and NumPy objects and a
+  format version (``PICKLE_VERSION``), never the compiled model.
 
-A subclass provides its flat buffers and layout (``_bind_parameters``), and, if it has
-buffers, ``buffers``, ``_check_buffers`` and ``_write_buffers``.
+A subclass provides its options class (``_options_class``), the allocation of its flat
+buffers and layout (``_build``, which calls ``_bind_parameters``), and, if it has buffers,
+``buffers``, ``_check_buffers`` and ``_write_buffers``; ``_extra_state`` and
+``_set_extra_state`` carry what else it pickles, and ``_own_attributes`` names the
+attributes the pickled state rebuilds (every other attribute is pickled as it is).
 """
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
@@ -25,6 +34,10 @@ from typing import Any
 import numpy as np
 
 from . import _validation as v
+
+#: The format version of module and optimizer pickles. A pickle records the version it was
+#: written in; this version and later ones read it, and refuse a newer one.
+PICKLE_VERSION = 1
 
 Layout = Iterable[tuple[str, tuple[int, ...], int]]  # (name, shape, offset) in the buffer
 
@@ -38,10 +51,39 @@ def flat_views(flat: np.ndarray, layout: Layout) -> OrderedDict:
     return out
 
 
+def check_pickle_version(what: str, state: Any) -> dict:
+    """Checks the format version of a pickled state (of ``what``) and returns the state.
+
+    Raises:
+        ValueError: not a pickled state of this library, or one of a newer format version.
+    """
+    version = state.get("version") if isinstance(state, dict) else None
+    if type(version) is not int or version < 1:
+        raise ValueError(f"not a pickled state of {what}: no valid format version")
+    if version > PICKLE_VERSION:
+        raise ValueError(
+            f"this pickle of {what} has format version {version}, newer than this rnncore "
+            f"reads (format version {PICKLE_VERSION} and older): load it with a newer rnncore"
+        )
+    return state
+
+
 class TapeBase:
     """What ``forward_train`` keeps for ``backward``: opaque, tied to its module, usable once."""
 
     __slots__ = ("_module",)
+
+    def __reduce_ex__(self, protocol: Any):
+        """Refuses pickling and copying (``copy.copy`` and ``copy.deepcopy`` too).
+
+        Raises:
+            TypeError: always.
+        """
+        raise TypeError(
+            f"a tape cannot be pickled or copied: {type(self).__name__} holds the "
+            "activations of one forward_train() call for one backward() of the module that "
+            "recorded it; pickle or copy the module and call forward_train() on the copy"
+        )
 
     @property
     def consumed(self) -> bool:  # pragma: no cover - every tape type defines it
@@ -58,9 +100,18 @@ class Module:
     #: The ``torch.nn`` class that ``from_torch`` takes (its name).
     _torch_class: str = ""
 
+    #: The options class of the module (``from_dict`` rebuilds pickled options).
+    _options_class: Any = None
+    #: The attributes the pickled state rebuilds; every other one is pickled as it is.
+    _own_attributes: frozenset = frozenset({"training", "_options", "_params", "_grads"})
+
     training: bool
     _params: OrderedDict
     _grads: OrderedDict
+
+    def _build(self, options: Any) -> None:  # pragma: no cover - every module defines it
+        """Allocates the module of ``options`` (parameters not initialized), training mode."""
+        raise NotImplementedError
 
     def _bind_parameters(self, params: np.ndarray, grads: np.ndarray, layout: Layout) -> None:
         """Makes the named views of the flat parameter and gradient buffers."""
@@ -190,6 +241,60 @@ class Module:
             raise ValueError("tape was recorded by another module")
         if tape.consumed:
             raise ValueError("tape has already been used by backward()")
+
+    # ------------------------------------------------------------ copies, pickles
+    def __getstate__(self) -> dict:
+        """The pickled state: plain Python and NumPy objects (copies) and the format version."""
+        state = {
+            "version": PICKLE_VERSION,
+            "options": self._options.to_dict(),
+            "state_dict": dict(self.state_dict()),
+            "grads": self._grad_buffer().copy(),
+            "training": self.training,
+            "attributes": {
+                k: val for k, val in self.__dict__.items() if k not in self._own_attributes
+            },
+        }
+        state.update(self._extra_state())
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        """Rebuilds the module from ``__getstate__``'s state (its options re-checked).
+
+        Raises:
+            ValueError: a pickle of a newer format version, or an invalid state.
+        """
+        state = check_pickle_version(f"rnncore.{type(self).__name__}", state)
+        self._build(self._options_class.from_dict(state["options"]))
+        self.load_state_dict(state["state_dict"])
+        grads = v.real_array("grads", state["grads"])
+        buffer = self._grad_buffer()
+        if grads.shape != buffer.shape:
+            raise ValueError(f"grads: expected {buffer.shape}, got {grads.shape}")
+        buffer[...] = grads
+        self.training = v.check_bool("training", state["training"])
+        self._set_extra_state(state)
+        self.__dict__.update(state.get("attributes", {}))
+
+    def _extra_state(self) -> dict:
+        """What else the subclass pickles (plain objects), merged into the state."""
+        return {}
+
+    def _set_extra_state(self, state: dict) -> None:
+        """Restores ``_extra_state``'s entries (the module is otherwise restored)."""
+
+    def __deepcopy__(self, memo: dict):
+        """An independent copy (through the pickled state; other attributes deep-copied)."""
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        state = self.__getstate__()
+        state["attributes"] = copy.deepcopy(state["attributes"], memo)
+        new.__setstate__(state)
+        return new
+
+    def __copy__(self):
+        """The same as ``copy.deepcopy``: a copy of a module never shares memory with it."""
+        return self.__deepcopy__({})
 
     # --------------------------------------------------------------------- torch
     @classmethod

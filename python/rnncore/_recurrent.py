@@ -60,21 +60,38 @@ class RecurrentModule(Module):
     _tape_type = Tape
     _tape_description = "an rnncore Tape"
 
+    _options_class = RecurrentOptions
+    _own_attributes = Module._own_attributes | {"_model", "_mask_rng", "_half"}
+
     def __init__(self, options: RecurrentOptions, seed: int | None):
         """Builds the compiled model of ``options`` and draws its parameters from ``seed``."""
-        self._options = options
+        self._build(options)
         # The masks of each training-mode call come from a seed drawn here.
         self._mask_rng = np.random.default_rng(None if seed is None else [seed, _MASK_STREAM])
+        init_rng = np.random.default_rng(seed)
+        init._fill_default_parameters(self._params, options, init_rng)
+        if options.chrono is not None:  # replaces the gate biases set above
+            init.chrono(self, options.chrono, init_rng)
+
+    def _build(self, options: RecurrentOptions) -> None:
+        if options.cell != self._cell:
+            raise ValueError(f"{type(self).__name__} options must have cell={self._cell!r}")
+        self._options = options
         self._model = _new_core_model(options)
         self._bind_parameters(
             self._model.parameter_buffer(), self._model.gradient_buffer(), self._model.layout
         )
         self.training = True
         self._half = False
-        init_rng = np.random.default_rng(seed)
-        init._fill_default_parameters(self._params, options, init_rng)
-        if options.chrono is not None:  # replaces the gate biases set above
-            init.chrono(self, options.chrono, init_rng)
+
+    # ------------------------------------------------------------ copies, pickles
+    def _extra_state(self) -> dict:
+        return {"mask_rng": self._mask_rng.bit_generator.state, "half": self._half}
+
+    def _set_extra_state(self, state: dict) -> None:
+        self._mask_rng = _generator(state["mask_rng"])
+        if v.check_bool("half", state["half"]):
+            self._make_half()
 
     @property
     def options(self) -> RecurrentOptions:
@@ -183,16 +200,18 @@ class RecurrentModule(Module):
                 raise ValueError(
                     f"half_weights(): {name} has values beyond the float16 range (65504)"
                 )
-        other = copy.copy(self)
-        other._model = self._model.copy()
-        other._model.use_half_weights()
-        flat = other._model.parameter_buffer()
-        flat.flags.writeable = False
-        other._bind_parameters(flat, other._model.gradient_buffer(), other._model.layout)
-        other._mask_rng = copy.deepcopy(self._mask_rng)
-        other.training = False
-        other._half = True
+        other = copy.copy(self)  # independent (Module.__copy__)
+        other._make_half()
         return other
+
+    def _make_half(self) -> None:
+        """Turns this module into a half_weights() copy (rounding rounded values is exact)."""
+        self._model.use_half_weights()
+        flat = self._model.parameter_buffer()
+        flat.flags.writeable = False
+        self._bind_parameters(flat, self._model.gradient_buffer(), self._model.layout)
+        self.training = False
+        self._half = True
 
     def _check_writable(self, what: str) -> None:
         if self._half:
@@ -489,6 +508,19 @@ def _new_core_model(o: RecurrentOptions):
         recurrent_dropout=o.recurrent_dropout,
         zoneout=o.zoneout,
     )
+
+
+_BIT_GENERATORS = ("PCG64", "PCG64DXSM", "Philox", "SFC64", "MT19937")
+
+
+def _generator(state: Any) -> np.random.Generator:
+    """A NumPy generator in the pickled ``bit_generator.state`` ``state``."""
+    name = state.get("bit_generator") if isinstance(state, dict) else None
+    if name not in _BIT_GENERATORS:
+        raise ValueError(f"mask generator state: unknown bit generator {name!r}")
+    bit_generator = getattr(np.random, name)()
+    bit_generator.state = state
+    return np.random.Generator(bit_generator)
 
 
 def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:

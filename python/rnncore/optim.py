@@ -17,6 +17,11 @@ A training step::
 ``state_dict()`` / ``load_state_dict()`` save and restore the hyper-parameters, the step
 count and the per-parameter state (moments, momentum buffers), keyed
 ``"{module index}.{parameter name}"``; ``lr`` may be changed between steps (schedules).
+
+Optimizers pickle with their modules: ``pickle.loads(pickle.dumps((model, opt)))`` gives a
+copy of the optimizer that drives the copy of the model (pickle's memo), and so does
+``copy.deepcopy``; a pickle of the optimizer alone carries copies of its modules.
+``copy.copy(opt)`` drives the same modules with its own copy of the state.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from . import _validation as v
+from ._module import PICKLE_VERSION, check_pickle_version
 
 __all__ = ["SGD", "Adam", "RMSProp"]
 
@@ -223,6 +229,36 @@ class _Optimizer:
         if wrong:
             raise ValueError("load_state_dict: wrong shapes: " + "; ".join(wrong))
         self._hyper, self._step, self._state = hyper, step, new_state
+
+    # ------------------------------------------------------------ copies, pickles
+    def __getstate__(self) -> dict:
+        """The pickled state: the modules (pickled as references) and ``state_dict()``."""
+        return {
+            "version": PICKLE_VERSION,
+            "modules": list(self._modules),
+            "state_dict": self.state_dict(),
+        }
+
+    def __setstate__(self, state: dict) -> None:
+        """Rebuilds the optimizer from ``__getstate__``'s state, re-checked.
+
+        Raises:
+            ValueError: a pickle of a newer format version, or an invalid state.
+        """
+        state = check_pickle_version(f"rnncore.optim.{type(self).__name__}", state)
+        self._modules = _modules_of(state["modules"])
+        self._slots = _slots(self._modules)
+        saved = state["state_dict"]
+        self._hyper = self._check_hyper(dict(saved["hyper"]))
+        self._step = 0
+        self._state = {}
+        self.load_state_dict(saved)
+
+    def __copy__(self) -> _Optimizer:
+        """An optimizer of the same modules with a copy of this one's state (no shared arrays)."""
+        new = type(self).__new__(type(self))
+        new.__setstate__(self.__getstate__())
+        return new
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={val}" for k, val in self._hyper.items())
