@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "rnncore/allocator.h"
 #include "rnncore/common.h"
 
 namespace rnncore {

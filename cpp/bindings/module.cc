@@ -7,7 +7,7 @@
 #include "dense_binding.h"
 #include "model_binding.h"
 #include "rnncore/common.h"
-#include "rnncore/runtime.h"
+#include "rnncore/thread_pool.h"
 
 namespace py = pybind11;
 

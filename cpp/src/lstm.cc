@@ -4,8 +4,11 @@
 
 #include "kernels/pointwise.h"
 #include "norm_site.h"
+#include "parallel_chunks.h"
 #include "regularize.h"
-#include "sequence_ops.h"
+#include "sequence_gemm.h"
+#include "step_products.h"
+#include "tape_rows.h"
 
 namespace rnncore {
 namespace lstm {

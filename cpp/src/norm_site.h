@@ -9,9 +9,11 @@
 #include <vector>
 
 #include "kernels/norm.h"
+#include "parallel_chunks.h"
+#include "rnncore/allocator.h"
 #include "rnncore/cell.h"
 #include "rnncore/common.h"
-#include "sequence_ops.h"
+#include "tape_rows.h"
 
 namespace rnncore {
 namespace internal {

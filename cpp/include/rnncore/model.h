@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "rnncore/allocator.h"
 #include "rnncore/cell.h"
 #include "rnncore/common.h"
 
