@@ -59,18 +59,6 @@ std::string Suffix(Index layer, Index dir) {
 
 }  // namespace
 
-Index ModelConfig::gates() const {
-  switch (cell) {
-    case CellKind::kRnn:
-      return 1;
-    case CellKind::kLstm:
-      return 4;
-    case CellKind::kGru:
-      return 3;
-  }
-  return 0;
-}
-
 void ModelConfig::Validate() const {
   constexpr Index kMaxDim = (Index(1) << 31) - 1;
   Require(input_size > 0 && input_size <= kMaxDim, "input_size must be in 1..2^31-1");

@@ -311,10 +311,10 @@ void Model<T>::Backward(ModelTape<T>* tape, const T* dout, const T* dh_n, const 
       if (step_norms) g.dh_sq = dh_sq.data();
       switch (config_.cell) {
         case CellKind::kRnn:
-          rnn::BackwardPass<T>(cc, w).Run(seq, xin, in, ct, dyd, Dn * P, dh, dxd, in, false, g);
+          rnn::BackwardPass<T>(cc, w).Run(seq, xin, in, ct, dyd, Dn * P, dh, dxd, in, g);
           break;
         case CellKind::kGru:
-          gru::BackwardPass<T>(cc, w).Run(seq, xin, in, ct, dyd, Dn * P, dh, dxd, in, false, g);
+          gru::BackwardPass<T>(cc, w).Run(seq, xin, in, ct, dyd, Dn * P, dh, dxd, in, g);
           break;
         case CellKind::kLstm: {
           T* dc = dc0 + s * batch * H;
@@ -322,8 +322,7 @@ void Model<T>::Backward(ModelTape<T>* tape, const T* dout, const T* dh_n, const 
             std::copy(dc_n + s * batch * H, dc_n + (s + 1) * batch * H, dc);
           else
             std::fill_n(dc, batch * H, T(0));
-          lstm::BackwardPass<T>(cc, w).Run(seq, xin, in, ct, dyd, Dn * P, dh, dc, dxd, in, false,
-                                           g);
+          lstm::BackwardPass<T>(cc, w).Run(seq, xin, in, ct, dyd, Dn * P, dh, dc, dxd, in, g);
           break;
         }
       }

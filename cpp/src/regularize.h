@@ -20,10 +20,10 @@
 
 #include <cstdint>
 
-#include "rnncore/cell.h"
-#include "rnncore/common.h"
 #include "parallel_chunks.h"
 #include "rnncore/allocator.h"
+#include "rnncore/cell.h"
+#include "rnncore/common.h"
 
 namespace rnncore {
 namespace internal {

@@ -113,53 +113,75 @@ void ProjectBack(const T* da, Index rows, Index N, const T* w, Index D, T* dx, I
             [&](Index r0, Index n) { wp.Multiply(da + r0 * N, n, N, dx + r0 * lddx, lddx); });
 }
 
-// After the backward sweep, with gradients in position order (T*B rows):
-//   dbx, dbh  gradients of the input and recurrent terms as they enter the
-//             gates (after any normalization): their column sums are the
-//             bias gradients (db_ih, db_hh);
-//   dax       gradient of x W_ih^T (dbx after the input norm's backward).
-// Adds dW_ih += dax^T x and the bias gradients; dx (=|+=) dax W_ih.
-// The recurrent weight gradient is cell-specific and done by the caller.
-//
-// With h (not null): also dW_hh += dah^T h (h (rows, H; stride H), the
-// recurrent product's input at each position), together with dW_ih when
-// dah is dax. dbx_sums (N), when not null, holds dbx's column sums already
-// (NormSite::InputGradient forms them in its pass over dbx).
+// How InputSideGradients forms the bias gradients db_ih and db_hh.
+enum class BiasGradients {
+  kTwoTerms,  // db_ih from dbx's column sums, db_hh from dbh's
+  kOneTerm,   // both from dbx's column sums (both biases enter after any norm)
+  // Both from the column sums of dax, which is dbx (no norm at all), formed
+  // in the pass of dW_ih over dax.
+  kOneTermWithWeights,
+};
+
+// How InputSideGradients forms the recurrent weight gradient dW_hh.
+enum class RecurrentWeights {
+  kByCaller,     // not at all: the caller does (the GRU's is cell-specific)
+  kSeparate,     // dW_hh += dah^T h, a pass of its own
+  kWithWeights,  // the same with dah = dax, in the pass of dW_ih
+};
+
+// What InputSideGradients reads, in position order (T*B rows of N values).
 template <typename T>
-void InputSideGradients(Index rows, Index D, Index N, const T* x, Index ldx, const T* dax,
-                        const T* dbx, const T* dbh, const CellWeights<T>& w, const CellGrads<T>& g,
-                        T* dx, Index lddx, bool accumulate_dx, const T* dah = nullptr,
-                        const T* h = nullptr, Index H = 0, const T* dbx_sums = nullptr) {
-  // The bias gradients' column sums come with dW_ih's pass when they are
-  // sums of dax itself (no norm at all).
-  const bool one_sum = dbx == dbh;
+struct InputSideTerms {
+  Index rows = 0, input = 0, width = 0;  // T*B, D, N
+  const T* x = nullptr;                  // the layer input (rows, D), stride ldx
+  Index ldx = 0;
+  const T* dax = nullptr;  // gradient of x W_ih^T (dbx after the input norm's backward)
+  // Gradients of the input and recurrent terms as they enter the gates
+  // (after any normalization): their column sums are the bias gradients.
+  const T* dbx = nullptr;
+  const T* dbh = nullptr;  // kTwoTerms only
+  // dbx's column sums when they are formed already (NormSite::InputGradient
+  // forms them in its pass over dbx), else null.
+  const T* dbx_sums = nullptr;
+  BiasGradients biases = BiasGradients::kTwoTerms;
+  // kSeparate: dah, the gradient of h W_hh^T, and h (rows, H; stride H), the
+  // recurrent product's input at each position. kWithWeights: h only.
+  const T* dah = nullptr;
+  const T* h = nullptr;
+  Index hidden = 0;  // H
+  RecurrentWeights recurrent = RecurrentWeights::kByCaller;
+};
+
+// After the backward sweep: adds dW_ih += dax^T x, the bias gradients and,
+// unless kByCaller, dW_hh into g, and writes dx (rows, D; stride lddx) =
+// dax W_ih.
+template <typename T>
+void InputSideGradients(const InputSideTerms<T>& a, const CellWeights<T>& w, const CellGrads<T>& g,
+                        T* dx, Index lddx) {
+  const Index rows = a.rows, D = a.input, N = a.width, H = a.hidden;
+  const bool one_sum = a.biases != BiasGradients::kTwoTerms;
   Buffer<T> sums(one_sum ? static_cast<size_t>(N) : 0, T(0));
-  T* with_dw = one_sum && dbx == dax ? sums.data() : nullptr;
-  if (h && dah == dax) {
-    WeightGradient(dax, rows, N, N, x, D, ldx, g.w_ih, h, H, H, g.w_hh, with_dw);
+  T* with_dw = a.biases == BiasGradients::kOneTermWithWeights ? sums.data() : nullptr;
+  if (a.recurrent == RecurrentWeights::kWithWeights) {
+    WeightGradient(a.dax, rows, N, N, a.x, D, a.ldx, g.w_ih, a.h, H, H, g.w_hh, with_dw);
   } else {
-    WeightGradient<T>(dax, rows, N, N, x, D, ldx, g.w_ih, nullptr, 0, 0, nullptr, with_dw);
-    if (h) WeightGradient(dah, rows, N, N, h, H, H, g.w_hh);
+    WeightGradient<T>(a.dax, rows, N, N, a.x, D, a.ldx, g.w_ih, nullptr, 0, 0, nullptr, with_dw);
+    if (a.recurrent == RecurrentWeights::kSeparate)
+      WeightGradient(a.dah, rows, N, N, a.h, H, H, g.w_hh);
   }
   if (one_sum) {  // one term's gradient (both biases added after any norm)
-    const T* s = dbx_sums ? dbx_sums : sums.data();
-    if (!with_dw && !dbx_sums) AddColumnSums(dbx, rows, N, sums.data());
+    const T* s = a.dbx_sums ? a.dbx_sums : sums.data();
+    if (!with_dw && !a.dbx_sums) AddColumnSums(a.dbx, rows, N, sums.data());
     VectorMap<T>(g.b_ih, N) += ConstVectorMap<T>(s, N);
     VectorMap<T>(g.b_hh, N) += ConstVectorMap<T>(s, N);
   } else {
-    if (dbx_sums)
-      VectorMap<T>(g.b_ih, N) += ConstVectorMap<T>(dbx_sums, N);
+    if (a.dbx_sums)
+      VectorMap<T>(g.b_ih, N) += ConstVectorMap<T>(a.dbx_sums, N);
     else
-      AddColumnSums(dbx, rows, N, g.b_ih);
-    AddColumnSums(dbh, rows, N, g.b_hh);
+      AddColumnSums(a.dbx, rows, N, g.b_ih);
+    AddColumnSums(a.dbh, rows, N, g.b_hh);
   }
-  if (accumulate_dx) {
-    ForChunks(rows, kRowChunk, [&](Index r0, Index n) {
-      View(dx + r0 * lddx, n, D, lddx).noalias() += CView(dax + r0 * N, n, N) * CView(w.w_ih, N, D);
-    });
-    return;
-  }
-  ProjectBack(dax, rows, N, w.w_ih, D, dx, lddx);
+  ProjectBack(a.dax, rows, N, w.w_ih, D, dx, lddx);
 }
 
 }  // namespace internal

@@ -27,9 +27,10 @@ inline bool IsAligned(const void* p) {
 void* AllocateBytes(std::size_t bytes);
 void FreeBytes(void* p, std::size_t bytes);
 
-// The allocator of Buffer (below), on AllocateBytes. Elements are default-initialized: Buffer<T> b(n) and b.resize(n) leave the
-// values unset (the core fills most buffers completely, and clearing tens of
-// megabytes of tape on every call costs a serial pass over memory); say
+// The allocator of Buffer (below), on AllocateBytes. Elements are
+// default-initialized: Buffer<T> b(n) and b.resize(n) leave the values unset
+// (the core fills most buffers completely, and clearing tens of megabytes of
+// tape on every call costs a serial pass over memory); say
 // Buffer<T> b(n, T(0)) or b.assign(n, T(0)) where zeros are needed.
 template <typename T>
 struct AlignedAllocator {

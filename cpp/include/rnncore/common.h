@@ -33,6 +33,11 @@ enum class CellKind { kRnn, kLstm, kGru };
 enum class Activation { kTanh, kRelu };
 enum class Norm { kNone, kLayer, kBatch, kBatchInput };
 
+// Gate blocks G of a cell: 1 (RNN), 4 (LSTM: i, f, g, o), 3 (GRU: r, z, n).
+constexpr Index GateCount(CellKind cell) {
+  return cell == CellKind::kRnn ? 1 : cell == CellKind::kLstm ? 4 : 3;
+}
+
 template <typename T>
 using RowMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 template <typename T>
