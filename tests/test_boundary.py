@@ -101,3 +101,7 @@ def test_dense_any_strides_and_dtype():
     np.testing.assert_array_equal(dw, dw2)
     np.testing.assert_array_equal(db, db2)
 
+
+def test_size_limits_are_exported():
+    assert _core.MAX_DIM == 2**31 - 1
+    assert _core.MAX_PARAMETER_BYTES == 2**40

@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "rnncore/limits.h"
 #include "rnncore/model.h"
 
 namespace rnncore {
@@ -60,7 +61,6 @@ std::string Suffix(Index layer, Index dir) {
 }  // namespace
 
 void ModelConfig::Validate() const {
-  constexpr Index kMaxDim = (Index(1) << 31) - 1;
   Require(input_size > 0 && input_size <= kMaxDim, "input_size must be in 1..2^31-1");
   Require(hidden_size > 0 && hidden_size <= kMaxDim, "hidden_size must be in 1..2^31-1");
   Require(num_layers > 0 && num_layers <= kMaxDim, "num_layers must be in 1..2^31-1");
@@ -91,10 +91,10 @@ std::vector<ParamInfo> ParameterLayout(const ModelConfig& c) {
     // addresses long before they could overflow.
     Index size = 1;
     for (Index d : p.shape) {
-      Require(size <= (Index(1) << 40) / d, "the model is too large: " + p.name);
+      Require(size <= kMaxParameters / d, "the model is too large: " + p.name);
       size *= d;
     }
-    Require(offset <= (Index(1) << 40) - size, "the model is too large");
+    Require(offset <= kMaxParameters - size, "the model is too large");
     offset += size;
     layout.push_back(std::move(p));
   };

@@ -7,6 +7,8 @@ import numpy.typing as npt
 
 ISA: str
 __version__: str
+MAX_DIM: int
+MAX_PARAMETER_BYTES: int
 
 def build_info() -> dict[str, Any]: ...
 def cpu_supports(isa: str) -> bool: ...
