@@ -226,8 +226,11 @@ void BackwardSequence(CellTag<CellKind::kGru>, const CellConfig& config, const C
   Buffer<T> dbx_sums(static_cast<size_t>(nx.active() ? G : 0), T(0));
   const T* dwx = nx.InputGradient(seq, dax, &dax_pre, grads.gx, dbx_sums.data());
   InputSideTerms<T> terms;
-  terms.rows = rows, terms.input = D, terms.width = G;
-  terms.x = x, terms.ldx = ldx;
+  terms.rows = rows;
+  terms.input = D;
+  terms.width = G;
+  terms.x = x;
+  terms.ldx = ldx;
   terms.dax = dwx;
   terms.dbx = dax.data();
   terms.dbh = dbh;

@@ -281,8 +281,11 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
   const T* dwx = nx.InputGradient(seq, dz, &dax, grads.gx, dz_sums.data());
   Buffer<T> scratch;
   internal::InputSideTerms<T> terms;
-  terms.rows = rows, terms.input = D, terms.width = G;
-  terms.x = x, terms.ldx = ldx;
+  terms.rows = rows;
+  terms.input = D;
+  terms.width = G;
+  terms.x = x;
+  terms.ldx = ldx;
   terms.dax = dwx;
   terms.dbx = dz.data();
   terms.dbx_sums = nx.active() ? dz_sums.data() : nullptr;

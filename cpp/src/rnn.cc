@@ -137,8 +137,11 @@ void BackwardSequence(CellTag<CellKind::kRnn>, const CellConfig& config, const C
   const T* dwx = norm_sum ? dah.data() : nx.InputGradient(seq, dz, &dax, grads.gx, dz_sums.data());
   Buffer<T> scratch;
   InputSideTerms<T> terms;
-  terms.rows = rows, terms.input = D, terms.width = H;
-  terms.x = x, terms.ldx = ldx;
+  terms.rows = rows;
+  terms.input = D;
+  terms.width = H;
+  terms.x = x;
+  terms.ldx = ldx;
   terms.dax = dwx;
   terms.dbx = dz.data();
   terms.dbx_sums = summed ? dz_sums.data() : nullptr;
