@@ -66,10 +66,10 @@ class PackedMatrix {
 // the product is used once (a single step) for at most kernels::kDotRows
 // rows, or for every step of a single row, or of up to 2 rows given w16, a
 // float16 copy of W (Model::UseHalfWeights), which the dot products then
-// read. Other products pack W once for all steps (measured over sequences:
-// at 2 rows of float32, and at 4 of float16, a packed GEMM step beat dot
-// products over the weights). Large products are split over output columns
-// in fixed chunks.
+// read. Other products pack W once for all steps: over a sequence, a packed
+// GEMM step beats dot products over the weights from a few rows on (where
+// exactly: benchmarks/README.md, "Measurements behind design choices in the
+// core"). Large products are split over output columns in fixed chunks.
 template <typename T>
 class StepMatrix {
  public:
