@@ -204,7 +204,7 @@ def test_batch_input_gradient_sum_over_all_positions_vanishes(rc, rng, variant):
 
 
 # Sizes at which the core splits a step's normalization over threads: a step's rows x width
-# reaches 2**13 values (sequence_ops.h), so the batch norms run in column chunks and the layer
+# reaches 2**13 values (parallel_chunks.h), so the batch norms run in column chunks and the layer
 # norms' (and eval batch norms') backward in row chunks that keep their parameter gradients in
 # per-chunk slots. B_SPLIT sequences times the widest site: LSTM 4 * 96, GRU 3 * 128, RNN 352.
 B_SPLIT = 24

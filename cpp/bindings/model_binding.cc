@@ -57,23 +57,20 @@ void CheckShape(const py::array& a, std::initializer_list<Index> shape, const ch
   }
 }
 
+// An optional input (None or an array of real numbers of the given shape) as
+// the core reads it (CoreInput); nullopt for None.
 template <typename T>
-const T* OptionalData(const std::optional<Array<T>>& a, std::initializer_list<Index> shape,
-                      const char* name) {
-  if (!a) return nullptr;
-  CheckShape(*a, shape, name);
-  return a->data();
+std::optional<Array<T>> OptionalInput(const py::object& obj, std::initializer_list<Index> shape,
+                                      const char* name) {
+  if (obj.is_none()) return std::nullopt;
+  const py::array a = RealArray(obj, name);
+  CheckShape(a, shape, name);
+  return CoreInput<T>(a);
 }
 
-// a itself when aligned, else an aligned copy.
 template <typename T>
-Array<T> Aligned(const Array<T>& a) {
-  if (IsAligned(a.data())) return a;
-  std::size_t n = static_cast<std::size_t>(a.size());
-  auto [p, owner] = OwnedBlock<T>(n);
-  std::copy(a.data(), a.data() + n, p);
-  std::vector<py::ssize_t> dims(a.shape(), a.shape() + a.ndim());
-  return Array<T>(dims, p, owner);
+const T* DataOrNull(const std::optional<Array<T>>& a) {
+  return a ? a->data() : nullptr;
 }
 
 template <typename T>
@@ -154,19 +151,24 @@ void BindModelImpl(py::module_& m, const char* model_name, const char* tape_name
           "The flat gradient buffer as a live NumPy view.")
       .def(
           "forward",
-          [](const ModelT& self, const Array<T>& x_in, const std::optional<Array<T>>& h0,
-             const std::optional<Array<T>>& c0,
+          [](const ModelT& self, const py::object& x_in, const py::object& h0_in,
+             const py::object& c0_in,
              const std::optional<py::array_t<std::int64_t, py::array::c_style>>& lengths,
              bool record, bool training, std::uint64_t seed) {
             const ModelConfig& c = self.config();
-            const Array<T> x = Aligned(x_in);
-            if (x.ndim() != 3 || x.shape(0) < 1 || x.shape(1) < 1 || x.shape(2) != c.input_size)
+            const py::array x_any = RealArray(x_in, "x");
+            if (x_any.ndim() != 3 || x_any.shape(0) < 1 || x_any.shape(1) < 1 ||
+                x_any.shape(2) != c.input_size)
               throw py::value_error("x must have shape (T, B, input_size) with T, B >= 1");
+            const Array<T> x = CoreInput<T>(x_any);
             const Index steps = x.shape(0), batch = x.shape(1);
             const Index S = c.num_layers * c.directions(), P = c.out_size();
             const bool lstm = c.cell == CellKind::kLstm;
-            const T* h0p = OptionalData(h0, {S, batch, P}, "h_0");
-            const T* c0p = lstm ? OptionalData(c0, {S, batch, c.hidden_size}, "c_0") : nullptr;
+            const auto h0 = OptionalInput<T>(h0_in, {S, batch, P}, "h_0");
+            const auto c0 =
+                lstm ? OptionalInput<T>(c0_in, {S, batch, c.hidden_size}, "c_0") : std::nullopt;
+            const T* h0p = DataOrNull(h0);
+            const T* c0p = DataOrNull(c0);
             const std::int64_t* lp = nullptr;
             if (lengths) {
               CheckShape(*lengths, {batch}, "lengths");
@@ -191,7 +193,9 @@ void BindModelImpl(py::module_& m, const char* model_name, const char* tape_name
           py::arg("x"), py::kw_only(), py::arg("h0") = py::none(), py::arg("c0") = py::none(),
           py::arg("lengths") = py::none(), py::arg("record") = false, py::arg("training") = false,
           py::arg("seed") = 0,
-          "Runs the stack on time-major x (T, B, input_size); training selects batch "
+          "Runs the stack on time-major x (T, B, input_size); x, h0 and c0 may have any real "
+          "dtype and strides (converted to the model's dtype in one copy, or read in place). "
+          "training selects batch "
           "statistics (and updates the running ones) and applies dropout and zoneout masks "
           "drawn from seed; record keeps a tape. Returns (out, h_n, c_n or None, tape or None).")
       .def_property_readonly(
@@ -238,19 +242,23 @@ void BindModelImpl(py::module_& m, const char* model_name, const char* tape_name
           "Replaces the running mean and variance of one site (rows, width).")
       .def(
           "backward",
-          [](ModelT& self, TapeT& tape, const std::optional<Array<T>>& dout,
-             const std::optional<Array<T>>& dh_n, const std::optional<Array<T>>& dc_n,
-             bool step_norms) {
+          [](ModelT& self, TapeT& tape, const py::object& dout_in, const py::object& dh_n_in,
+             const py::object& dc_n_in, bool step_norms) {
             const ModelConfig& c = self.config();
             if (tape.owner() != &self) throw py::value_error("tape was recorded by another module");
             if (tape.consumed()) throw py::value_error("tape has already been used by backward()");
             const Index steps = tape.steps(), batch = tape.batch();
             const Index S = c.num_layers * c.directions(), P = c.out_size();
             const bool lstm = c.cell == CellKind::kLstm;
-            const T* dop = OptionalData(dout, {steps, batch, c.directions() * P}, "grad_out");
-            const T* dhp = OptionalData(dh_n, {S, batch, P}, "grad_h_n");
-            const T* dcp =
-                lstm ? OptionalData(dc_n, {S, batch, c.hidden_size}, "grad_c_n") : nullptr;
+            const auto dout =
+                OptionalInput<T>(dout_in, {steps, batch, c.directions() * P}, "grad_out");
+            const auto dh_n = OptionalInput<T>(dh_n_in, {S, batch, P}, "grad_h_n");
+            const auto dc_n = lstm
+                                  ? OptionalInput<T>(dc_n_in, {S, batch, c.hidden_size}, "grad_c_n")
+                                  : std::nullopt;
+            const T* dop = DataOrNull(dout);
+            const T* dhp = DataOrNull(dh_n);
+            const T* dcp = DataOrNull(dc_n);
             Array<T> dx = NewArray<T>({steps, batch, c.input_size});
             Array<T> dh0 = NewArray<T>({S, batch, P});
             std::optional<Array<T>> dc0;
@@ -269,7 +277,8 @@ void BindModelImpl(py::module_& m, const char* model_name, const char* tape_name
           },
           py::arg("tape"), py::arg("grad_out") = py::none(), py::arg("grad_h_n") = py::none(),
           py::arg("grad_c_n") = py::none(), py::arg("step_norms") = false,
-          "Backpropagation through time. Returns (grad_x, grad_h0, grad_c0 or None, step norms "
+          "Backpropagation through time; the gradients may have any real dtype and strides. "
+          "Returns (grad_x, grad_h0, grad_c0 or None, step norms "
           "(layers * directions, T) or None) and adds the parameter gradients into the gradient "
           "buffer.");
 }

@@ -7,7 +7,8 @@
 #include "dense_binding.h"
 #include "model_binding.h"
 #include "rnncore/common.h"
-#include "rnncore/runtime.h"
+#include "rnncore/limits.h"
+#include "rnncore/thread_pool.h"
 
 namespace py = pybind11;
 
@@ -47,6 +48,9 @@ PYBIND11_MODULE(RNNCORE_MODULE_NAME, m) {
   m.doc() = "rnncore's compiled core (private; use the rnncore package).";
   m.attr("ISA") = RNNCORE_ISA_NAME;
   m.attr("__version__") = RNNCORE_VERSION;
+  // Size limits (rnncore/limits.h).
+  m.attr("MAX_DIM") = rnncore::kMaxDim;
+  m.attr("MAX_PARAMETER_BYTES") = rnncore::kMaxParameterBytes;
   m.def("cpu_supports", &CpuSupports, py::arg("isa"),
         "Whether this CPU can run the kernels compiled for isa ('baseline', 'avx2', 'avx512').");
   rnncore::bindings::BindModel(m);

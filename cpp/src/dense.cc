@@ -1,6 +1,7 @@
 #include "rnncore/dense.h"
 
-#include "sequence_ops.h"
+#include "parallel_chunks.h"
+#include "sequence_gemm.h"
 
 namespace rnncore {
 namespace dense {

@@ -2,58 +2,57 @@
 
 #include <optional>
 
+#include "cell_pass.h"
 #include "kernels/pointwise.h"
 #include "norm_site.h"
+#include "parallel_chunks.h"
 #include "regularize.h"
-#include "sequence_ops.h"
+#include "sequence_gemm.h"
+#include "step_products.h"
+#include "tape_rows.h"
 
 namespace rnncore {
-namespace gru {
-
-using internal::CopyRow;
-using internal::NormSite;
-using internal::RecurrentDropout;
-using internal::StepRows;
-using internal::Zoneout;
+namespace internal {
 
 template <typename T>
-void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h0, T* y, Index ldy,
-                         T* h_n, CellTape<T>* tape) const {
-  const Index steps = seq.steps(), B = seq.batch(), D = config_.input, H = config_.hidden;
-  const Index G = kGates * H, rows = steps * B;
-  const bool after = config_.reset_after;
-  const auto sites = internal::Sites(config_.norm, CellKind::kGru);
-  NormSite<T> nx(sites.x, seq, G, w_.gx, nullptr, config_, w_.rx, tape ? &tape->nx : nullptr);
-  NormSite<T> nh(sites.h, seq, G, w_.gh, nullptr, config_, w_.rh, tape ? &tape->nh : nullptr);
+void ForwardSequence(CellTag<CellKind::kGru>, const CellConfig& config, const CellWeights<T>& w,
+                     const StepIndex& seq, const T* x, Index ldx, const T* h0, T* y, Index ldy,
+                     T* h_n, CellTape<T>* tape) {
+  CellScope<T> scope(CellKind::kGru, seq, config, w, tape);
+  const Index steps = scope.steps, B = scope.batch, D = scope.input, H = scope.hidden;
+  const Index G = scope.gates, rows = scope.rows;
+  NormSite<T>& nx = scope.nx;
+  NormSite<T>& nh = scope.nh;
+  const bool after = config.reset_after;
 
-  Buffer<T> h = internal::InitialState(h0, B, H);
+  Buffer<T> h = InitialState(h0, B, H);
   Buffer<T> ah(static_cast<size_t>(B * G));
-  RecurrentDropout<T> rd(config_, B, H);
+  RecurrentDropout<T> rd(config, B, H);
   // W_hh^T; reset_before: its r, z rows and its n rows apart.
-  std::optional<internal::StepMatrix<T>> whh, wrz, wn;
+  std::optional<StepMatrix<T>> whh, wrz, wn;
   if (after) {
-    whh.emplace(w_.w_hh, H, G, 1, H, B, w_.w_hh16, steps == 1);
+    whh.emplace(w.w_hh, H, G, 1, H, B, w.w_hh16, steps == 1);
   } else {
-    wrz.emplace(w_.w_hh, H, 2 * H, 1, H, B, w_.w_hh16, steps == 1);
-    wn.emplace(w_.w_hh + 2 * H * H, H, H, 1, H, B, w_.w_hh16 ? w_.w_hh16 + 2 * H * H : nullptr,
+    wrz.emplace(w.w_hh, H, 2 * H, 1, H, B, w.w_hh16, steps == 1);
+    wn.emplace(w.w_hh + 2 * H * H, H, H, 1, H, B, w.w_hh16 ? w.w_hh16 + 2 * H * H : nullptr,
                steps == 1);
   }
   Buffer<T> ax(static_cast<size_t>(rows * G));
   // fused: a single step's recurrent product came with the input projection
   // (reset_after: one product of all gates).
   const bool fused =
-      internal::ProjectInput(x, steps, B, D, ldx, w_.w_ih, G, ax.data(), after ? &*whh : nullptr,
-                             rd.Apply(h.data()), H, ah.data(), G, w_.w_ih16);
+      ProjectInput(x, steps, B, D, ldx, w.w_ih, G, ax.data(), after ? &*whh : nullptr,
+                   rd.Apply(h.data()), H, ah.data(), G, w.w_ih16);
   nx.ForwardAll(seq, ax.data());
   Buffer<T> h_new(static_cast<size_t>(B * H));
   Buffer<T> rh(after ? 0 : static_cast<size_t>(B * H));
   Buffer<T> gates_buf(static_cast<size_t>(B * G)), aux_buf(static_cast<size_t>(B * H));
-  const Zoneout<T> zone(config_, MaskSite::kZoneH, H);
+  const Zoneout<T> zone(config, MaskSite::kZoneH, H);
   StepRows<T> step_rows;
   if (tape) {
-    internal::ResizePositions(tape->gates, seq, G);
-    internal::ResizePositions(tape->h_prev, seq, H);
-    internal::ResizePositions(tape->aux, seq, H);
+    ResizePositions(tape->gates, seq, G);
+    ResizePositions(tape->h_prev, seq, H);
+    ResizePositions(tape->aux, seq, H);
   }
   // Where step rows go: the tape when training, a step buffer otherwise.
   auto gates_at = [&](Index r, Index b) {
@@ -76,21 +75,21 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
         const Index r = seq.Row(k, b);
         if (r < 0) return;
         if (nh_rows) nh.StepRow(ah.data() + b * G, r);
-        kernels::GruForward(H, ax.data() + r * G, ah.data() + b * G, w_.b_ih, w_.b_hh,
+        kernels::GruForward(H, ax.data() + r * G, ah.data() + b * G, w.b_ih, w.b_hh,
                             h.data() + b * H, gates_at(r, b), aux_at(r, b), h_new.data() + b * H);
       };
       auto whole_step = [&] {  // batch norm in training of the recurrent term
         step_rows.FromStep(seq, k, ah.data(), G);
         nh.ForwardStep(k, step_rows);
       };
-      internal::StepProductThenRows(*whh, product, u, H, ah.data(), G, G, !nh.active() || nh_rows,
-                                    whole_step, row);
+      StepProductThenRows(*whh, product, u, H, ah.data(), G, G, !nh.active() || nh_rows, whole_step,
+                          row);
     } else {  // reset_before: plain cells only
       wrz->Product(u, H, ah.data(), 2 * H);
       for (Index b = 0; b < B; ++b) {
         const Index r = seq.Row(k, b);
         if (r < 0) continue;
-        kernels::GruResetBeforeGates(H, ax.data() + r * G, ah.data() + b * 2 * H, w_.b_ih, w_.b_hh,
+        kernels::GruResetBeforeGates(H, ax.data() + r * G, ah.data() + b * 2 * H, w.b_ih, w.b_hh,
                                      u + b * H, gates_at(r, b), rh.data() + b * H);
       }
       // ah now (B, H): (r h) W_hn^T.
@@ -99,7 +98,7 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
         const Index r = seq.Row(k, b);
         if (r < 0) continue;
         if (tape) CopyRow(rh.data() + b * H, tape->aux.data() + r * H, H);
-        kernels::GruResetBeforeOutput(H, ax.data() + r * G, ah.data() + b * H, w_.b_ih, w_.b_hh,
+        kernels::GruResetBeforeOutput(H, ax.data() + r * G, ah.data() + b * H, w.b_ih, w.b_hh,
                                       h.data() + b * H, gates_at(r, b), h_new.data() + b * H);
       }
     }
@@ -116,48 +115,37 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
 }
 
 template <typename T>
-void ForwardPass<T>::Iterate(Index batch, const T* x, const T* h_prev, T* h) const {
-  const StepIndex seq(1, batch, nullptr, false);
-  Buffer<T> y(static_cast<size_t>(batch * config_.hidden));
-  Run(seq, x, config_.input, h_prev, y.data(), config_.hidden, h, nullptr);
-}
-
-template <typename T>
-void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const CellTape<T>& tape,
-                          const T* dy, Index ldy, T* dh, T* dx, Index lddx, bool accumulate_dx,
-                          const CellGrads<T>& grads) const {
-  const Index steps = seq.steps(), B = seq.batch(), D = config_.input, H = config_.hidden;
-  const Index G = kGates * H, rows = steps * B;
-  const bool after = config_.reset_after;
-  const auto sites = internal::Sites(config_.norm, CellKind::kGru);
-  // The sites only read the tape here (and never touch running statistics).
-  auto& mtape = const_cast<CellTape<T>&>(tape);
-  NormSite<T> nx(sites.x, seq, G, w_.gx, nullptr, config_, nullptr, nullptr);
-  NormSite<T> nh(sites.h, seq, G, w_.gh, nullptr, config_, nullptr, nullptr);
-  nx.AttachTape(&mtape.nx);
-  nh.AttachTape(&mtape.nh);
+void BackwardSequence(CellTag<CellKind::kGru>, const CellConfig& config, const CellWeights<T>& w,
+                      const StepIndex& seq, const T* x, Index ldx, const CellTape<T>& tape,
+                      const T* dy, Index ldy, T* dh, T* dx, Index lddx, const CellGrads<T>& grads) {
+  CellScope<T> scope(CellKind::kGru, seq, config, w, tape);
+  const Index steps = scope.steps, B = scope.batch, D = scope.input, H = scope.hidden;
+  const Index G = scope.gates, rows = scope.rows;
+  NormSite<T>& nx = scope.nx;
+  NormSite<T>& nh = scope.nh;
+  const bool after = config.reset_after;
 
   // Gradients of the gates' input-side term X and recurrent-side term R (they
   // differ only in the n block of the reset_after form), and, when the
   // recurrent term is normalized, of h W_hh^T.
   Buffer<T> dax, dah, dah_pre;
-  internal::ResizePositions(dax, seq, G);
-  if (after) internal::ResizePositions(dah, seq, G);
-  if (nh.active()) internal::ResizePositions(dah_pre, seq, G);
+  ResizePositions(dax, seq, G);
+  if (after) ResizePositions(dah, seq, G);
+  if (nh.active()) ResizePositions(dah_pre, seq, G);
   Buffer<T> dax_step(static_cast<size_t>(B * G)), dah_step(static_cast<size_t>(B * G));
   Buffer<T> direct(static_cast<size_t>(B * H)), drh(after ? 0 : static_cast<size_t>(B * H));
   Buffer<T> dh_new(static_cast<size_t>(B * H));
-  const RecurrentDropout<T> rd(config_, B, H);
-  const Zoneout<T> zone(config_, MaskSite::kZoneH, H);
+  const RecurrentDropout<T> rd(config, B, H);
+  const Zoneout<T> zone(config, MaskSite::kZoneH, H);
   Buffer<T> zdirect(zone.active() ? static_cast<size_t>(B * H) : 0);
   Buffer<T> du(after ? 0 : static_cast<size_t>(B * H)), u_row(static_cast<size_t>(H));
   // W_hh; reset_before: its r, z rows and its n rows apart.
-  std::optional<internal::StepMatrix<T>> whh, wrz, wn;
+  std::optional<StepMatrix<T>> whh, wrz, wn;
   if (after) {
-    whh.emplace(w_.w_hh, G, H, H, 1, B);
+    whh.emplace(w.w_hh, G, H, H, 1, B);
   } else {
-    wrz.emplace(w_.w_hh, 2 * H, H, H, 1, B);
-    wn.emplace(w_.w_hh + 2 * H * H, H, H, H, 1, B);
+    wrz.emplace(w.w_hh, 2 * H, H, H, 1, B);
+    wn.emplace(w.w_hh + 2 * H * H, H, H, H, 1, B);
   }
 
   for (Index k = steps - 1; k >= 0; --k) {
@@ -165,12 +153,12 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
       const Index r = seq.Row(k, b);
       if (r < 0) continue;
       VectorMap<T>(dh + b * H, H) += ConstVectorMap<T>(dy + r * ldy, H);
-      internal::AddSquaredNorm(grads.dh_sq, r, B, dh + b * H, H);
+      AddSquaredNorm(grads.dh_sq, r, B, dh + b * H, H);
       // Zoneout: from here on dh is the gradient of the new value h~.
       if (zone.active()) zone.Split(r, dh + b * H, zdirect.data() + b * H);
     }
     if (after) {
-      internal::ForRows(B, G, [&](Index b) {  // rows are independent
+      ForRows(B, G, [&](Index b) {  // rows are independent
         const Index r = seq.Row(k, b);
         T* ds = dah_step.data() + b * G;
         if (r < 0) {
@@ -237,25 +225,35 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
   Buffer<T> dax_pre;
   Buffer<T> dbx_sums(static_cast<size_t>(nx.active() ? G : 0), T(0));
   const T* dwx = nx.InputGradient(seq, dax, &dax_pre, grads.gx, dbx_sums.data());
-  internal::InputSideGradients(rows, D, G, x, ldx, dwx, dax.data(), dbh, w_, grads, dx, lddx,
-                               accumulate_dx, static_cast<const T*>(nullptr),
-                               static_cast<const T*>(nullptr), 0,
-                               nx.active() ? dbx_sums.data() : nullptr);
+  InputSideTerms<T> terms;
+  terms.rows = rows;
+  terms.input = D;
+  terms.width = G;
+  terms.x = x;
+  terms.ldx = ldx;
+  terms.dax = dwx;
+  terms.dbx = dax.data();
+  terms.dbh = dbh;
+  terms.dbx_sums = nx.active() ? dbx_sums.data() : nullptr;
+  // reset_before (no norms): both terms are X, whose gradient dax is.
+  terms.biases = after ? BiasGradients::kTwoTerms : BiasGradients::kOneTermWithWeights;
+  terms.recurrent = RecurrentWeights::kByCaller;  // below
+  InputSideGradients(terms, w, grads, dx, lddx);
   Buffer<T> scratch;
   const T* history = rd.History(tape.h_prev.data(), rows, &scratch);
   if (after) {
-    internal::WeightGradient(dwh, rows, G, G, history, H, H, grads.w_hh);
+    WeightGradient(dwh, rows, G, G, history, H, H, grads.w_hh);
   } else {
-    internal::WeightGradient(dax.data(), rows, 2 * H, G, history, H, H, grads.w_hh);
-    internal::WeightGradient(dax.data() + 2 * H, rows, H, G, tape.aux.data(), H, H,
-                             grads.w_hh + 2 * H * H);
+    WeightGradient(dax.data(), rows, 2 * H, G, history, H, H, grads.w_hh);
+    WeightGradient(dax.data() + 2 * H, rows, H, G, tape.aux.data(), H, H, grads.w_hh + 2 * H * H);
   }
 }
 
-template class ForwardPass<float>;
-template class ForwardPass<double>;
-template class BackwardPass<float>;
-template class BackwardPass<double>;
+}  // namespace internal
 
-}  // namespace gru
+template class HiddenStateForwardPass<CellKind::kGru, float>;
+template class HiddenStateForwardPass<CellKind::kGru, double>;
+template class HiddenStateBackwardPass<CellKind::kGru, float>;
+template class HiddenStateBackwardPass<CellKind::kGru, double>;
+
 }  // namespace rnncore

@@ -2,10 +2,14 @@
 
 #include <optional>
 
+#include "cell_pass.h"
 #include "kernels/pointwise.h"
 #include "norm_site.h"
+#include "parallel_chunks.h"
 #include "regularize.h"
-#include "sequence_ops.h"
+#include "sequence_gemm.h"
+#include "step_products.h"
+#include "tape_rows.h"
 
 namespace rnncore {
 namespace lstm {
@@ -19,13 +23,13 @@ using internal::Zoneout;
 template <typename T>
 void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h0, const T* c0,
                          T* y, Index ldy, T* h_n, T* c_n, CellTape<T>* tape) const {
-  const Index steps = seq.steps(), B = seq.batch(), D = config_.input, H = config_.hidden;
-  const Index P = config_.out(), G = kGates * H, rows = steps * B;
+  internal::CellScope<T> scope(CellKind::kLstm, seq, config_, w_, tape);
+  const Index steps = scope.steps, B = scope.batch, D = scope.input, H = scope.hidden;
+  const Index P = scope.out, G = scope.gates, rows = scope.rows;
+  NormSite<T>& nx = scope.nx;
+  NormSite<T>& nh = scope.nh;
+  NormSite<T>& nc = scope.nc;
   const bool proj = config_.proj > 0;
-  const auto sites = internal::Sites(config_.norm, CellKind::kLstm);
-  NormSite<T> nx(sites.x, seq, G, w_.gx, nullptr, config_, w_.rx, tape ? &tape->nx : nullptr);
-  NormSite<T> nh(sites.h, seq, G, w_.gh, nullptr, config_, w_.rh, tape ? &tape->nh : nullptr);
-  NormSite<T> nc(sites.c, seq, H, w_.gc, w_.bc, config_, w_.rc, tape ? &tape->nc : nullptr);
 
   Buffer<T> h = internal::InitialState(h0, B, P);
   Buffer<T> c = internal::InitialState(c0, B, H);
@@ -161,18 +165,14 @@ void ForwardPass<T>::Iterate(Index batch, const T* x, const T* h_prev, const T* 
 template <typename T>
 void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const CellTape<T>& tape,
                           const T* dy, Index ldy, T* dh, T* dc, T* dx, Index lddx,
-                          bool accumulate_dx, const CellGrads<T>& grads) const {
-  const Index steps = seq.steps(), B = seq.batch(), D = config_.input, H = config_.hidden;
-  const Index P = config_.out(), G = kGates * H, rows = steps * B;
+                          const CellGrads<T>& grads) const {
+  internal::CellScope<T> scope(CellKind::kLstm, seq, config_, w_, tape);
+  const Index steps = scope.steps, B = scope.batch, D = scope.input, H = scope.hidden;
+  const Index P = scope.out, G = scope.gates, rows = scope.rows;
+  NormSite<T>& nx = scope.nx;
+  NormSite<T>& nh = scope.nh;
+  NormSite<T>& nc = scope.nc;
   const bool proj = config_.proj > 0;
-  const auto sites = internal::Sites(config_.norm, CellKind::kLstm);
-  auto& mtape = const_cast<CellTape<T>&>(tape);  // read only: see gru.cc
-  NormSite<T> nx(sites.x, seq, G, w_.gx, nullptr, config_, nullptr, nullptr);
-  NormSite<T> nh(sites.h, seq, G, w_.gh, nullptr, config_, nullptr, nullptr);
-  NormSite<T> nc(sites.c, seq, H, w_.gc, w_.bc, config_, nullptr, nullptr);
-  nx.AttachTape(&mtape.nx);
-  nh.AttachTape(&mtape.nh);
-  nc.AttachTape(&mtape.nc);
 
   // dz: gradient of the gates' pre-activations (= of both normalized terms
   // and of the biases). dah: of h W_hh^T (dz after the recurrent-side norm).
@@ -280,9 +280,24 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
   Buffer<T> dz_sums(static_cast<size_t>(nx.active() ? G : 0), T(0));  // the bias gradient
   const T* dwx = nx.InputGradient(seq, dz, &dax, grads.gx, dz_sums.data());
   Buffer<T> scratch;
-  internal::InputSideGradients(rows, D, G, x, ldx, dwx, dz.data(), dz.data(), w_, grads, dx, lddx,
-                               accumulate_dx, dwh, rd.History(tape.h_prev.data(), rows, &scratch),
-                               P, nx.active() ? dz_sums.data() : nullptr);
+  internal::InputSideTerms<T> terms;
+  terms.rows = rows;
+  terms.input = D;
+  terms.width = G;
+  terms.x = x;
+  terms.ldx = ldx;
+  terms.dax = dwx;
+  terms.dbx = dz.data();
+  terms.dbx_sums = nx.active() ? dz_sums.data() : nullptr;
+  // Without norms, dz is the gradient of both products, and of both biases.
+  terms.biases = nx.active() ? internal::BiasGradients::kOneTerm
+                             : internal::BiasGradients::kOneTermWithWeights;
+  terms.dah = dwh;
+  terms.h = rd.History(tape.h_prev.data(), rows, &scratch);
+  terms.hidden = P;
+  terms.recurrent = nx.active() || nh.active() ? internal::RecurrentWeights::kSeparate
+                                               : internal::RecurrentWeights::kWithWeights;
+  internal::InputSideGradients(terms, w_, grads, dx, lddx);
   if (proj) {
     // m = o * tanh(N_c(c)), zero at inactive positions (their gates are zero).
     Buffer<T> m(static_cast<size_t>(rows * H));

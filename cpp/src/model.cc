@@ -1,61 +1,37 @@
+// Model: a stack of recurrent layers, forward and backward.
 #include "rnncore/model.h"
 
 #include <algorithm>
-#include <cstring>
+#include <cmath>
 
+#include "layout.h"
 #include "regularize.h"
+#include "rnncore/allocator.h"
 #include "rnncore/gru.h"
 #include "rnncore/lstm.h"
 #include "rnncore/rnn.h"
-#include "rnncore/runtime.h"
-#include "sequence_ops.h"
+#include "rnncore/thread_pool.h"
 
 namespace rnncore {
 
 namespace {
 
-// Parameter slots of one layer and direction, in layout order.
-enum Slot { kWih = 0, kWhh, kBih, kBhh, kWhr, kGx, kGh, kGc, kBc, kNumSlots };
-// Normalization sites, for the running statistics.
-enum Site { kSiteX = 0, kSiteH, kSiteC, kNumSites };
-
-std::string Suffix(Index layer, Index dir) {
-  return "_l" + std::to_string(layer) + (dir == 1 ? "_reverse" : "");
-}
-
-// The normalization parameters of a layer direction: (slot, name, width).
-struct NormParam {
-  Slot slot;
-  std::string name;
-  Index width;
-};
-
-std::vector<NormParam> NormParams(const ModelConfig& c) {
-  const Index gh = c.gates() * c.hidden_size, h = c.hidden_size;
-  const bool lstm = c.cell == CellKind::kLstm;
-  switch (c.norm) {
-    case Norm::kLayer:
-      if (c.cell == CellKind::kRnn) return {{kGh, "ln_weight", h}};
-      if (lstm)
-        return {{kGx, "ln_ih_weight", gh},
-                {kGh, "ln_hh_weight", gh},
-                {kGc, "ln_cell_weight", h},
-                {kBc, "ln_cell_bias", h}};
-      return {{kGx, "ln_ih_weight", gh}, {kGh, "ln_hh_weight", gh}};
-    case Norm::kBatch:
-      if (lstm)
-        return {{kGx, "bn_ih_weight", gh},
-                {kGh, "bn_hh_weight", gh},
-                {kGc, "bn_cell_weight", h},
-                {kBc, "bn_cell_bias", h}};
-      return {{kGx, "bn_ih_weight", gh}, {kGh, "bn_hh_weight", gh}};
-    case Norm::kBatchInput:
-      return {{kGx, "bn_ih_weight", gh}};
-    case Norm::kNone:
-      break;
-  }
-  return {};
-}
+using internal::kBc;
+using internal::kBhh;
+using internal::kBih;
+using internal::kGc;
+using internal::kGh;
+using internal::kGx;
+using internal::kNumSites;
+using internal::kNumSlots;
+using internal::kSiteC;
+using internal::kSiteH;
+using internal::kSiteX;
+using internal::kWhh;
+using internal::kWhr;
+using internal::kWih;
+using internal::LayerOutputDropout;
+using internal::MaskedInput;
 
 // Clears the rows of positions past each sequence's length in a
 // position-ordered (T*B, width) matrix (lengths may be null: no padding).
@@ -67,130 +43,7 @@ void ZeroPadding(T* a, Index steps, Index batch, const std::int64_t* lengths, In
       std::fill_n(a + (t * batch + b) * width, width, T(0));
 }
 
-// x (rows, D) under the variational input mask of (layer, dir): row r is
-// multiplied by mask row r % B. Returns the masked copy, kept in *scratch;
-// the mask is kept in *mask for the backward (internal::MaskSequenceRows).
-template <typename T>
-const T* MaskedInput(const T* x, Index rows, Index batch, Index D, double p, std::uint64_t seed,
-                     Index layer, Index dir, Buffer<T>* mask, Buffer<T>* scratch) {
-  const internal::Bernoulli draw(internal::MaskKey(seed, layer, dir, MaskSite::kInput), p);
-  mask->resize(static_cast<size_t>(batch * D));
-  internal::DropoutMask(draw, p, 0, batch * D, mask->data());
-  scratch->resize(static_cast<size_t>(rows * D));
-  internal::MaskSequenceRows(x, rows, batch, D, mask->data(), scratch->data());
-  return scratch->data();
-}
-
-// a (rows, width) *= the dropout mask of layer's output: elementwise, so the
-// same call is the forward pass and its backward.
-template <typename T>
-void LayerOutputDropout(T* a, Index rows, Index width, double p, std::uint64_t seed, Index layer) {
-  const internal::Bernoulli draw(internal::MaskKey(seed, layer, 0, MaskSite::kLayerOutput), p);
-  const T scale = static_cast<T>(1.0 / (1.0 - p));
-  internal::ForChunks(rows, internal::kRowChunk, [&](Index r0, Index n) {
-    for (Index i = r0 * width; i < (r0 + n) * width; ++i)
-      a[i] = draw.Hit(static_cast<std::uint64_t>(i)) ? T(0) : a[i] * scale;
-  });
-}
-
 }  // namespace
-
-void MaskHits(std::uint64_t seed, Index layer, Index dir, MaskSite site, double p,
-              std::uint64_t start, Index n, std::uint8_t* out) {
-  const internal::Bernoulli draw(internal::MaskKey(seed, layer, dir, site), p);
-  for (Index j = 0; j < n; ++j) out[j] = draw.Hit(start + static_cast<std::uint64_t>(j)) ? 1 : 0;
-}
-
-Index ModelConfig::gates() const {
-  switch (cell) {
-    case CellKind::kRnn:
-      return 1;
-    case CellKind::kLstm:
-      return 4;
-    case CellKind::kGru:
-      return 3;
-  }
-  return 0;
-}
-
-void ModelConfig::Validate() const {
-  constexpr Index kMaxDim = (Index(1) << 31) - 1;
-  Require(input_size > 0 && input_size <= kMaxDim, "input_size must be in 1..2^31-1");
-  Require(hidden_size > 0 && hidden_size <= kMaxDim, "hidden_size must be in 1..2^31-1");
-  Require(num_layers > 0 && num_layers <= kMaxDim, "num_layers must be in 1..2^31-1");
-  Require(proj_size >= 0, "proj_size must be >= 0");
-  Require(proj_size == 0 || cell == CellKind::kLstm, "proj_size is only supported by the LSTM");
-  Require(proj_size < hidden_size, "proj_size must be smaller than hidden_size");
-  Require(norm == Norm::kNone || cell != CellKind::kGru || reset_after,
-          "the GRU with reset_after=False is only available with norm=None");
-  Require(ln_eps >= 0 && bn_eps >= 0, "normalization epsilons must be >= 0");
-  Require(bn_momentum >= 0 && bn_momentum <= 1, "bn_momentum must be in [0, 1]");
-  for (double p : {dropout, input_dropout, recurrent_dropout, zoneout})
-    Require(p >= 0 && p < 1, "dropout and zoneout probabilities must be in [0, 1)");
-}
-
-Index ParamInfo::size() const {
-  Index n = 1;
-  for (Index d : shape) n *= d;
-  return n;
-}
-
-std::vector<ParamInfo> ParameterLayout(const ModelConfig& c) {
-  c.Validate();
-  std::vector<ParamInfo> layout;
-  Index offset = 0;
-  auto add = [&](std::string name, std::vector<Index> shape) {
-    ParamInfo p{std::move(name), std::move(shape), offset};
-    // Sizes are < 2^31 each; refuse totals that would not fit in memory
-    // addresses long before they could overflow.
-    Index size = 1;
-    for (Index d : p.shape) {
-      Require(size <= (Index(1) << 40) / d, "the model is too large: " + p.name);
-      size *= d;
-    }
-    Require(offset <= (Index(1) << 40) - size, "the model is too large");
-    offset += size;
-    layout.push_back(std::move(p));
-  };
-  const Index gh = c.gates() * c.hidden_size;
-  for (Index l = 0; l < c.num_layers; ++l) {
-    for (Index d = 0; d < c.directions(); ++d) {
-      const std::string sfx = Suffix(l, d);
-      add("weight_ih" + sfx, {gh, c.layer_input(l)});
-      add("weight_hh" + sfx, {gh, c.out_size()});
-      if (c.bias) {
-        add("bias_ih" + sfx, {gh});
-        add("bias_hh" + sfx, {gh});
-      }
-      if (c.proj_size > 0) add("weight_hr" + sfx, {c.proj_size, c.hidden_size});
-      for (const auto& np : NormParams(c)) add(np.name + sfx, {np.width});
-    }
-  }
-  return layout;
-}
-
-std::vector<BufferInfo> BufferLayout(const ModelConfig& c) {
-  std::vector<BufferInfo> out;
-  if (c.norm != Norm::kBatch && c.norm != Norm::kBatchInput) return out;
-  const Index gh = c.gates() * c.hidden_size;
-  const bool one_row = c.norm == Norm::kBatchInput;
-  for (Index l = 0; l < c.num_layers; ++l) {
-    for (Index d = 0; d < c.directions(); ++d) {
-      const Index base = (l * c.directions() + d) * kNumSites;
-      std::vector<std::pair<Site, std::string>> sites = {{kSiteX, "ih"}};
-      if (!one_row) sites.push_back({kSiteH, "hh"});
-      if (!one_row && c.cell == CellKind::kLstm) sites.push_back({kSiteC, "cell"});
-      for (const auto& [site, tag] : sites) {
-        // The RNN's batch norm terms are H wide (G = 1) like everything else.
-        const Index width = site == kSiteC ? c.hidden_size : gh;
-        for (bool var : {false, true})
-          out.push_back({"bn_" + tag + "_running_" + (var ? "var" : "mean") + Suffix(l, d),
-                         base + site, var, one_row, width});
-      }
-    }
-  }
-  return out;
-}
 
 template <typename T>
 Model<T>::Model(const ModelConfig& config)
@@ -207,7 +60,7 @@ Model<T>::Model(const ModelConfig& config)
   for (const auto& b : buffers_)
     running_[static_cast<size_t>(b.stats)].Reset(b.width, b.one_row ? 1 : 0);
   // Parameters come in layout order, layer by layer, direction by direction.
-  const auto norm_params = NormParams(config_);
+  const auto norm_params = internal::NormParams(config_);
   size_t i = 0;
   for (Index l = 0; l < config_.num_layers; ++l) {
     for (Index d = 0; d < config_.directions(); ++d) {
@@ -458,10 +311,10 @@ void Model<T>::Backward(ModelTape<T>* tape, const T* dout, const T* dh_n, const 
       if (step_norms) g.dh_sq = dh_sq.data();
       switch (config_.cell) {
         case CellKind::kRnn:
-          rnn::BackwardPass<T>(cc, w).Run(seq, xin, in, ct, dyd, Dn * P, dh, dxd, in, false, g);
+          rnn::BackwardPass<T>(cc, w).Run(seq, xin, in, ct, dyd, Dn * P, dh, dxd, in, g);
           break;
         case CellKind::kGru:
-          gru::BackwardPass<T>(cc, w).Run(seq, xin, in, ct, dyd, Dn * P, dh, dxd, in, false, g);
+          gru::BackwardPass<T>(cc, w).Run(seq, xin, in, ct, dyd, Dn * P, dh, dxd, in, g);
           break;
         case CellKind::kLstm: {
           T* dc = dc0 + s * batch * H;
@@ -469,8 +322,7 @@ void Model<T>::Backward(ModelTape<T>* tape, const T* dout, const T* dh_n, const 
             std::copy(dc_n + s * batch * H, dc_n + (s + 1) * batch * H, dc);
           else
             std::fill_n(dc, batch * H, T(0));
-          lstm::BackwardPass<T>(cc, w).Run(seq, xin, in, ct, dyd, Dn * P, dh, dc, dxd, in, false,
-                                           g);
+          lstm::BackwardPass<T>(cc, w).Run(seq, xin, in, ct, dyd, Dn * P, dh, dc, dxd, in, g);
           break;
         }
       }

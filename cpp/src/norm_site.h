@@ -9,9 +9,11 @@
 #include <vector>
 
 #include "kernels/norm.h"
+#include "parallel_chunks.h"
+#include "rnncore/allocator.h"
 #include "rnncore/cell.h"
 #include "rnncore/common.h"
-#include "sequence_ops.h"
+#include "tape_rows.h"
 
 namespace rnncore {
 namespace internal {
@@ -86,6 +88,14 @@ class NormSite {
                  kind == SiteKind::kLayer ? config.ln_eps : config.bn_eps, config.bn_momentum,
                  config.training, stats, tape) {}
 
+  // For backward: reads (and never changes) the tape a forward pass
+  // recorded, and touches no running statistics.
+  NormSite(SiteKind kind, const StepIndex& seq, Index width, const T* gamma, const T* beta,
+           const CellConfig& config, const NormTape<T>& recorded)
+      : NormSite(kind, seq, width, gamma, beta, config, nullptr, nullptr) {
+    recorded_ = &recorded;
+  }
+
   // active_steps: the longest sequence (running statistics grow to it).
   NormSite(SiteKind kind, Index width, Index rows_total, Index steps, Index active_steps,
            const T* gamma, const T* beta, double eps, double momentum, bool training,
@@ -99,10 +109,11 @@ class NormSite {
         training_(training),
         stats_(stats),
         tape_(tape),
-        mean_(static_cast<size_t>(width)),
-        var_(static_cast<size_t>(width)),
-        r_(static_cast<size_t>(width)) {
+        recorded_(tape) {
     if (kind_ == SiteKind::kNone) return;
+    mean_.resize(static_cast<size_t>(width));
+    var_.resize(static_cast<size_t>(width));
+    r_.resize(static_cast<size_t>(width));
     if (tape_) {
       // Written at every active position; padding rows are never read.
       tape_->xhat.resize(static_cast<size_t>(rows_total * n_));
@@ -122,7 +133,7 @@ class NormSite {
 
   // Layer norm of one row, in place: the row of position pos.
   void ForwardRow(T* row, Index pos) {
-    T* xh = tape_ ? XhatRow(pos) : nullptr;
+    T* xh = tape_ ? XhatOut(pos) : nullptr;
     const T r = kernels::LayerNormForward(n_, row, gamma_, beta_, eps_, xh, row);
     if (tape_) tape_->rstd[static_cast<size_t>(pos)] = r;
   }
@@ -150,10 +161,6 @@ class NormSite {
                             static_cast<T*>(nullptr), row);
   }
 
-  // Reads (and never resizes) a tape recorded by a forward pass: for
-  // backward, which builds its sites without a tape and attaches it.
-  void AttachTape(NormTape<T>* tape) { tape_ = tape; }
-
   // Normalizes in place the rows of step k (y = γ â + β).
   void ForwardStep(Index k, const StepRows<T>& s) {
     if (kind_ == SiteKind::kNone || s.count() == 0) return;
@@ -173,11 +180,11 @@ class NormSite {
         Update(k, count, c0, c0 + n);
         kernels::InverseStd(n, var_.data() + c0, eps_, r_.data() + c0);
       }
-      if (tape_) std::copy(r_.data() + c0, r_.data() + c0 + n, RstdFor(k) + c0);
+      if (tape_) std::copy(r_.data() + c0, r_.data() + c0 + n, RstdOut(k) + c0);
       for (Index i = 0; i < count; ++i)
         kernels::BatchNormApply(n, s.rows[i] + c0, mean_.data() + c0, r_.data() + c0, gamma_ + c0,
                                 beta_ ? beta_ + c0 : nullptr,
-                                tape_ ? XhatRow(s.positions[i]) + c0 : nullptr, s.rows[i] + c0);
+                                tape_ ? XhatOut(s.positions[i]) + c0 : nullptr, s.rows[i] + c0);
     });
   }
 
@@ -246,10 +253,10 @@ class NormSite {
               [&](Index i) { BackwardRow(k, dy.rows[i], dy.positions[i], i / kStepRows); });
       return;
     }
-    const T* r = RstdFor(k);
+    const T* r = RstdIn(k);
     if (kind_ == SiteKind::kBatchStep && training_) {
       std::vector<const T*> dys(dy.rows.begin(), dy.rows.end()), xhs;
-      for (Index pos : dy.positions) xhs.push_back(XhatRow(pos));
+      for (Index pos : dy.positions) xhs.push_back(XhatIn(pos));
       GroupBackward(dy.count(), dys.data(), xhs.data(), r, dy.rows.data(), dgamma, dbeta);
     }
     // kBatchSeq in training: done in BackwardAll.
@@ -283,10 +290,10 @@ class NormSite {
     T* dg = slot_gamma_.data() + slot * n_;
     T* db = dbeta_ ? slot_beta_.data() + slot * n_ : nullptr;
     if (kind_ == SiteKind::kLayer)
-      kernels::LayerNormBackward(n_, dy, XhatRow(pos), tape_->rstd[static_cast<size_t>(pos)],
+      kernels::LayerNormBackward(n_, dy, XhatIn(pos), recorded_->rstd[static_cast<size_t>(pos)],
                                  gamma_, da, false, dg, db);
     else
-      kernels::BatchNormAffineBackward(n_, dy, XhatRow(pos), RstdFor(k), gamma_, da, false, dg, db);
+      kernels::BatchNormAffineBackward(n_, dy, XhatIn(pos), RstdIn(k), gamma_, da, false, dg, db);
   }
 
   // Adds the slots' parameter gradients, in slot order, and clears them.
@@ -327,11 +334,11 @@ class NormSite {
         for (Index i = 0; i < s.count(); ++i) {
           rows.push_back(s.rows[static_cast<size_t>(i)]);
           dys.push_back(s.rows[static_cast<size_t>(i)]);
-          xhs.push_back(XhatRow(s.positions[static_cast<size_t>(i)]));
+          xhs.push_back(XhatIn(s.positions[static_cast<size_t>(i)]));
         }
       }
-      GroupBackward(static_cast<Index>(rows.size()), dys.data(), xhs.data(), RstdFor(0),
-                    rows.data(), dgamma, dbeta);
+      GroupBackward(static_cast<Index>(rows.size()), dys.data(), xhs.data(), RstdIn(0), rows.data(),
+                    dgamma, dbeta);
       return;
     }
     if (backward_row_local()) {  // in chunks of steps, one slot each
@@ -385,10 +392,17 @@ class NormSite {
   }
 
  private:
-  T* XhatRow(Index pos) { return tape_->xhat.data() + pos * n_; }
-  T* RstdFor(Index k) {
+  // The tape being recorded (forward) ...
+  T* XhatOut(Index pos) { return tape_->xhat.data() + pos * n_; }
+  T* RstdOut(Index k) {
     if (!tape_) return r_.data();
     return tape_->rstd.data() + (kind_ == SiteKind::kBatchSeq ? 0 : k * n_);
+  }
+  // ... and the one backward reads (the same tape within a forward pass).
+  const T* XhatIn(Index pos) const { return recorded_->xhat.data() + pos * n_; }
+  const T* RstdIn(Index k) const {
+    if (!recorded_) return r_.data();
+    return recorded_->rstd.data() + (kind_ == SiteKind::kBatchSeq ? 0 : k * n_);
   }
 
   // Running statistics, PyTorch's rule: a step with fewer than 2 sequences
@@ -417,7 +431,8 @@ class NormSite {
   T eps_, momentum_;
   bool training_;
   RunningStats<T>* stats_;
-  NormTape<T>* tape_;
+  NormTape<T>* tape_;            // written: the forward pass's record, or null
+  const NormTape<T>* recorded_;  // read by backward: a recorded tape, or null
   Buffer<T> mean_, var_, r_;
   // Row-by-row backward: parameter-gradient slots and where they go.
   Buffer<T> slot_gamma_, slot_beta_;

@@ -20,9 +20,10 @@
 
 #include <cstdint>
 
+#include "parallel_chunks.h"
+#include "rnncore/allocator.h"
 #include "rnncore/cell.h"
 #include "rnncore/common.h"
-#include "sequence_ops.h"
 
 namespace rnncore {
 namespace internal {
@@ -180,6 +181,32 @@ class Zoneout {
   bool training_;
   Bernoulli draw_;
 };
+
+// x (rows, D) under the variational input mask of (layer, dir): row r is
+// multiplied by mask row r % B. Returns the masked copy, kept in *scratch;
+// the mask is kept in *mask for the backward (MaskSequenceRows).
+template <typename T>
+const T* MaskedInput(const T* x, Index rows, Index batch, Index D, double p, std::uint64_t seed,
+                     Index layer, Index dir, Buffer<T>* mask, Buffer<T>* scratch) {
+  const Bernoulli draw(MaskKey(seed, layer, dir, MaskSite::kInput), p);
+  mask->resize(static_cast<size_t>(batch * D));
+  DropoutMask(draw, p, 0, batch * D, mask->data());
+  scratch->resize(static_cast<size_t>(rows * D));
+  MaskSequenceRows(x, rows, batch, D, mask->data(), scratch->data());
+  return scratch->data();
+}
+
+// a (rows, width) *= the dropout mask of layer's output: elementwise, so the
+// same call is the forward pass and its backward.
+template <typename T>
+void LayerOutputDropout(T* a, Index rows, Index width, double p, std::uint64_t seed, Index layer) {
+  const Bernoulli draw(MaskKey(seed, layer, 0, MaskSite::kLayerOutput), p);
+  const T scale = static_cast<T>(1.0 / (1.0 - p));
+  ForChunks(rows, kRowChunk, [&](Index r0, Index n) {
+    for (Index i = r0 * width; i < (r0 + n) * width; ++i)
+      a[i] = draw.Hit(static_cast<std::uint64_t>(i)) ? T(0) : a[i] * scale;
+  });
+}
 
 }  // namespace internal
 }  // namespace rnncore

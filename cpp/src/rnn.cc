@@ -1,49 +1,48 @@
 #include "rnncore/rnn.h"
 
+#include "cell_pass.h"
 #include "kernels/pointwise.h"
 #include "norm_site.h"
+#include "parallel_chunks.h"
 #include "regularize.h"
-#include "sequence_ops.h"
+#include "sequence_gemm.h"
+#include "step_products.h"
+#include "tape_rows.h"
 
 namespace rnncore {
-namespace rnn {
-
-using internal::CopyRow;
-using internal::NormSite;
-using internal::RecurrentDropout;
-using internal::StepRows;
-using internal::Zoneout;
+namespace internal {
 
 template <typename T>
-void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h0, T* y, Index ldy,
-                         T* h_n, CellTape<T>* tape) const {
-  const Index steps = seq.steps(), B = seq.batch(), D = config_.input, H = config_.hidden;
-  const Index rows = steps * B;
-  const auto sites = internal::Sites(config_.norm, CellKind::kRnn);
+void ForwardSequence(CellTag<CellKind::kRnn>, const CellConfig& config, const CellWeights<T>& w,
+                     const StepIndex& seq, const T* x, Index ldx, const T* h0, T* y, Index ldy,
+                     T* h_n, CellTape<T>* tape) {
+  CellScope<T> scope(CellKind::kRnn, seq, config, w, tape);
+  const Index steps = scope.steps, B = scope.batch, D = scope.input, H = scope.hidden;
+  const Index rows = scope.rows;
+  NormSite<T>& nx = scope.nx;
+  NormSite<T>& nh = scope.nh;
   // norm="layer" normalizes the sum of both terms, at the h site.
-  const bool norm_sum = config_.norm == Norm::kLayer;
-  NormSite<T> nx(sites.x, seq, H, w_.gx, nullptr, config_, w_.rx, tape ? &tape->nx : nullptr);
-  NormSite<T> nh(sites.h, seq, H, w_.gh, nullptr, config_, w_.rh, tape ? &tape->nh : nullptr);
+  const bool norm_sum = config.norm == Norm::kLayer;
 
-  Buffer<T> h = internal::InitialState(h0, B, H);
+  Buffer<T> h = InitialState(h0, B, H);
   Buffer<T> ah(static_cast<size_t>(B * H));
-  RecurrentDropout<T> rd(config_, B, H);
-  internal::StepMatrix<T> whh(w_.w_hh, H, H, 1, H, B, w_.w_hh16, steps == 1);  // W_hh^T
+  RecurrentDropout<T> rd(config, B, H);
+  StepMatrix<T> whh(w.w_hh, H, H, 1, H, B, w.w_hh16, steps == 1);  // W_hh^T
   Buffer<T> ax(static_cast<size_t>(rows * H));
   // fused: a single step's recurrent product came with the input projection.
-  const bool fused = internal::ProjectInput(x, steps, B, D, ldx, w_.w_ih, H, ax.data(), &whh,
-                                            rd.Apply(h.data()), H, ah.data(), H, w_.w_ih16);
+  const bool fused = ProjectInput(x, steps, B, D, ldx, w.w_ih, H, ax.data(), &whh,
+                                  rd.Apply(h.data()), H, ah.data(), H, w.w_ih16);
   nx.ForwardAll(seq, ax.data());
   Buffer<T> bias(static_cast<size_t>(H));
-  VectorMap<T>(bias.data(), H) = ConstVectorMap<T>(w_.b_ih, H) + ConstVectorMap<T>(w_.b_hh, H);
+  VectorMap<T>(bias.data(), H) = ConstVectorMap<T>(w.b_ih, H) + ConstVectorMap<T>(w.b_hh, H);
   const Buffer<T> zeros(static_cast<size_t>(H), T(0));
 
-  const Zoneout<T> zone(config_, MaskSite::kZoneH, H);
+  const Zoneout<T> zone(config, MaskSite::kZoneH, H);
   Buffer<T> h_new(zone.active() ? static_cast<size_t>(B * H) : 0);
   StepRows<T> step_rows;
   if (tape) {
-    internal::ResizePositions(tape->h_prev, seq, H);
-    internal::ResizePositions(tape->aux, seq, H);
+    ResizePositions(tape->h_prev, seq, H);
+    ResizePositions(tape->aux, seq, H);
   }
   // Layer norm (of the sum of both terms) and eval-mode batch norm inside the
   // step's row loop; batch norm in training over the whole step first.
@@ -60,7 +59,7 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
       if (tape) CopyRow(hb, tape->h_prev.data() + r * H, H);
       // With zoneout the new value h~ is blended with the old one.
       T* out = zone.active() ? h_new.data() + b * H : hb;
-      kernels::RnnForward(H, config_.activation, norm_sum ? zeros.data() : ax.data() + r * H,
+      kernels::RnnForward(H, config.activation, norm_sum ? zeros.data() : ax.data() + r * H,
                           ah.data() + b * H, bias.data(), out);
       if (tape) CopyRow(out, tape->aux.data() + r * H, H);
       if (zone.active()) {
@@ -73,51 +72,41 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
       step_rows.FromStep(seq, k, ah.data(), H);
       nh.ForwardStep(k, step_rows);
     };
-    internal::StepProductThenRows(whh, product, rd.Apply(h.data()), H, ah.data(), H, H,
-                                  !nh.active() || nh_rows, whole_step, row);
+    StepProductThenRows(whh, product, rd.Apply(h.data()), H, ah.data(), H, H,
+                        !nh.active() || nh_rows, whole_step, row);
   }
   std::copy(h.begin(), h.end(), h_n);
 }
 
 template <typename T>
-void ForwardPass<T>::Iterate(Index batch, const T* x, const T* h_prev, T* h) const {
-  const StepIndex seq(1, batch, nullptr, false);
-  Buffer<T> y(static_cast<size_t>(batch * config_.hidden));
-  Run(seq, x, config_.input, h_prev, y.data(), config_.hidden, h, nullptr);
-}
-
-template <typename T>
-void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const CellTape<T>& tape,
-                          const T* dy, Index ldy, T* dh, T* dx, Index lddx, bool accumulate_dx,
-                          const CellGrads<T>& grads) const {
-  const Index steps = seq.steps(), B = seq.batch(), D = config_.input, H = config_.hidden;
-  const Index rows = steps * B;
-  const auto sites = internal::Sites(config_.norm, CellKind::kRnn);
-  const bool norm_sum = config_.norm == Norm::kLayer;
-  auto& mtape = const_cast<CellTape<T>&>(tape);  // read only: see gru.cc
-  NormSite<T> nx(sites.x, seq, H, w_.gx, nullptr, config_, nullptr, nullptr);
-  NormSite<T> nh(sites.h, seq, H, w_.gh, nullptr, config_, nullptr, nullptr);
-  nx.AttachTape(&mtape.nx);
-  nh.AttachTape(&mtape.nh);
+void BackwardSequence(CellTag<CellKind::kRnn>, const CellConfig& config, const CellWeights<T>& w,
+                      const StepIndex& seq, const T* x, Index ldx, const CellTape<T>& tape,
+                      const T* dy, Index ldy, T* dh, T* dx, Index lddx, const CellGrads<T>& grads) {
+  CellScope<T> scope(CellKind::kRnn, seq, config, w, tape);
+  const Index steps = scope.steps, B = scope.batch, D = scope.input, H = scope.hidden;
+  const Index rows = scope.rows;
+  NormSite<T>& nx = scope.nx;
+  NormSite<T>& nh = scope.nh;
+  const bool norm_sum = config.norm == Norm::kLayer;
 
   // dz: gradient of the activation's input (= of both normalized terms, and
   // of the biases). dah: of h W_hh^T (dz after the recurrent-side norm).
   Buffer<T> dz, dah;
-  internal::ResizePositions(dz, seq, H);
-  if (nh.active()) internal::ResizePositions(dah, seq, H);
+  ResizePositions(dz, seq, H);
+  if (nh.active()) ResizePositions(dah, seq, H);
   Buffer<T> dstep(static_cast<size_t>(B * H)), dh_new(static_cast<size_t>(B * H));
-  const RecurrentDropout<T> rd(config_, B, H);
-  const Zoneout<T> zone(config_, MaskSite::kZoneH, H);
+  const RecurrentDropout<T> rd(config, B, H);
+  const Zoneout<T> zone(config, MaskSite::kZoneH, H);
   Buffer<T> direct(zone.active() ? static_cast<size_t>(B * H) : 0);
-  internal::StepMatrix<T> whh(w_.w_hh, H, H, H, 1, B);  // W_hh
+  StepMatrix<T> whh(w.w_hh, H, H, H, 1, B);  // W_hh
   for (Index k = steps - 1; k >= 0; --k) {
     for (Index b = 0; b < B; ++b) {  // serial: the step norms are shared
       const Index r = seq.Row(k, b);
       if (r < 0) continue;
       VectorMap<T>(dh + b * H, H) += ConstVectorMap<T>(dy + r * ldy, H);
-      internal::AddSquaredNorm(grads.dh_sq, r, B, dh + b * H, H);
+      AddSquaredNorm(grads.dh_sq, r, B, dh + b * H, H);
     }
-    internal::ForRows(B, H, [&](Index b) {  // rows are independent
+    ForRows(B, H, [&](Index b) {  // rows are independent
       const Index r = seq.Row(k, b);
       T* ds = dstep.data() + b * H;
       if (r < 0) {
@@ -125,7 +114,7 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
         return;
       }
       if (zone.active()) zone.Split(r, dh + b * H, direct.data() + b * H);
-      kernels::RnnBackward(H, config_.activation, tape.aux.data() + r * H, dh + b * H, ds);
+      kernels::RnnBackward(H, config.activation, tape.aux.data() + r * H, dh + b * H, ds);
       CopyRow(ds, dz.data() + r * H, H);
     });
     if (nh.active()) nh.BackwardStepRows(seq, k, dstep.data(), grads.gh, nullptr, dah.data());
@@ -147,15 +136,32 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
   Buffer<T> dz_sums(static_cast<size_t>(summed ? H : 0), T(0));
   const T* dwx = norm_sum ? dah.data() : nx.InputGradient(seq, dz, &dax, grads.gx, dz_sums.data());
   Buffer<T> scratch;
-  internal::InputSideGradients(rows, D, H, x, ldx, dwx, dz.data(), dz.data(), w_, grads, dx, lddx,
-                               accumulate_dx, dwh, rd.History(tape.h_prev.data(), rows, &scratch),
-                               H, summed ? dz_sums.data() : nullptr);
+  InputSideTerms<T> terms;
+  terms.rows = rows;
+  terms.input = D;
+  terms.width = H;
+  terms.x = x;
+  terms.ldx = ldx;
+  terms.dax = dwx;
+  terms.dbx = dz.data();
+  terms.dbx_sums = summed ? dz_sums.data() : nullptr;
+  // Without norms, dz is the gradient of both products, and of both biases.
+  const bool plain = !norm_sum && !nx.active();
+  terms.biases = plain ? BiasGradients::kOneTermWithWeights : BiasGradients::kOneTerm;
+  terms.dah = dwh;
+  terms.h = rd.History(tape.h_prev.data(), rows, &scratch);
+  terms.hidden = H;
+  // norm="layer": one normalized sum, whose gradient is both products'.
+  terms.recurrent = norm_sum || (plain && !nh.active()) ? RecurrentWeights::kWithWeights
+                                                        : RecurrentWeights::kSeparate;
+  InputSideGradients(terms, w, grads, dx, lddx);
 }
 
-template class ForwardPass<float>;
-template class ForwardPass<double>;
-template class BackwardPass<float>;
-template class BackwardPass<double>;
+}  // namespace internal
 
-}  // namespace rnn
+template class HiddenStateForwardPass<CellKind::kRnn, float>;
+template class HiddenStateForwardPass<CellKind::kRnn, double>;
+template class HiddenStateBackwardPass<CellKind::kRnn, float>;
+template class HiddenStateBackwardPass<CellKind::kRnn, double>;
+
 }  // namespace rnncore

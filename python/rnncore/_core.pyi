@@ -7,6 +7,8 @@ import numpy.typing as npt
 
 ISA: str
 __version__: str
+MAX_DIM: int
+MAX_PARAMETER_BYTES: int
 
 def build_info() -> dict[str, Any]: ...
 def cpu_supports(isa: str) -> bool: ...
@@ -70,10 +72,10 @@ class _Model:
     def has_half_weights(self) -> bool: ...
     def forward(
         self,
-        x: npt.NDArray[np.floating],
+        x: npt.NDArray[Any],
         *,
-        h0: npt.NDArray[np.floating] | None = None,
-        c0: npt.NDArray[np.floating] | None = None,
+        h0: npt.NDArray[Any] | None = None,
+        c0: npt.NDArray[Any] | None = None,
         lengths: npt.NDArray[np.int64] | None = None,
         record: bool = False,
         training: bool = False,
@@ -87,9 +89,9 @@ class _Model:
     def backward(
         self,
         tape: _Tape,
-        grad_out: npt.NDArray[np.floating] | None = None,
-        grad_h_n: npt.NDArray[np.floating] | None = None,
-        grad_c_n: npt.NDArray[np.floating] | None = None,
+        grad_out: npt.NDArray[Any] | None = None,
+        grad_h_n: npt.NDArray[Any] | None = None,
+        grad_c_n: npt.NDArray[Any] | None = None,
         step_norms: bool = False,
     ) -> tuple[
         npt.NDArray[np.floating],

@@ -27,7 +27,7 @@
 #include "rnncore/lstm.h"
 #include "rnncore/model.h"
 #include "rnncore/rnn.h"
-#include "rnncore/runtime.h"
+#include "rnncore/thread_pool.h"
 
 namespace {
 

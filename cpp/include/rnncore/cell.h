@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "rnncore/allocator.h"
 #include "rnncore/common.h"
 
 namespace rnncore {

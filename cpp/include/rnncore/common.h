@@ -22,13 +22,8 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
-#include <new>
 #include <stdexcept>
 #include <string>
-#include <type_traits>
-#include <utility>
-#include <vector>
 
 namespace rnncore {
 
@@ -38,56 +33,10 @@ enum class CellKind { kRnn, kLstm, kGru };
 enum class Activation { kTanh, kRelu };
 enum class Norm { kNone, kLayer, kBatch, kBatchInput };
 
-// Every buffer the core computes in starts on a 64-byte boundary. Besides
-// speed, this makes results reproducible: Eigen's vectorized loops peel
-// unaligned heads with scalar code that rounds differently from the packet
-// code, so the same data at another address could give other last bits.
-constexpr std::size_t kAlignment = 64;
-
-inline bool IsAligned(const void* p) {
-  return reinterpret_cast<std::uintptr_t>(p) % kAlignment == 0;
+// Gate blocks G of a cell: 1 (RNN), 4 (LSTM: i, f, g, o), 3 (GRU: r, z, n).
+constexpr Index GateCount(CellKind cell) {
+  return cell == CellKind::kRnn ? 1 : cell == CellKind::kLstm ? 4 : 3;
 }
-
-// Aligned memory for the core's buffers. Large blocks are recycled through a
-// bounded process-wide cache (runtime.cc): a training loop then reuses pages
-// that are already mapped instead of faulting in fresh ones on every call.
-void* AllocateBytes(std::size_t bytes);
-void FreeBytes(void* p, std::size_t bytes);
-
-//
-// Elements are default-initialized: Buffer<T> b(n) and b.resize(n) leave the
-// values unset (the core fills most buffers completely, and clearing tens of
-// megabytes of tape on every call costs a serial pass over memory); say
-// Buffer<T> b(n, T(0)) or b.assign(n, T(0)) where zeros are needed.
-template <typename T>
-struct AlignedAllocator {
-  using value_type = T;
-  AlignedAllocator() = default;
-  template <typename U>
-  AlignedAllocator(const AlignedAllocator<U>&) {}  // NOLINT: allocator rebinding
-  T* allocate(std::size_t n) { return static_cast<T*>(AllocateBytes(n * sizeof(T))); }
-  void deallocate(T* p, std::size_t n) { FreeBytes(p, n * sizeof(T)); }
-  template <typename U>
-  void construct(U* p) noexcept(std::is_nothrow_default_constructible<U>::value) {
-    ::new (static_cast<void*>(p)) U;  // default-, not value-initialized
-  }
-  template <typename U, typename... Args>
-  void construct(U* p, Args&&... args) {
-    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
-  }
-  template <typename U>
-  bool operator==(const AlignedAllocator<U>&) const {
-    return true;
-  }
-  template <typename U>
-  bool operator!=(const AlignedAllocator<U>&) const {
-    return false;
-  }
-};
-
-// The core's buffer type.
-template <typename T>
-using Buffer = std::vector<T, AlignedAllocator<T>>;
 
 template <typename T>
 using RowMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;

@@ -4,10 +4,10 @@
 // rnncore.Linear computes with these instead of NumPy's BLAS: a training loop
 // that alternates a recurrent layer and a dense head then runs on one thread
 // pool. (A second pool, such as OpenBLAS's, keeps polling for work between
-// its calls and competes for the same cores: an LSTM plus NumPy-matmul head,
-// B=16, H=256, took 29-31 ms per training step with OpenBLAS's default
-// threads against 19 ms with one.) Results are bitwise identical for any
-// thread count.
+// its calls and competes for the same cores, which slows such a training
+// step down; benchmarks/README.md, "Measurements behind design choices in
+// the core", has the numbers.) Results are bitwise identical for any thread
+// count.
 //
 // Shapes: R rows (all leading axes), D inputs, N outputs. Row-major:
 //   x (R, D), W (N, D) (PyTorch's layout), b (N), y (R, N).

@@ -14,7 +14,7 @@
 namespace rnncore {
 namespace lstm {
 
-constexpr Index kGates = 4;
+constexpr Index kGates = GateCount(CellKind::kLstm);
 
 template <typename T>
 class ForwardPass {
@@ -50,11 +50,10 @@ class BackwardPass {
   //   dy (T, B, P), stride ldy: gradient of the outputs.
   //   dh (B, P): in, gradient of h_n (zeros if none); out, gradient of h0.
   //   dc (B, H): in, gradient of c_n (zeros if none); out, gradient of c0.
-  //   dx (T, B, D), stride lddx: written, or added to when accumulate_dx.
+  //   dx (T, B, D), stride lddx: written.
   //   grads: parameter gradients, added to.
   void Run(const StepIndex& seq, const T* x, Index ldx, const CellTape<T>& tape, const T* dy,
-           Index ldy, T* dh, T* dc, T* dx, Index lddx, bool accumulate_dx,
-           const CellGrads<T>& grads) const;
+           Index ldy, T* dh, T* dc, T* dx, Index lddx, const CellGrads<T>& grads) const;
 
  private:
   CellConfig config_;

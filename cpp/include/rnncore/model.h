@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "rnncore/allocator.h"
 #include "rnncore/cell.h"
 #include "rnncore/common.h"
 
@@ -45,7 +46,7 @@ struct ModelConfig {
   double recurrent_dropout = 0;
   double zoneout = 0;
 
-  Index gates() const;
+  Index gates() const { return GateCount(cell); }
   Index directions() const { return bidirectional ? 2 : 1; }
   Index out_size() const { return proj_size > 0 ? proj_size : hidden_size; }
   Index layer_input(Index layer) const {

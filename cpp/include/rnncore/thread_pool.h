@@ -4,8 +4,8 @@
 // sizes, never on the number of threads; a chunk computes the same thing
 // whichever thread runs it. Results are therefore bitwise identical for any
 // thread count.
-#ifndef RNNCORE_RUNTIME_H_
-#define RNNCORE_RUNTIME_H_
+#ifndef RNNCORE_THREAD_POOL_H_
+#define RNNCORE_THREAD_POOL_H_
 
 #include <functional>
 
@@ -27,4 +27,4 @@ void ParallelFor(Index num_chunks, const std::function<void(Index)>& fn);
 
 }  // namespace rnncore
 
-#endif  // RNNCORE_RUNTIME_H_
+#endif  // RNNCORE_THREAD_POOL_H_
