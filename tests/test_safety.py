@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
-from rnn_testing import Config, make_inputs, make_module, reference
+from rnn_testing import Config, make_inputs, make_module, reference, run_concurrently
 
 import rnncore as rc
 from rnncore import _limits
@@ -182,3 +183,146 @@ def test_gate_bias_options_are_checked_like_every_other_option(cls, option):
         with pytest.raises(ValueError, match=f"{option} must be finite"):
             cls(2, 3, **{option: bad})
     assert getattr(cls(2, 3, **{option: np.float32(0.5)}), option) == 0.5
+
+
+# --------------------------------------------------------------------------- concurrency
+def _bn_module():
+    # large enough that a call takes long enough for the threads to overlap
+    return rc.GRU(8, 64, num_layers=2, norm="batch", dtype="float64", seed=3)
+
+
+def test_concurrent_training_calls_of_a_batch_norm_module_serialize_on_its_statistics():
+    """4 threads, one training-mode call each (different lengths, so the statistics grow
+    while others read them): no crash, each output is the serial one (training mode
+    normalizes with the batch's statistics), and the running statistics equal those of
+    one of the 24 serial orders."""
+    import itertools
+    import pickle
+
+    rng = np.random.default_rng(5)
+    xs = [rng.standard_normal((t, 6, 8)) for t in (9, 4, 12, 7)]
+    start = _bn_module()
+    frozen = pickle.dumps(start)
+    want_out = [pickle.loads(frozen)(x)[0] for x in xs]  # outputs do not depend on order
+    orders = {}
+    for order in itertools.permutations(range(4)):
+        m = pickle.loads(frozen)
+        for i in order:
+            m(xs[i])
+        orders[order] = m.buffers()
+    for _ in range(5):
+        m = pickle.loads(frozen)
+        outs = run_concurrently(lambda i: m(xs[i])[0], 4)  # noqa: B023 - m of this round
+        for got, want in zip(outs, want_out):
+            np.testing.assert_array_equal(got, want)
+        got = m.buffers()
+        assert any(
+            all(np.array_equal(got[k], bufs[k]) for k in got) for bufs in orders.values()
+        ), "the running statistics are not those of any serial order"
+
+
+def test_concurrent_backward_calls_sum_as_serial_ones():
+    """4 threads x 10 backward calls on one module: the accumulated gradients equal the
+    serial sum of the same 40 calls (up to the order of the 40 additions)."""
+    m = rc.LSTM(8, 48, num_layers=2, bidirectional=True, dtype="float64", seed=4)
+    rng = np.random.default_rng(6)
+    xs = [rng.standard_normal((6, 3, 8)) for _ in range(40)]
+    tapes = [m.forward_train(x) for x in xs]
+    grads_out = [rng.standard_normal(out.shape) for out, _, _ in tapes]
+
+    serial = rc.LSTM(8, 48, num_layers=2, bidirectional=True, dtype="float64", seed=4)
+    for x, g in zip(xs, grads_out):
+        out, _, tape = serial.forward_train(x)
+        serial.backward(tape, g)
+
+    def work(i):
+        for k in range(i, 40, 4):
+            m.backward(tapes[k][2], grads_out[k])
+
+    run_concurrently(work, 4)
+    for name, g in m.grads.items():
+        want = serial.grads[name]
+        # 40 float64 sums in another order: rounding of about 40 ulps of the largest term
+        np.testing.assert_allclose(g, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
+
+
+def test_concurrent_backward_of_one_tape_consumes_it_once():
+    m = rc.GRU(4, 16, dtype="float64", seed=0)
+    out, _, tape = m.forward_train(np.ones((5, 2, 4)))
+    grad = np.ones_like(out)
+    outcomes = []
+
+    def work(i):
+        try:
+            m.backward(tape, grad)
+            outcomes.append("ok")
+        except ValueError as e:
+            assert "already been used" in str(e)
+            outcomes.append("refused")
+
+    run_concurrently(work, 4)
+    assert sorted(outcomes) == ["ok", "refused", "refused", "refused"]
+
+
+_ALLOCATION_FAILURE = """
+import resource, sys
+import numpy as np
+import rnncore as rc
+rc.set_num_threads(2)
+m = rc.LSTM(1, 2048, proj_size=1, bidirectional=True, seed=0).eval()
+small = np.random.default_rng(0).standard_normal((5, 2, 1)).astype(np.float32)
+before = m(small)[0]
+# the address space for what is mapped now and 1 GiB more; the call's workspace (input
+# projections of both directions, computed by the pool's threads at once) needs ~4 GiB
+with open("/proc/self/statm") as f:
+    pages = int(f.read().split()[0])
+limit = pages * resource.getpagesize() + 2**30
+hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+resource.setrlimit(resource.RLIMIT_AS, (limit, hard))  # the soft limit: raised again below
+try:
+    m(np.zeros((4000, 64, 1), np.float32))
+except MemoryError as e:
+    print("MemoryError", e)
+else:
+    sys.exit("no MemoryError")
+resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
+after = m(small)[0]
+assert np.array_equal(before, after), "the module changed"
+other = rc.LSTM(1, 8, bidirectional=True, seed=1).eval()
+print("still working", other(small)[0].shape, after.shape)
+"""
+
+
+def test_an_allocation_failure_inside_the_thread_pool_is_a_memory_error():
+    """Regression: a bidirectional call whose workspace cannot be allocated used to abort
+    the process (std::bad_alloc escaping a worker thread)."""
+    import subprocess
+    import sys
+
+    if not Path("/proc/self/statm").exists():
+        pytest.skip("needs /proc to size the address-space limit")
+    proc = subprocess.run(
+        [sys.executable, "-c", _ALLOCATION_FAILURE], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "MemoryError" in proc.stdout and "still working" in proc.stdout, proc.stdout
+
+
+def test_concurrent_backward_calls_of_a_linear_layer_sum_as_serial_ones():
+    m = rc.Linear(64, 32, dtype="float64", seed=0)
+    rng = np.random.default_rng(7)
+    xs = [rng.standard_normal((50, 64)) for _ in range(40)]
+    gys = [rng.standard_normal((50, 32)) for _ in range(40)]
+    tapes = [m.forward_train(x)[1] for x in xs]
+    serial = rc.Linear(64, 32, dtype="float64", seed=0)
+    for x, gy in zip(xs, gys):
+        serial.backward(serial.forward_train(x)[1], gy)
+
+    def work(i):
+        for k in range(i, 40, 4):
+            m.backward(tapes[k], gys[k])
+
+    run_concurrently(work, 4)
+    for name, g in m.grads.items():
+        want = serial.grads[name]
+        np.testing.assert_allclose(g, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())

@@ -51,6 +51,8 @@ PYBIND11_MODULE(RNNCORE_MODULE_NAME, m) {
   // Size limits (rnncore/limits.h).
   m.attr("MAX_DIM") = rnncore::kMaxDim;
   m.attr("MAX_PARAMETER_BYTES") = rnncore::kMaxParameterBytes;
+  m.attr("MAX_LAYERS") = rnncore::kMaxLayers;
+  m.attr("MAX_THREADS") = rnncore::kMaxThreads;
   m.def("cpu_supports", &CpuSupports, py::arg("isa"),
         "Whether this CPU can run the kernels compiled for isa ('baseline', 'avx2', 'avx512').");
   rnncore::bindings::BindModel(m);

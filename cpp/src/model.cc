@@ -56,9 +56,9 @@ Model<T>::Model(const ModelConfig& config)
   const Index sets = config_.num_layers * config_.directions();
   zero_bias_.assign(static_cast<size_t>(gh), T(0));
   bias_grad_sink_.assign(static_cast<size_t>(gh * sets), T(0));
-  running_.resize(static_cast<size_t>(sets * kNumSites));
+  running_.sets.resize(static_cast<size_t>(sets * kNumSites));
   for (const auto& b : buffers_)
-    running_[static_cast<size_t>(b.stats)].Reset(b.width, b.one_row ? 1 : 0);
+    running_.sets[static_cast<size_t>(b.stats)].Reset(b.width, b.one_row ? 1 : 0);
   // Parameters come in layout order, layer by layer, direction by direction.
   const auto norm_params = internal::NormParams(config_);
   size_t i = 0;
@@ -80,9 +80,10 @@ Model<T>::Model(const ModelConfig& config)
 
 template <typename T>
 void Model<T>::SetRunning(Index stats, Index rows, const T* mean, const T* var) {
-  Require(stats >= 0 && stats < static_cast<Index>(running_.size()), "no such buffer");
+  Require(stats >= 0 && stats < static_cast<Index>(running_.sets.size()), "no such buffer");
   Require(rows >= 0, "buffer rows must be >= 0");
-  running_[static_cast<size_t>(stats)].Set(rows, mean, var);
+  std::unique_lock<std::shared_mutex> lock(running_.mutex);
+  running_.sets[static_cast<size_t>(stats)].Set(rows, mean, var);
 }
 
 template <typename T>
@@ -145,7 +146,7 @@ CellWeights<T> Model<T>::Weights(Index layer, Index dir) const {
   w.gh = at(kGh);
   w.gc = at(kGc);
   w.bc = at(kBc);
-  RunningStats<T>* rs = running_.data() + set * kNumSites;
+  RunningStats<T>* rs = running_.sets.data() + set * kNumSites;
   w.rx = rs + kSiteX;
   w.rh = rs + kSiteH;
   w.rc = rs + kSiteC;
@@ -184,6 +185,16 @@ void Model<T>::Forward(Index steps, Index batch, const T* x, const T* h0, const 
   Require(!training || batch >= 2 ||
               (config_.norm != Norm::kBatch && config_.norm != Norm::kBatchInput),
           "batch normalization in training mode needs at least 2 sequences in the batch");
+  // Training-mode passes of a batch-normalized model write the running
+  // statistics; eval-mode passes read them.
+  std::unique_lock<std::shared_mutex> write_stats(running_.mutex, std::defer_lock);
+  std::shared_lock<std::shared_mutex> read_stats(running_.mutex, std::defer_lock);
+  if (config_.norm == Norm::kBatch || config_.norm == Norm::kBatchInput) {
+    if (training)
+      write_stats.lock();
+    else
+      read_stats.lock();
+  }
   const Index L = config_.num_layers, Dn = config_.directions();
   const Index P = config_.out_size(), H = config_.hidden_size, rows = steps * batch;
 
@@ -257,6 +268,11 @@ template <typename T>
 void Model<T>::Backward(ModelTape<T>* tape, const T* dout, const T* dh_n, const T* dc_n, T* dx,
                         T* dh0, T* dc0, T* step_norms) {
   Require(tape != nullptr, "tape is required");
+  // One Backward at a time: each adds into the same gradients (and may
+  // consume the same tape). It reads the running statistics, which a
+  // training-mode Forward of another thread may be growing.
+  std::lock_guard<std::mutex> one_at_a_time(backward_mutex_.mutex);
+  std::shared_lock<std::shared_mutex> read_stats(running_.mutex);
   Require(tape->owner_ == this, "tape was recorded by another module");
   Require(!tape->consumed_, "tape has already been used by backward()");
   tape->consumed_ = true;

@@ -1,10 +1,13 @@
 #include "rnncore/thread_pool.h"
 
+#include "rnncore/limits.h"
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
+#include <exception>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -36,9 +39,9 @@ int DefaultThreads() {
   if (const char* env = std::getenv("RNNCORE_NUM_THREADS")) {
     char* end = nullptr;
     const long n = std::strtol(env, &end, 10);
-    if (end != env && *end == '\0' && n >= 1 && n <= 4096) return static_cast<int>(n);
+    if (end != env && *end == '\0' && n >= 1 && n <= kMaxThreads) return static_cast<int>(n);
   }
-  return UsableCores();
+  return std::min(UsableCores(), kMaxThreads);
 }
 
 inline void CpuRelax() {
@@ -93,7 +96,7 @@ class Pool {
   void set_threads(int n) { threads_.store(n); }
 
   void Run(Index num_chunks, const std::function<void(Index)>& fn) {
-    const int want =
+    int want =
         static_cast<int>(std::min<Index>({threads_.load(), num_chunks, Index(kMaxParticipants)}));
     if (want <= 1 || tls_in_parallel) {
       for (Index i = 0; i < num_chunks; ++i) fn(i);
@@ -104,7 +107,18 @@ class Pool {
       for (Index i = 0; i < num_chunks; ++i) fn(i);
       return;
     }
-    EnsureWorkers(want - 1);
+    try {
+      EnsureWorkers(want - 1);
+    } catch (...) {  // no more threads to be had: go on with those there are
+      want = static_cast<int>(std::min<Index>(want, static_cast<Index>(workers_.size()) + 1));
+      if (want <= 1) {
+        busy.unlock();
+        for (Index i = 0; i < num_chunks; ++i) fn(i);
+        return;
+      }
+    }
+    failed_.store(false, std::memory_order_relaxed);
+    error_ = nullptr;
     job_ = &fn;
     participants_ = want;
     for (int p = 0; p < want; ++p) {
@@ -134,6 +148,14 @@ class Pool {
     while (!state_.compare_exchange_weak(s, s & ~kOpen, std::memory_order_acq_rel)) {
     }
     Wait([&] { return (state_.load(std::memory_order_acquire) & kCountMask) == 0; });
+    // A chunk threw: the others were skipped, and no worker is inside the job
+    // any more; the first exception goes to the caller, on the caller's thread.
+    if (failed_.load(std::memory_order_acquire)) {
+      std::exception_ptr error = error_;
+      error_ = nullptr;
+      failed_.store(false, std::memory_order_relaxed);
+      std::rethrow_exception(error);
+    }
   }
 
  private:
@@ -173,11 +195,28 @@ class Pool {
       for (;;) {
         const Index i = next_[q].value.fetch_add(1, std::memory_order_relaxed);
         if (i >= end_[q]) break;
-        (*job_)(i);
+        // After a chunk has thrown, the rest are only counted, so that the
+        // job completes; an exception never leaves a worker thread.
+        if (!failed_.load(std::memory_order_relaxed)) {
+          try {
+            (*job_)(i);
+          } catch (...) {
+            Fail(std::current_exception());
+          }
+        }
         ++ran;
       }
     }
     if (ran > 0) done_.fetch_add(ran, std::memory_order_release);
+  }
+
+  // Keeps the first exception of the job.
+  void Fail(std::exception_ptr error) {
+    std::lock_guard<std::mutex> lock(error_mu_);
+    if (!failed_.load(std::memory_order_relaxed)) {
+      error_ = std::move(error);
+      failed_.store(true, std::memory_order_release);
+    }
   }
 
   // Enters the job of generation gen if it is still open.
@@ -239,6 +278,10 @@ class Pool {
   Counter next_[kMaxParticipants];  // next unclaimed chunk of each range
   Index end_[kMaxParticipants] = {};
   std::atomic<Index> done_{0};
+  // The first exception a chunk of the current job threw (failed_ says so).
+  std::atomic<bool> failed_{false};
+  std::mutex error_mu_;
+  std::exception_ptr error_;
   std::atomic<std::uint64_t> ticket_{0};  // generation << kCountBits | participants
   std::atomic<std::uint64_t> state_{0};   // see kOpen
   std::atomic<int> sleepers_{0};
@@ -269,7 +312,7 @@ Pool& GlobalPool() {
 int GetNumThreads() { return GlobalPool().threads(); }
 
 void SetNumThreads(int n) {
-  Require(n >= 1, "the number of threads must be >= 1");
+  Require(n >= 1 && n <= kMaxThreads, "the number of threads must be in 1..4096");
   GlobalPool().set_threads(n);
 }
 

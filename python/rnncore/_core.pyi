@@ -9,6 +9,8 @@ ISA: str
 __version__: str
 MAX_DIM: int
 MAX_PARAMETER_BYTES: int
+MAX_LAYERS: int
+MAX_THREADS: int
 
 def build_info() -> dict[str, Any]: ...
 def cpu_supports(isa: str) -> bool: ...

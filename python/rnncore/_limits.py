@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 
-MAX_DIM = 2**31 - 1  # TODO(merge): from _core
-MAX_PARAMETER_BYTES = 2**40
-MAX_LAYERS = 1024
-MAX_THREADS = 4096
+from . import _core
+
+MAX_DIM: int = _core.MAX_DIM
+MAX_PARAMETER_BYTES: int = _core.MAX_PARAMETER_BYTES
+MAX_LAYERS: int = _core.MAX_LAYERS
+MAX_THREADS: int = _core.MAX_THREADS
 
 
 def physical_memory() -> int | None:

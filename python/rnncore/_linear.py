@@ -8,6 +8,7 @@ all leading axes at once, in the core's kernels and thread pool.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -92,7 +93,7 @@ class Linear(Module):
     _tape_description = "a LinearTape from forward_train"
     _torch_class = "Linear"
     _options_class = LinearOptions
-    _own_attributes = Module._own_attributes | {"_flat", "_flat_grad"}
+    _own_attributes = Module._own_attributes | {"_flat", "_flat_grad", "_backward_lock"}
 
     def _build(self, options: LinearOptions) -> None:
         self._options = options
@@ -104,6 +105,7 @@ class Linear(Module):
         if self.bias:
             layout.append(("bias", (self.out_features,), n_weight))
         self._bind_parameters(self._flat, self._flat_grad, layout)
+        self._backward_lock = threading.Lock()
         self.training = True
 
     @property
@@ -208,20 +210,23 @@ class Linear(Module):
             ValueError: the tape is used or belongs to another module, or ``grad_y`` has
             the wrong shape.
         """
-        self._check_tape(tape)
         gy = v.real_array("grad_y", grad_y)
-        v.check_shape("grad_y", gy, tape._lead_shape + (self.out_features,))
-        gy2d = np.ascontiguousarray(gy, dtype=self.dtype).reshape(-1, self.out_features)
-        tape._consumed = True
-        grad_x = _core.dense_backward(
-            tape._x2d,
-            gy2d,
-            tape._weight,
-            self._grads["weight"],
-            self._grads["bias"] if self.bias else None,
-            True,
-        )
-        tape._x2d = tape._weight = None  # free the memory early
+        # One backward at a time: each adds into the same gradients (and the same tape may
+        # be offered twice).
+        with self._backward_lock:
+            self._check_tape(tape)
+            v.check_shape("grad_y", gy, tape._lead_shape + (self.out_features,))
+            gy2d = np.ascontiguousarray(gy, dtype=self.dtype).reshape(-1, self.out_features)
+            tape._consumed = True
+            grad_x = _core.dense_backward(
+                tape._x2d,
+                gy2d,
+                tape._weight,
+                self._grads["weight"],
+                self._grads["bias"] if self.bias else None,
+                True,
+            )
+            tape._x2d = tape._weight = None  # free the memory early
         return grad_x.reshape(tape._lead_shape + (self.in_features,))
 
     # ------------------------------------------------------------------- torch

@@ -243,7 +243,8 @@ class RecurrentModule(Module):
         if steps < 1 or batch < 1:
             raise ValueError(f"x must have at least one time step and one sequence: {x.shape}")
         self._require_call_memory(steps, batch, train)
-        return np.ascontiguousarray(x, dtype=self.dtype), unbatched
+        # A view in any dtype and strides: the core makes the one copy it needs.
+        return x, unbatched
 
     def _state(self, name, value, batch, width, unbatched):
         if value is None:
@@ -263,7 +264,7 @@ class RecurrentModule(Module):
             arr = arr[:, None, :]
         else:
             v.check_shape(name, arr, (num_states, batch, width))
-        return np.ascontiguousarray(arr, dtype=self.dtype)
+        return arr
 
     def _prepare(self, x, hx, lengths, train):
         x, unbatched = self._prepare_x(x, train)
@@ -423,7 +424,6 @@ class RecurrentModule(Module):
                 dout = dout.transpose(1, 0, 2)
             else:
                 v.check_shape("grad_out", dout, (steps, batch, width))
-            dout = np.ascontiguousarray(dout, dtype=self.dtype)
         gh, gc = self._split_grad_h(grad_h_n)
         gh = self._state("grad_h_n", gh, batch, self._options.out_size, tape._unbatched)
         gc = self._state("grad_c_n", gc, batch, self.hidden_size, tape._unbatched)

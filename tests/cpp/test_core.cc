@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -403,6 +404,37 @@ void ThreadInvariance(std::mt19937& rng) {
   }
 }
 
+// An exception thrown by a chunk of a parallel region reaches the caller, on
+// the caller's thread, whichever thread ran the chunk; the other chunks are
+// skipped or finish, and the pool keeps working afterwards.
+void PoolExceptions() {
+  const int saved = rnncore::GetNumThreads();
+  rnncore::SetNumThreads(3);
+  bool caught = false;
+  try {
+    rnncore::ParallelFor(300, [](rnncore::Index i) {
+      if (i == 237) throw std::runtime_error("chunk 237");
+    });
+  } catch (const std::runtime_error& e) {
+    caught = std::string(e.what()) == "chunk 237";
+  }
+  Check(caught, "a chunk's exception reaches the caller");
+  caught = false;
+  try {
+    rnncore::ParallelFor(300, [](rnncore::Index i) {
+      if (i % 7 == 0) throw std::bad_alloc();  // several chunks, several threads
+    });
+  } catch (const std::bad_alloc&) {
+    caught = true;
+  }
+  Check(caught, "std::bad_alloc from several chunks reaches the caller once");
+  std::vector<int> ran(300, 0);
+  rnncore::ParallelFor(300, [&](rnncore::Index i) { ran[static_cast<size_t>(i)] += 1; });
+  Check(std::all_of(ran.begin(), ran.end(), [](int n) { return n == 1; }),
+        "the pool runs every chunk once after a failed job");
+  rnncore::SetNumThreads(saved);
+}
+
 }  // namespace
 
 int main() {
@@ -435,7 +467,9 @@ int main() {
   TapeRules(rng);
   ThreadInvariance(rng);
   HalfWeights(rng);
-  const int total = 3 + static_cast<int>(sizeof(cases) / sizeof(cases[0])) + 18 + 1 + 2 + 2 + 10;
+  PoolExceptions();
+  const int total =
+      3 + static_cast<int>(sizeof(cases) / sizeof(cases[0])) + 18 + 1 + 2 + 2 + 10 + 3;
   std::printf("%d passed, %d failed\n", total - failures, failures);
   return failures == 0 ? 0 : 1;
 }

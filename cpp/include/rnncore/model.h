@@ -12,6 +12,8 @@
 #define RNNCORE_MODEL_H_
 
 #include <memory>
+#include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <vector>
 
@@ -88,6 +90,31 @@ void MaskHits(std::uint64_t seed, Index layer, Index dir, MaskSite site, double 
 template <typename T>
 class Model;
 
+// The running statistics of a model's batch norms and the lock that orders
+// the calls that use them: training-mode forward passes of a batch-normalized
+// model update them (exclusive), eval-mode passes and Backward read them
+// (shared). A copy reads the source under its lock and has a lock of its own.
+template <typename T>
+struct GuardedStats {
+  std::vector<RunningStats<T>> sets;
+  mutable std::shared_mutex mutex;
+
+  GuardedStats() = default;
+  GuardedStats(const GuardedStats& other) {
+    std::shared_lock<std::shared_mutex> lock(other.mutex);
+    sets = other.sets;
+  }
+  GuardedStats& operator=(const GuardedStats&) = delete;
+};
+
+// A mutex that a copy of its owner does not share.
+struct OwnMutex {
+  std::mutex mutex;
+  OwnMutex() = default;
+  OwnMutex(const OwnMutex&) {}
+  OwnMutex& operator=(const OwnMutex&) = delete;
+};
+
 // What Model::Forward records for Model::Backward. Single use, bound to the
 // model that made it.
 template <typename T>
@@ -140,8 +167,9 @@ class Model {
   // The forward pass. training selects batch statistics (and updates the
   // running statistics of the batch norms) over the running ones; with a
   // tape, records what Backward needs. Calls in eval mode (training false)
-  // change nothing and may run concurrently on one model; a training-mode
-  // call of a batch-normalized model may not run beside other calls. seed
+  // change nothing and run concurrently on one model; training-mode calls of
+  // a batch-normalized model update its running statistics one at a time
+  // (each sees the statistics some serial order of the calls would). seed
   // draws the regularization masks of a training-mode call (the tape keeps
   // it, so that Backward replays them).
   void Forward(Index steps, Index batch, const T* x, const T* h0, const T* c0,
@@ -151,12 +179,16 @@ class Model {
   // Running statistics buffers (see BufferLayout), copied out and in. Set
   // takes rows x width values of the mean and the variance of one site.
   const std::vector<BufferInfo>& buffer_layout() const { return buffers_; }
-  const RunningStats<T>& running(Index stats) const { return running_[static_cast<size_t>(stats)]; }
+  RunningStats<T> running(Index stats) const {
+    std::shared_lock<std::shared_mutex> lock(running_.mutex);
+    return running_.sets[static_cast<size_t>(stats)];
+  }
   void SetRunning(Index stats, Index rows, const T* mean, const T* var);
 
   // Backpropagation through time. dout (T, B, Dn*P) or null; dh_n, dc_n as
   // h0 / c0 or null. Writes dx (T, B, input), dh0, dc0 (c0 for LSTM only, may
-  // be null otherwise) and ADDS parameter gradients into gradients(). Marks
+  // be null otherwise) and ADDS parameter gradients into gradients(); calls
+  // on one model run one at a time, so concurrent ones sum correctly. Marks
   // the tape consumed; throws InvalidArgument for a used or foreign tape.
   // step_norms (L * Dn, T), when not null, receives the diagnostics: the
   // Euclidean norm over batch and units of the gradient of each layer's and
@@ -178,7 +210,8 @@ class Model {
   std::vector<BufferInfo> buffers_;
   // Per layer * direction * site (input, recurrent, cell). Updated by
   // training-mode forward passes, which is why it is mutable.
-  mutable std::vector<RunningStats<T>> running_;
+  mutable GuardedStats<T> running_;
+  OwnMutex backward_mutex_;  // one Backward at a time (gradient accumulation)
   Buffer<T> zero_bias_;       // stands in for absent biases
   Buffer<T> bias_grad_sink_;  // receives their gradients
 };

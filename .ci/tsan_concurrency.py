@@ -1,0 +1,87 @@
+"""What may run concurrently on one module, run under ThreadSanitizer by .ci/sanitize.
+
+Eval-mode calls from many threads (while another thread changes the thread count),
+concurrent backward calls, concurrent training-mode calls of a batch-normalized module,
+and concurrent backward calls of a Linear layer. Any data race in the compiled core ends
+the process with ThreadSanitizer's report; the results are also checked against serial
+calls.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+import rnncore as rc
+
+
+def together(work, count):
+    errors = []
+    barrier = threading.Barrier(count)
+
+    def run(i):
+        try:
+            barrier.wait()
+            work(i)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def eval_calls_while_the_thread_count_changes():
+    m = rc.LSTM(16, 64, num_layers=2, bidirectional=True, seed=0).eval()
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((20, 4, 16)).astype(np.float32) for _ in range(4)]
+    want = [m(x)[0] for x in xs]
+    got = [None] * 4
+
+    def work(i):
+        if i == 4:  # the fifth thread toggles the thread count
+            for n in (1, 3, 2, 1, 2):
+                rc.set_num_threads(n)
+            return
+        for _ in range(3):
+            got[i] = m(xs[i])[0]
+
+    together(work, 5)
+    assert all(np.array_equal(g, w) for g, w in zip(got, want))
+
+
+def concurrent_backward():
+    m = rc.GRU(8, 48, num_layers=2, bidirectional=True, dtype="float64", seed=1)
+    rng = np.random.default_rng(1)
+    xs = [rng.standard_normal((6, 3, 8)) for _ in range(16)]
+    tapes = [m.forward_train(x) for x in xs]
+    grads = [rng.standard_normal(out.shape) for out, _, _ in tapes]
+    together(lambda i: [m.backward(tapes[k][2], grads[k]) for k in range(i, 16, 4)], 4)
+
+
+def concurrent_batch_norm_training():
+    m = rc.LSTM(8, 32, norm="batch", seed=2)
+    rng = np.random.default_rng(2)
+    xs = [rng.standard_normal((t, 4, 8)).astype(np.float32) for t in (5, 9, 3, 12)]
+    together(lambda i: [m(xs[i]) for _ in range(3)], 4)
+    m.eval()
+    together(lambda i: m(xs[i]), 4)
+
+
+def concurrent_linear_backward():
+    m = rc.Linear(32, 16, seed=3)
+    rng = np.random.default_rng(3)
+    tapes = [m.forward_train(rng.standard_normal((20, 32)))[1] for _ in range(8)]
+    together(lambda i: [m.backward(tapes[k], np.ones((20, 16))) for k in (i, i + 4)], 4)
+
+
+if __name__ == "__main__":
+    for check in (eval_calls_while_the_thread_count_changes, concurrent_backward,
+                  concurrent_batch_norm_training, concurrent_linear_backward):  # fmt: skip
+        check()
+        print(f"{check.__name__}: ok", flush=True)
