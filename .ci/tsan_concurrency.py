@@ -9,31 +9,15 @@ calls.
 
 from __future__ import annotations
 
-import threading
+import sys
+from pathlib import Path
 
 import numpy as np
 
 import rnncore as rc
 
-
-def together(work, count):
-    errors = []
-    barrier = threading.Barrier(count)
-
-    def run(i):
-        try:
-            barrier.wait()
-            work(i)
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from rnn_testing import run_concurrently as together  # noqa: E402 - after the path is set
 
 
 def eval_calls_while_the_thread_count_changes():
