@@ -124,7 +124,10 @@ def test_mapping_round_trips_as_dict(tmp_path):
     assert meta["author"] == "me" and meta["epoch"] == "7"
     info = json.loads(meta["rnncore"])
     assert info["format_version"] == 1
-    assert [(e["name"], e["class"]) for e in info["modules"]] == [("encoder", "LSTM"), ("head", "Linear")]
+    assert [(e["name"], e["class"]) for e in info["modules"]] == [
+        ("encoder", "LSTM"),
+        ("head", "Linear"),
+    ]
     assert info["modules"][0]["options"] == lstm.options.to_dict()
     assert "encoder.weight_ih_l0" in tensors and "head.bias" in tensors
     # One named module is a mapping too.
@@ -280,27 +283,31 @@ def test_header_too_large(tmp_path):
     _expect(tmp_path, struct.pack("<Q", 2**63) + b"{}", "larger than the file")
 
 
+_A = b'{"a": {"dtype": "F32", '  # the start of a tensor entry
+_M = b'{"__metadata__": {"k": '  # the start of a metadata entry
+
+
 @pytest.mark.parametrize("header,phrase", [
-    (b"{\"a\"", "ends early"),
-    (b"{\"a\": ", "is not a JSON object"),
-    (b"{\"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]},}", "expected a string key"),
+    (b'{"a"', "ends early"),
+    (b'{"a": ', "is not a JSON object"),
+    (_A + b'"shape": [1], "data_offsets": [0, 4]},}', "expected a string key"),
     (b"[1, 2]", "does not start with '{'"),
-    (b"{\"a\": 1}", "is not a JSON object"),
+    (b'{"a": 1}', "is not a JSON object"),
     (b"{} x", "unexpected data after"),
-    (b"{\"a\": {\"dtype\": \"F32\", \"shape\": [-1], \"data_offsets\": [0, 0]}}", "negative number"),
-    (b"{\"a\": {\"dtype\": \"F32\", \"shape\": [1.5], \"data_offsets\": [0, 0]}}", "expected an integer"),
-    (b"{\"a\": {\"dtype\": \"F32\", \"shape\": [99999999999999999999], \"data_offsets\": [0, 0]}}", "number too large"),
-    (b"{\"a\": {\"dtype\": \"F32\", \"shape\": [], \"data_offsets\": [0]}}", "data_offsets must be [begin, end]"),
-    (b"{\"a\": {\"dtype\": \"F32\", \"shape\": []}}", "needs dtype, shape and data_offsets"),
-    (b"{\"a\": {\"dtype\": \"F32\", \"shape\": [], \"data_offsets\": [0, 4], \"x\": 1}}", "unexpected key 'x'"),
-    (b"{\"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]}, \"a\": {}}", "duplicate entry 'a'"),
-    (b"{\"__metadata__\": {\"k\": 1}}", "is not a string"),
-    (b"{\"__metadata__\": {\"k\": \"\\ud800\"}}", "unpaired surrogate"),
-    (b"{\"__metadata__\": {\"k\": \"\xff\"}}", "invalid UTF-8"),
-    (b"{\"__metadata__\": {\"k\": \"a\nb\"}}", "control character"),
-    (b"{\"__metadata__\": {\"k\": \"\\q\"}}", "invalid escape"),
-    (b"{\"a\": {\"dtype\": \"F32\", \"shape\": [" + b"[" * 100 + b"]}}", "expected a non-negative integer"),
-    (b"{\"__metadata__\": " + b"{\"a\":" * 200 + b"}", "is not a string"),
+    (_A + b'"shape": [-1], "data_offsets": [0, 0]}}', "negative number"),
+    (_A + b'"shape": [1.5], "data_offsets": [0, 0]}}', "expected an integer"),
+    (_A + b'"shape": [99999999999999999999], "data_offsets": [0, 0]}}', "number too large"),
+    (_A + b'"shape": [], "data_offsets": [0]}}', "data_offsets must be [begin, end]"),
+    (_A + b'"shape": []}}', "needs dtype, shape and data_offsets"),
+    (_A + b'"shape": [], "data_offsets": [0, 4], "x": 1}}', "unexpected key 'x'"),
+    (_A + b'"shape": [1], "data_offsets": [0, 4]}, "a": {}}', "duplicate entry 'a'"),
+    (_M + b"1}}", "is not a string"),
+    (_M + b'"\\ud800"}}', "unpaired surrogate"),
+    (_M + b'"\xff"}}', "invalid UTF-8"),
+    (_M + b'"a\nb"}}', "control character"),
+    (_M + b'"\\q"}}', "invalid escape"),
+    (_A + b'"shape": [' + b"[" * 100 + b"]}}", "expected a non-negative integer"),
+    (b'{"__metadata__": ' + b'{"a":' * 200 + b"}", "is not a string"),
 ])  # fmt: skip
 def test_invalid_header_json(tmp_path, header, phrase):
     msg = _expect(tmp_path, struct.pack("<Q", len(header)) + header, phrase)
@@ -310,11 +317,13 @@ def test_invalid_header_json(tmp_path, header, phrase):
 def test_header_json_escapes_are_decoded(tmp_path):
     header = b'{"__metadata__": {"k\\u00e9\\ud83d\\ude00": "a\\"b\\\\c\\/\\n\\u0041"}}'
     meta, tensors = _core.read_safetensors_bytes(struct.pack("<Q", len(header)) + header)
-    assert meta == {"k\u00e9\U0001F600": 'a"b\\c/\nA'} and tensors == {}
+    assert meta == {"k\u00e9\U0001f600": 'a"b\\c/\nA'} and tensors == {}
 
 
 def _one_tensor(dtype="F32", shape=(2,), offsets=(0, 8), data=b"\0" * 8, meta=None):
-    return _file(meta, {"w": {"dtype": dtype, "shape": list(shape), "data_offsets": list(offsets)}}, data)
+    return _file(
+        meta, {"w": {"dtype": dtype, "shape": list(shape), "data_offsets": list(offsets)}}, data
+    )
 
 
 def test_offsets_dtypes_shapes(tmp_path):
@@ -324,6 +333,7 @@ def test_offsets_dtypes_shapes(tmp_path):
     _expect(tmp_path, _one_tensor(offsets=(8, 16), data=b"\0" * 16), "gap of 8 bytes")
     _expect(tmp_path, _one_tensor(data=b"\0" * 12), "4 bytes after the last tensor")
     _expect(tmp_path, _one_tensor(dtype="F17"), "unknown dtype 'F17'")
+    _expect(tmp_path, _one_tensor(dtype="BF16", shape=(4,)), "dtype BF16")
     _expect(tmp_path, _one_tensor(shape=(2**40, 2**40)), "too large")
     _expect(tmp_path, _one_tensor(shape=[1] * 40), "more than 32 entries")
     h = {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
@@ -351,20 +361,42 @@ def test_rnncore_layer_errors(tmp_path):
     _expect(tmp_path, _rewrite(meta, tensors, info="{not json"), "not valid JSON")
     _expect(tmp_path, _rewrite(meta, tensors, info="[" * 100000 + "]" * 100000), "not valid JSON")
     _expect(tmp_path, _rewrite(meta, tensors, info="[]"), "not a JSON object")
-    _expect(tmp_path, _rewrite(meta, tensors, info={**info, "format_version": 2}), "newer than this rnncore")
-    _expect(tmp_path, _rewrite(meta, tensors, info={**info, "format_version": "1"}), "no valid format_version")
+    _expect(
+        tmp_path,
+        _rewrite(meta, tensors, info={**info, "format_version": 2}),
+        "newer than this rnncore",
+    )
+    _expect(
+        tmp_path,
+        _rewrite(meta, tensors, info={**info, "format_version": "1"}),
+        "no valid format_version",
+    )
     _expect(tmp_path, _rewrite(meta, tensors, info={**info, "modules": []}), "no list of modules")
     bad_class = dict(info["modules"][0], **{"class": "Transformer"})
-    _expect(tmp_path, _rewrite(meta, tensors, info={**info, "modules": [bad_class]}), "unknown class")
-    bad_opts = dict(info["modules"][0], options={**info["modules"][0]["options"], "hidden_size": -1})
-    _expect(tmp_path, _rewrite(meta, tensors, info={**info, "modules": [bad_opts]}), "invalid options")
+    _expect(
+        tmp_path, _rewrite(meta, tensors, info={**info, "modules": [bad_class]}), "unknown class"
+    )
+    bad_opts = dict(
+        info["modules"][0], options={**info["modules"][0]["options"], "hidden_size": -1}
+    )
+    _expect(
+        tmp_path, _rewrite(meta, tensors, info={**info, "modules": [bad_opts]}), "invalid options"
+    )
     bad_mode = dict(info["modules"][0], training="yes")
     _expect(tmp_path, _rewrite(meta, tensors, info={**info, "modules": [bad_mode]}), "'training'")
     bad_w = dict(info["modules"][0], weights="float64")
     _expect(tmp_path, _rewrite(meta, tensors, info={**info, "modules": [bad_w]}), "do not match")
     _expect(tmp_path, _rewrite(meta, tensors, drop="bias_hh_l0"), "tensor 'bias_hh_l0' is missing")
-    _expect(tmp_path, _rewrite(meta, tensors, add=("extra", np.zeros(2, np.float32))), "unexpected tensor 'extra'")
-    _expect(tmp_path, _rewrite(meta, tensors, cast=("bias_hh_l0", np.float64)), "has dtype float64, expected float32")
+    _expect(
+        tmp_path,
+        _rewrite(meta, tensors, add=("extra", np.zeros(2, np.float32))),
+        "unexpected tensor 'extra'",
+    )
+    _expect(
+        tmp_path,
+        _rewrite(meta, tensors, cast=("bias_hh_l0", np.float64)),
+        "has dtype float64, expected float32",
+    )
     _expect(tmp_path, _rewrite(meta, tensors, cast=("bias_hh_l0", np.int8)), "has dtype int8")
     wrong = [(k, v[:-1] if k == "weight_hh_l0" else v) for k, v in tensors]
     _expect(tmp_path, _rewrite(meta, wrong), "has shape")

@@ -99,6 +99,14 @@ py::tuple ToPython(mf::Contents&& c) {
   return py::make_tuple(metadata, tensors);
 }
 
+// Refuses (ValueError) dtypes NumPy has no type for, before any array is made.
+void CheckRepresentable(const mf::Contents& c, const std::string& prefix) {
+  for (const mf::TensorInfo& t : c.header.tensors)
+    if (t.dtype == mf::DType::kBF16)
+      throw py::value_error(prefix + "tensor '" + t.name + "' has dtype BF16, which NumPy " +
+                            "cannot represent");
+}
+
 py::tuple Read(const std::string& path) {
   mf::Contents c;
   try {
@@ -109,6 +117,7 @@ py::tuple Read(const std::string& path) {
   } catch (const InvalidArgument& e) {
     throw py::value_error(path + ": " + e.what());
   }
+  CheckRepresentable(c, path + ": ");
   return ToPython(std::move(c));
 }
 
@@ -119,6 +128,7 @@ py::tuple ReadBytes(const py::bytes& data) {
     py::gil_scoped_release release;
     c = mf::ReadBuffer(reinterpret_cast<const unsigned char*>(s.data()), s.size());
   }
+  CheckRepresentable(c, "");
   return ToPython(std::move(c));
 }
 

@@ -19,6 +19,7 @@ from . import _core
 from ._linear import Linear
 from ._module import Module
 from ._modules import GRU, LSTM, RNN
+from ._options import LinearOptions
 from ._recurrent import RecurrentModule
 
 #: The format version of the ``rnncore`` metadata this rnncore writes; it reads this
@@ -42,8 +43,7 @@ def _class_name(module: Any) -> str:
         if type(module) is cls:
             return name
     raise TypeError(
-        f"rnncore.save saves rnncore LSTM, GRU, RNN and Linear modules, got "
-        f"{type(module).__name__}"
+        f"rnncore.save saves rnncore LSTM, GRU, RNN and Linear modules, got {type(module).__name__}"
     )
 
 
@@ -87,8 +87,7 @@ def save(obj: Any, path: Any, *, metadata: Mapping[str, str] | None = None) -> N
                 raise TypeError(f"rnncore.save: module names must be str, got {name!r}")
             if not name or "." in name:
                 raise ValueError(
-                    f"rnncore.save: module names must be non-empty and without '.', "
-                    f"got {name!r}"
+                    f"rnncore.save: module names must be non-empty and without '.', got {name!r}"
                 )
             entries.append((name, module))
     else:
@@ -173,8 +172,10 @@ def load(path: Any) -> Any:
             f"version {FORMAT_VERSION} and older): load it with a newer rnncore"
         )
     entries = info.get("modules")
-    if not isinstance(entries, list) or not entries or not all(
-        isinstance(e, dict) for e in entries
+    if (
+        not isinstance(entries, list)
+        or not entries
+        or not all(isinstance(e, dict) for e in entries)
     ):
         fail("the 'rnncore' metadata has no list of modules")
     names = [e.get("name") for e in entries]
@@ -198,6 +199,21 @@ def load(path: Any) -> Any:
     return next(iter(out.values())) if single else out
 
 
+def _parameter_lower_bound(options: Any) -> int:
+    """The parameters of a module of ``options`` but its normalization's (from the sizes
+    alone, so that nothing is allocated before a file is known to hold them)."""
+    if isinstance(options, LinearOptions):
+        return options.out_features * (options.in_features + int(options.bias))
+    g, h, proj = options.gates, options.hidden_size, options.proj_size
+    p = proj or h
+    d = options.num_directions
+    count = 0
+    for k in range(options.num_layers):
+        inp = options.input_size if k == 0 else d * p
+        count += d * (g * h * (inp + p) + proj * h)
+    return count
+
+
 def _load_module(entry: dict, what: str, prefix: str, tensors: dict, claimed: set, fail):
     cls = _CLASSES.get(entry.get("class"))  # type: ignore[arg-type]
     if cls is None:
@@ -207,8 +223,16 @@ def _load_module(entry: dict, what: str, prefix: str, tensors: dict, claimed: se
         fail(f"{what}: no options")
     try:
         options = cls._options_class.from_dict(options)
-    except (TypeError, ValueError, KeyError) as e:
+    except (TypeError, ValueError, KeyError, MemoryError) as e:
         fail(f"{what}: invalid options: {e}")
+    # Nothing is allocated for more parameters than the file holds values.
+    values = sum(a.size for k, a in tensors.items() if k.startswith(prefix))
+    needed = _parameter_lower_bound(options)
+    if needed > values:
+        fail(
+            f"{what}: its options describe at least {needed} parameters, but the file holds "
+            f"{values} values for it"
+        )
     training = entry.get("training")
     if not isinstance(training, bool):
         fail(f"{what}: 'training' must be true or false")
@@ -221,8 +245,13 @@ def _load_module(entry: dict, what: str, prefix: str, tensors: dict, claimed: se
             fail(f"{what}: a half_weights() copy cannot be in training mode")
     elif weights != options.dtype:
         fail(f"{what}: weights {weights!r} do not match its dtype {options.dtype!r}")
+    if cls is not Linear and options.cell != cls._cell:
+        fail(f"{what}: class {entry['class']} does not match its options' cell {options.cell!r}")
     module = cls.__new__(cls)
-    module._build(options)
+    try:
+        module._build(options)
+    except (ValueError, MemoryError) as e:
+        fail(f"{what}: {e}")
     if isinstance(module, RecurrentModule):
         module._mask_rng = np.random.default_rng()
     expected = list(module._params) + list(module._buffer_names())
