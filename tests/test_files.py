@@ -239,7 +239,6 @@ def _expect(tmp_path, data, phrase):
     msg = str(info.value)
     assert str(path) in msg, msg
     assert phrase in msg, msg
-    # The core's bytes entry point agrees on files that fail in the core.
     return msg
 
 
