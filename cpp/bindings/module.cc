@@ -5,6 +5,7 @@
 #include <string>
 
 #include "dense_binding.h"
+#include "file_binding.h"
 #include "model_binding.h"
 #include "rnncore/common.h"
 #include "rnncore/limits.h"
@@ -57,6 +58,7 @@ PYBIND11_MODULE(RNNCORE_MODULE_NAME, m) {
         "Whether this CPU can run the kernels compiled for isa ('baseline', 'avx2', 'avx512').");
   rnncore::bindings::BindModel(m);
   rnncore::bindings::BindDense(m);
+  rnncore::bindings::BindFiles(m);
   m.def("get_num_threads", &rnncore::GetNumThreads, "Threads used by compute calls.");
   m.def("set_num_threads", &rnncore::SetNumThreads, py::arg("n"),
         "Sets the threads used by compute calls (n >= 1).");

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from . import _core, _limits, _validation, init, losses, optim
 from ._clip import clip_grad_norm, clip_grad_value
+from ._files import load, save
 from ._linear import Linear, LinearTape
 from ._loader import available_isas, supported_isas
 from ._modules import GRU, LSTM, RNN
@@ -29,9 +30,11 @@ __all__ = [
     "clip_grad_value",
     "get_num_threads",
     "init",
+    "load",
     "losses",
     "mse_loss",
     "optim",
+    "save",
     "set_num_threads",
     "softmax_cross_entropy",
     "truncated_bptt",

@@ -26,3 +26,7 @@ set_num_threads = _impl.set_num_threads
 mask_hits = _impl.mask_hits
 dense_forward = _impl.dense_forward
 dense_backward = _impl.dense_backward
+read_safetensors = _impl.read_safetensors
+read_safetensors_bytes = _impl.read_safetensors_bytes
+write_safetensors = _impl.write_safetensors
+write_safetensors_bytes = _impl.write_safetensors_bytes

@@ -12,11 +12,18 @@
 //   * tapes are single-use and bound to their model;
 //   * results are bitwise identical for 1, 2 and 3 threads;
 //   * float16 weights (Model::UseHalfWeights) give the model of the rounded
-//     values.
+//     values;
+//   * model files (rnncore/model_file.h): a written buffer and file read back
+//     the same; every truncation of a file, and an out-of-range offset, throw
+//     InvalidArgument.
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <map>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -27,6 +34,7 @@
 #include "rnncore/gru.h"
 #include "rnncore/lstm.h"
 #include "rnncore/model.h"
+#include "rnncore/model_file.h"
 #include "rnncore/rnn.h"
 #include "rnncore/thread_pool.h"
 
@@ -435,6 +443,64 @@ void PoolExceptions() {
   rnncore::SetNumThreads(saved);
 }
 
+void ModelFiles() {
+  namespace mf = rnncore::model_file;
+  const std::vector<float> w = {1.5f, -2.0f, 3.25f, 0.0f, 7.0f, -0.5f};
+  const std::vector<std::uint16_t> h = {0x3C00, 0xC000, 0x7BFF};  // 1, -2, 65504 in F16
+  const std::vector<double> d = {3.141592653589793};
+  const std::map<std::string, std::string> meta = {{"rnncore", "{\"format_version\": 1}"},
+                                                   {"note", "caf\xc3\xa9 \"q\"\n"}};
+  const std::vector<mf::TensorData> tensors = {
+      {"w", mf::DType::kF32, {2, 3}, w.data(), 24},
+      {"h", mf::DType::kF16, {3}, h.data(), 6},
+      {"d", mf::DType::kF64, {}, d.data(), 8},
+      {"empty", mf::DType::kI8, {0, 4}, nullptr, 0}};
+  const std::vector<unsigned char> bytes = mf::WriteBuffer(meta, tensors);
+  auto same = [&](const mf::Contents& c) {
+    bool ok = c.header.metadata == meta && c.header.tensors.size() == tensors.size();
+    for (std::size_t i = 0; ok && i < tensors.size(); ++i) {
+      const mf::TensorInfo& t = c.header.tensors[i];
+      ok = t.name == tensors[i].name && t.dtype == tensors[i].dtype &&
+           t.shape == tensors[i].shape && c.data[i].size() == tensors[i].nbytes &&
+           (tensors[i].nbytes == 0 ||
+            std::memcmp(c.data[i].data(), tensors[i].data, tensors[i].nbytes) == 0);
+    }
+    return ok;
+  };
+  Check(bytes.size() % 8 == 6 && (bytes[0] | (bytes[1] << 8)) % 8 == 0,
+        "model file: the header is padded to a multiple of 8 bytes");
+  Check(same(mf::ReadBuffer(bytes.data(), bytes.size())), "model file: buffer round trip");
+  const std::string path =
+      (std::filesystem::temp_directory_path() / "rnncore_test_model_file.safetensors").string();
+  mf::WriteFile(path, meta, tensors);
+  Check(same(mf::ReadFile(path)), "model file: file round trip");
+  std::remove(path.c_str());
+  bool all_throw = true;
+  for (std::size_t n = 0; n < bytes.size(); ++n) {
+    try {
+      mf::ReadBuffer(bytes.data(), n);
+      all_throw = false;
+    } catch (const rnncore::InvalidArgument&) {
+    }
+  }
+  Check(all_throw, "model file: every truncation throws InvalidArgument");
+  bool missing = false;
+  try {
+    mf::ReadFile("rnncore_no_such_file.safetensors");
+  } catch (const mf::FileError& e) {
+    missing = e.err() == ENOENT;
+  }
+  Check(missing, "model file: a missing file throws FileError(ENOENT)");
+  const std::string bad = "{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}";
+  bool out_of_range = false;
+  try {
+    mf::ParseHeader(bad.data(), bad.size(), 4);
+  } catch (const rnncore::InvalidArgument&) {
+    out_of_range = true;
+  }
+  Check(out_of_range, "model file: offsets beyond the data throw InvalidArgument");
+}
+
 }  // namespace
 
 int main() {
@@ -468,8 +534,9 @@ int main() {
   ThreadInvariance(rng);
   HalfWeights(rng);
   PoolExceptions();
+  ModelFiles();
   const int total =
-      3 + static_cast<int>(sizeof(cases) / sizeof(cases[0])) + 18 + 1 + 2 + 2 + 10 + 3;
+      3 + static_cast<int>(sizeof(cases) / sizeof(cases[0])) + 18 + 1 + 2 + 2 + 10 + 3 + 6;
   std::printf("%d passed, %d failed\n", total - failures, failures);
   return failures == 0 ? 0 : 1;
 }

@@ -1,0 +1,278 @@
+"""Model files: ``save`` and ``load`` in the safetensors format (see docs/file_format.md).
+
+The bytes are parsed, checked and written by the core (``rnncore/model_file.h``, bound as
+``_core.read_safetensors`` / ``_core.write_safetensors``); this module is the rnncore
+layer above it: which tensors a module has (from its class and options, recorded in the
+header's ``__metadata__["rnncore"]``), and the modules built from them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from . import _core
+from ._linear import Linear
+from ._module import Module
+from ._modules import GRU, LSTM, RNN
+from ._options import LinearOptions
+from ._recurrent import RecurrentModule
+
+#: The format version of the ``rnncore`` metadata this rnncore writes; it reads this
+#: version and older ones.
+FORMAT_VERSION = 1
+
+_CLASSES: dict[str, type] = {"LSTM": LSTM, "GRU": GRU, "RNN": RNN, "Linear": Linear}
+#: The parameters a half_weights() copy stores in float16.
+_HALF_PREFIXES = ("weight_ih", "weight_hh", "weight_hr")
+_FILE_DTYPES = {"float32": "<f4", "float64": "<f8", "float16": "<f2"}
+
+
+def _path(path: Any) -> str:
+    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    return os.fspath(path)
+
+
+def _class_name(module: Any) -> str:
+    for name, cls in _CLASSES.items():
+        if type(module) is cls:
+            return name
+    raise TypeError(
+        f"rnncore.save saves rnncore LSTM, GRU, RNN and Linear modules, got {type(module).__name__}"
+    )
+
+
+def _is_half(module: Module) -> bool:
+    return isinstance(module, RecurrentModule) and module._half
+
+
+def _half_name(key: str) -> bool:
+    return key.startswith(_HALF_PREFIXES)
+
+
+def save(obj: Any, path: Any, *, metadata: Mapping[str, str] | None = None) -> None:
+    """Saves a module, or a mapping of names to modules, to a safetensors file.
+
+    Each tensor of the module's ``state_dict()`` is stored under its key (a mapping's
+    under ``"{name}.{key}"``); the header's ``__metadata__["rnncore"]`` records each
+    module's class, options, mode and weight storage, so that ``load`` rebuilds it. A
+    ``half_weights()`` copy stores its weight matrices as float16. The file is written
+    to ``path + ".tmp"`` and renamed, so ``path`` never holds half a file.
+
+    Args:
+        obj: an ``LSTM``, ``GRU``, ``RNN`` or ``Linear``, or a mapping of names (non-empty
+            strings without ``"."``) to them.
+        path: the file to write (``str`` or ``os.PathLike``); an existing file is replaced.
+        metadata: extra ``str -> str`` entries for the header's ``__metadata__`` (any
+            safetensors reader lists them); the key ``"rnncore"`` is reserved.
+
+    Raises:
+        TypeError: ``obj`` is not a module or mapping of modules, ``path`` is not a path,
+            or ``metadata`` has entries that are not strings.
+        ValueError: invalid module names, or the reserved metadata key ``"rnncore"``.
+        OSError: the file cannot be written.
+    """
+    path = _path(path)
+    if isinstance(obj, Mapping):
+        if not obj:
+            raise ValueError("rnncore.save: the mapping of modules is empty")
+        entries = []
+        for name, module in obj.items():
+            if not isinstance(name, str):
+                raise TypeError(f"rnncore.save: module names must be str, got {name!r}")
+            if not name or "." in name:
+                raise ValueError(
+                    f"rnncore.save: module names must be non-empty and without '.', got {name!r}"
+                )
+            entries.append((name, module))
+    else:
+        entries = [(None, obj)]
+    extra: dict[str, str] = {}
+    if metadata is not None:
+        if not isinstance(metadata, Mapping):
+            raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
+        for k, val in metadata.items():
+            if not isinstance(k, str) or not isinstance(val, str):
+                raise TypeError(f"metadata entries must be str -> str, got {k!r}: {val!r}")
+            if k == "rnncore":
+                raise ValueError("metadata key 'rnncore' is reserved for rnncore's own entry")
+            extra[k] = val
+    modules, tensors = [], []
+    for name, module in entries:
+        cls = _class_name(module)
+        half = _is_half(module)
+        modules.append(
+            {
+                "name": name,
+                "class": cls,
+                "options": module.options.to_dict(),
+                "training": bool(module.training),
+                "weights": "float16" if half else str(module.dtype),
+            }
+        )
+        prefix = f"{name}." if name else ""
+        for key, arr in module.state_dict().items():
+            dtype = "<f2" if half and _half_name(key) else _FILE_DTYPES[str(arr.dtype)]
+            tensors.append((prefix + key, np.ascontiguousarray(arr, dtype=dtype)))
+    info = {"format_version": FORMAT_VERSION, "modules": modules}
+    extra["rnncore"] = json.dumps(info, allow_nan=False)
+    _core.write_safetensors(path, extra, tensors)
+
+
+def load(path: Any) -> Any:
+    """Loads what ``save`` wrote: a module, or a dict of names to modules.
+
+    Every module comes back with its class, options, parameters, running statistics and
+    mode (a ``half_weights()`` copy as such a copy, its float16 weights exact). Files from
+    other safetensors writers load when their tensors and ``__metadata__["rnncore"]``
+    entry are as docs/file_format.md describes.
+
+    Args:
+        path: the file (``str`` or ``os.PathLike``).
+
+    Returns:
+        The module (a file of one unnamed module), or a dict name -> module in the
+        file's order.
+
+    Raises:
+        FileNotFoundError: no file at ``path``. IsADirectoryError: ``path`` is a
+            directory. OSError: other errors reading it.
+        ValueError: a bad file (not safetensors, truncated, invalid header, offsets,
+            dtypes or shapes, no or invalid ``rnncore`` metadata, missing or unexpected
+            tensors, a newer format version); the message names the path and the first
+            problem.
+        TypeError: ``path`` is not a path.
+    """
+    path = _path(path)
+    metadata, tensors = _core.read_safetensors(path)
+
+    def fail(what: str):
+        raise ValueError(f"{path}: {what}")
+
+    raw = metadata.get("rnncore")
+    if raw is None:
+        fail("not an rnncore model file: the header's __metadata__ has no 'rnncore' entry")
+    try:
+        info = json.loads(raw)
+    except (ValueError, RecursionError):
+        fail("the 'rnncore' metadata is not valid JSON")
+    if not isinstance(info, dict):
+        fail("the 'rnncore' metadata is not a JSON object")
+    version = info.get("format_version")
+    if type(version) is not int or version < 1:
+        fail("the 'rnncore' metadata has no valid format_version")
+    if version > FORMAT_VERSION:
+        fail(
+            f"the file has format version {version}, newer than this rnncore reads (format "
+            f"version {FORMAT_VERSION} and older): load it with a newer rnncore"
+        )
+    entries = info.get("modules")
+    if (
+        not isinstance(entries, list)
+        or not entries
+        or not all(isinstance(e, dict) for e in entries)
+    ):
+        fail("the 'rnncore' metadata has no list of modules")
+    names = [e.get("name") for e in entries]
+    single = len(entries) == 1 and names[0] in (None, "")
+    if not single:
+        for name in names:
+            if not isinstance(name, str) or not name or "." in name:
+                fail(f"invalid module name {name!r} in the 'rnncore' metadata")
+        if len(set(names)) != len(names):
+            fail("duplicate module names in the 'rnncore' metadata")
+    claimed: set[str] = set()
+    out = {}
+    for entry, name in zip(entries, names):
+        prefix = "" if single else f"{name}."
+        module = _load_module(entry, "the module" if single else f"module {name!r}",
+                              prefix, tensors, claimed, fail)  # fmt: skip
+        out[name] = module
+    unexpected = [k for k in tensors if k not in claimed]
+    if unexpected:
+        fail(f"unexpected tensor {unexpected[0]!r} (no module of the file has it)")
+    return next(iter(out.values())) if single else out
+
+
+def _parameter_lower_bound(options: Any) -> int:
+    """The parameters of a module of ``options`` but its normalization's (from the sizes
+    alone, so that nothing is allocated before a file is known to hold them)."""
+    if isinstance(options, LinearOptions):
+        return options.out_features * (options.in_features + int(options.bias))
+    g, h, proj = options.gates, options.hidden_size, options.proj_size
+    p = proj or h
+    d = options.num_directions
+    count = 0
+    for k in range(options.num_layers):
+        inp = options.input_size if k == 0 else d * p
+        count += d * (g * h * (inp + p) + proj * h)
+    return count
+
+
+def _load_module(entry: dict, what: str, prefix: str, tensors: dict, claimed: set, fail):
+    cls = _CLASSES.get(entry.get("class"))  # type: ignore[arg-type]
+    if cls is None:
+        fail(f"{what}: unknown class {entry.get('class')!r} (expected one of {list(_CLASSES)})")
+    options = entry.get("options")
+    if not isinstance(options, dict):
+        fail(f"{what}: no options")
+    try:
+        options = cls._options_class.from_dict(options)
+    except (TypeError, ValueError, KeyError, MemoryError) as e:
+        fail(f"{what}: invalid options: {e}")
+    # Nothing is allocated for more parameters than the file holds values.
+    values = sum(a.size for k, a in tensors.items() if k.startswith(prefix))
+    needed = _parameter_lower_bound(options)
+    if needed > values:
+        fail(
+            f"{what}: its options describe at least {needed} parameters, but the file holds "
+            f"{values} values for it"
+        )
+    training = entry.get("training")
+    if not isinstance(training, bool):
+        fail(f"{what}: 'training' must be true or false")
+    weights = entry.get("weights")
+    half = weights == "float16"
+    if half:
+        if cls is Linear or options.dtype != "float32":
+            fail(f"{what}: float16 weights need a float32 LSTM, GRU or RNN")
+        if training:
+            fail(f"{what}: a half_weights() copy cannot be in training mode")
+    elif weights != options.dtype:
+        fail(f"{what}: weights {weights!r} do not match its dtype {options.dtype!r}")
+    if cls is not Linear and options.cell != cls._cell:
+        fail(f"{what}: class {entry['class']} does not match its options' cell {options.cell!r}")
+    module = cls.__new__(cls)
+    try:
+        module._build(options)
+    except (ValueError, MemoryError) as e:
+        fail(f"{what}: {e}")
+    if isinstance(module, RecurrentModule):
+        module._mask_rng = np.random.default_rng()
+    expected = list(module._params) + list(module._buffer_names())
+    state = {}
+    for key in expected:
+        full = prefix + key
+        arr = tensors.get(full)
+        if arr is None:
+            fail(f"{what}: tensor {full!r} is missing")
+        want = "float16" if half and _half_name(key) else options.dtype
+        if arr.dtype != np.dtype(want):
+            fail(f"tensor {full!r} has dtype {arr.dtype}, expected {want}")
+        if key in module._params and arr.shape != module._params[key].shape:
+            fail(f"tensor {full!r} has shape {arr.shape}, expected {module._params[key].shape}")
+        state[key] = arr.astype(options.dtype, copy=False)
+        claimed.add(full)
+    try:
+        module.load_state_dict(state)
+    except (TypeError, ValueError, KeyError) as e:
+        fail(f"{what}: {e}")
+    module.train(training)
+    if half:
+        module._make_half()
+    return module
