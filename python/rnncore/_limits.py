@@ -8,7 +8,9 @@ thrashing) after minutes of work.
 
 from __future__ import annotations
 
+import functools
 import os
+from typing import Callable
 
 from . import _core
 
@@ -18,6 +20,7 @@ MAX_LAYERS: int = _core.MAX_LAYERS
 MAX_THREADS: int = _core.MAX_THREADS
 
 
+@functools.cache
 def physical_memory() -> int | None:
     """The machine's physical memory in bytes (None where the OS does not say)."""
     try:
@@ -26,15 +29,20 @@ def physical_memory() -> int | None:
         return None
 
 
+# What require_memory compares with (a number for fast checks: infinity when unknown).
+PHYSICAL_MEMORY: float = physical_memory() or float("inf")
+
+
 def _gib(nbytes: int) -> str:
     return f"{nbytes / 2**30:.3g} GiB"
 
 
-def require_memory(what: str, nbytes: int) -> None:
-    """Raises MemoryError if ``nbytes`` (a lower bound of what ``what`` allocates) is more
-    than this machine's physical memory."""
+def require_memory(nbytes: int, what: Callable[[], str]) -> None:
+    """Raises MemoryError if ``nbytes`` (a lower bound of what the thing ``what()`` describes
+    allocates) is more than this machine's physical memory. ``what`` is called only then:
+    this runs on every call of a module."""
     total = physical_memory()
     if total is not None and nbytes > total:
         raise MemoryError(
-            f"{what} needs at least {_gib(nbytes)} of memory; this machine has {_gib(total)}"
+            f"{what()} needs at least {_gib(nbytes)} of memory; this machine has {_gib(total)}"
         )

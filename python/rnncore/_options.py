@@ -10,6 +10,7 @@ valid.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -61,26 +62,27 @@ class RecurrentOptions:
     chrono: float | None = None
 
     # ----------------------------------------------------------------- derived
+    # Cached: the options never change, and calls read these on every step.
     @property
     def gates(self) -> int:
         """G, the number of gate blocks of the cell (1, 4 or 3)."""
         return CELLS[self.cell]
 
-    @property
+    @functools.cached_property
     def num_directions(self) -> int:
         return 2 if self.bidirectional else 1
 
-    @property
+    @functools.cached_property
     def num_states(self) -> int:
         """The first axis of a state: ``num_layers * num_directions``."""
         return self.num_layers * self.num_directions
 
-    @property
+    @functools.cached_property
     def out_size(self) -> int:
         """H_out: ``proj_size`` if set, else ``hidden_size``."""
         return self.proj_size if self.proj_size else self.hidden_size
 
-    @property
+    @functools.cached_property
     def np_dtype(self) -> np.dtype:
         return np.dtype(self.dtype)
 
@@ -88,7 +90,7 @@ class RecurrentOptions:
     def norm_options(self) -> dict:
         return {k: getattr(self, k) for k in NORM_OPTION_DEFAULTS}
 
-    @property
+    @functools.cached_property
     def regularized(self) -> bool:
         """Whether training-mode calls draw masks (dropout, zoneout)."""
         return any(getattr(self, k) > 0 for k in ("dropout", *REGULARIZERS))
@@ -254,9 +256,9 @@ def check_model_size(cell, input_size, hidden_size, num_layers, bidirectional, p
         )
     largest_matrix = g * h * max(input_size, d * p)
     _limits.require_memory(
-        f"a model with input_size={input_size}, hidden_size={hidden_size}, "
-        f"num_layers={num_layers} ({count} parameters)",
         2 * count * itemsize + 2 * 8 * largest_matrix,
+        lambda: f"a model with input_size={input_size}, hidden_size={hidden_size}, "
+        f"num_layers={num_layers} ({count} parameters)",
     )
 
 
@@ -269,7 +271,7 @@ class LinearOptions:
     bias: bool = True
     dtype: str = "float32"
 
-    @property
+    @functools.cached_property
     def np_dtype(self) -> np.dtype:
         return np.dtype(self.dtype)
 

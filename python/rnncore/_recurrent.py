@@ -8,6 +8,7 @@ The cells differ only in their options and in the LSTM's ``(h, c)`` state pairs.
 from __future__ import annotations
 
 import copy
+import functools
 from collections import OrderedDict
 from typing import Any
 
@@ -61,7 +62,7 @@ class RecurrentModule(Module):
     _tape_description = "an rnncore Tape"
 
     _options_class = RecurrentOptions
-    _own_attributes = Module._own_attributes | {"_model", "_mask_rng", "_half"}
+    _own_attributes = Module._own_attributes | {"_model", "_mask_rng", "_half", "_row_bytes"}
 
     def __init__(self, options: RecurrentOptions, seed: int | None):
         """Builds the compiled model of ``options`` and draws its parameters from ``seed``."""
@@ -222,13 +223,14 @@ class RecurrentModule(Module):
 
     # -------------------------------------------------------------------- calls
     def _prepare_x(self, x, train):
+        o = self._options  # read once: this runs on every call
         x = v.real_array("x", x)
         if x.ndim == 2:
             unbatched = True
             x = x[:, None, :]
         elif x.ndim == 3:
             unbatched = False
-            if self.batch_first:
+            if o.batch_first:
                 x = x.transpose(1, 0, 2)
         else:
             layout = "(B, T, input_size)" if self.batch_first else "(T, B, input_size)"
@@ -236,13 +238,14 @@ class RecurrentModule(Module):
                 f"x must have shape {layout} or (T, input_size), got {x.ndim} dimensions"
             )
         steps, batch, features = x.shape
-        if features != self.input_size:
+        if features != o.input_size:
             raise ValueError(
                 f"x must have {self.input_size} features on its last axis, got {features}"
             )
         if steps < 1 or batch < 1:
             raise ValueError(f"x must have at least one time step and one sequence: {x.shape}")
-        self._require_call_memory(steps, batch, train)
+        if steps * batch * self._row_bytes[train] > _limits.PHYSICAL_MEMORY:
+            self._refuse_call(steps, batch, train)
         # A view in any dtype and strides: the core makes the one copy it needs.
         return x, unbatched
 
@@ -275,7 +278,7 @@ class RecurrentModule(Module):
             lengths = v.lengths_array(lengths, batch, steps)
         h0, c0 = self._split_hx(hx)
         h0 = self._state("h_0", h0, batch, self._options.out_size, unbatched)
-        c0 = self._state("c_0", c0, batch, self.hidden_size, unbatched)
+        c0 = self._state("c_0", c0, batch, self._options.hidden_size, unbatched)
         return x, h0, c0, lengths, unbatched
 
     def _split_hx(self, hx):
@@ -293,7 +296,7 @@ class RecurrentModule(Module):
             out = out[:, 0, :]
             h_n = h_n[:, 0, :]
             c_n = None if c_n is None else c_n[:, 0, :]
-        elif self.batch_first:
+        elif self._options.batch_first:
             out = out.transpose(1, 0, 2)
         return out, h_n, c_n
 
@@ -307,7 +310,7 @@ class RecurrentModule(Module):
     def _run(self, x, hx, lengths, train, seed):
         x, h0, c0, lengths, unbatched = self._prepare(x, hx, lengths, train)
         seed = self._call_seed(seed)
-        if self.training and self.norm in BATCH_NORMS and x.shape[1] < 2:
+        if self.training and self._options.norm in BATCH_NORMS and x.shape[1] < 2:
             raise ValueError(
                 f"norm={self.norm!r} in training mode needs a batch of at least 2 sequences "
                 f"(x has {x.shape[1]}); call .eval() to use the running statistics"
@@ -318,20 +321,23 @@ class RecurrentModule(Module):
         out, h_n, c_n = self._to_user(out, h_n, c_n, unbatched)
         return out, self._pack_states(h_n, c_n), tape, unbatched, seed
 
-    def _require_call_memory(self, steps: int, batch: int, train: bool) -> None:
-        """Refuses a call whose memory cannot exist here, before the core allocates it.
-
-        The estimate is a lower bound of the core's allocations: one direction's input
-        projections of a layer, ``(T, B, G*H)``, and the output ``(T, B, D*H_out)``; a
-        training call keeps at least the input projections of every layer and
-        direction on its tape.
-        """
+    @functools.cached_property
+    def _row_bytes(self) -> tuple[int, int]:
+        """A lower bound of the bytes a call allocates per row of ``(T*B)``, in eval and in
+        training mode: one direction's input projections of a layer, ``(T, B, G*H)``, and
+        the output ``(T, B, D*H_out)``; a training call keeps at least the input
+        projections of every layer and direction on its tape."""
         o = self._options
-        rows = steps * batch
-        layers = o.num_states if train else 1
-        nbytes = rows * (layers * o.gates * o.hidden_size + o.num_directions * o.out_size)
+        out = o.num_directions * o.out_size
+        eval_mode = (o.gates * o.hidden_size + out) * o.np_dtype.itemsize
+        training = (o.num_states * o.gates * o.hidden_size + out) * o.np_dtype.itemsize
+        return (eval_mode, training)
+
+    def _refuse_call(self, steps: int, batch: int, train: bool) -> None:
+        """Raises MemoryError for a call that needs more memory than the machine has."""
         _limits.require_memory(
-            f"a call with T={steps}, B={batch} on {self!r}", nbytes * self.dtype.itemsize
+            steps * batch * self._row_bytes[train],
+            lambda: f"a call with T={steps}, B={batch} on {self!r}",
         )
 
     def __call__(self, x, hx=None, lengths=None, *, seed=None):
