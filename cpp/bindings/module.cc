@@ -2,6 +2,7 @@
 #include <pybind11/pybind11.h>
 
 #include <Eigen/Core>
+#include <cstring>
 #include <string>
 
 #include "dense_binding.h"
@@ -59,6 +60,18 @@ PYBIND11_MODULE(RNNCORE_MODULE_NAME, m) {
   rnncore::bindings::BindModel(m);
   rnncore::bindings::BindDense(m);
   rnncore::bindings::BindFiles(m);
+  m.def(
+      "same_bytes",
+      [](const py::buffer& a, const py::buffer& b) {
+        // The stale-tape check of every training step: one memcmp, not a NumPy reduction.
+        const py::buffer_info x = a.request(), y = b.request();
+        for (const py::buffer_info* i : {&x, &y})
+          if (i->ndim != 1 || i->strides[0] != i->itemsize)
+            throw py::value_error("same_bytes takes contiguous 1-D buffers");
+        const auto nx = x.size * x.itemsize, ny = y.size * y.itemsize;
+        return nx == ny && (nx == 0 || std::memcmp(x.ptr, y.ptr, static_cast<size_t>(nx)) == 0);
+      },
+      py::arg("a"), py::arg("b"), "Whether two contiguous 1-D buffers hold the same bytes.");
   m.def("get_num_threads", &rnncore::GetNumThreads, "Threads used by compute calls.");
   m.def("set_num_threads", &rnncore::SetNumThreads, py::arg("n"),
         "Sets the threads used by compute calls (n >= 1).");

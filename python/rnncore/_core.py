@@ -24,6 +24,7 @@ cpu_supports = _impl.cpu_supports
 get_num_threads = _impl.get_num_threads
 set_num_threads = _impl.set_num_threads
 mask_hits = _impl.mask_hits
+same_bytes = _impl.same_bytes
 dense_forward = _impl.dense_forward
 dense_backward = _impl.dense_backward
 read_safetensors = _impl.read_safetensors
