@@ -28,7 +28,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 ITERATIONS = int(os.environ.get("RNNCORE_FILE_FUZZ_ITERATIONS", "3000"))
 SEED = int(os.environ.get("RNNCORE_FILE_FUZZ_SEED", "0"))
 
@@ -222,14 +221,20 @@ def _drive(seed: int, iterations: int, first: int = 0) -> None:
         print(f"DONE seed={seed} cases={iterations - first} loaded={loaded} refused={refused}")
 
 
+def _same_rnncore_path() -> str:
+    """PYTHONPATH for a child that imports the rnncore this process imported (the source
+    tree in development, site-packages once installed)."""
+    import rnncore
+
+    here = str(Path(rnncore.__file__).resolve().parents[1])
+    return os.pathsep.join(p for p in [here, os.environ.get("PYTHONPATH", "")] if p)
+
+
 def test_file_fuzz():
     budget = max(60.0, ITERATIONS * 0.05)
     for seed in (SEED, SEED + 1):
         cmd = [sys.executable, __file__, str(seed), str(ITERATIONS)]
-        env = dict(
-            os.environ,
-            PYTHONPATH=os.pathsep.join([str(ROOT / "python"), os.environ.get("PYTHONPATH", "")]),
-        )
+        env = dict(os.environ, PYTHONPATH=_same_rnncore_path())
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=budget, env=env)
         except subprocess.TimeoutExpired as e:
