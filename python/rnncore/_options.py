@@ -28,8 +28,36 @@ NORM_OPTION_DEFAULTS = {"ln_eps": 1e-5, "bn_eps": 1e-5, "bn_momentum": 0.1, "bn_
 INIT_SCHEMES = ("default", "torch")
 
 
+class _Options:
+    """What both options classes share: plain-value form, the NumPy dtype, and the check
+    that a dict names only known options."""
+
+    dtype: str
+
+    @functools.cached_property
+    def np_dtype(self) -> np.dtype:
+        return np.dtype(self.dtype)
+
+    def to_dict(self) -> dict:
+        """The options as plain Python values (what a model file or a pickle records)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def _known(cls, d: Mapping[str, Any], what: str) -> dict:
+        """``d`` as a new dict, after checking that every key is one of the options.
+
+        Raises:
+            ValueError: unknown keys, all listed.
+        """
+        d = dict(d)
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown {what} options {unknown}")
+        return d
+
+
 @dataclass(frozen=True)
-class RecurrentOptions:
+class RecurrentOptions(_Options):
     """Everything that defines an RNN, LSTM or GRU module, validated.
 
     The architecture (``cell`` to ``reset_after``), the normalization's constants, the
@@ -82,10 +110,6 @@ class RecurrentOptions:
         """H_out: ``proj_size`` if set, else ``hidden_size``."""
         return self.proj_size if self.proj_size else self.hidden_size
 
-    @functools.cached_property
-    def np_dtype(self) -> np.dtype:
-        return np.dtype(self.dtype)
-
     @property
     def norm_options(self) -> dict:
         return {k: getattr(self, k) for k in NORM_OPTION_DEFAULTS}
@@ -95,10 +119,6 @@ class RecurrentOptions:
         """Whether training-mode calls draw masks (dropout, zoneout)."""
         return any(getattr(self, k) > 0 for k in ("dropout", *REGULARIZERS))
 
-    def to_dict(self) -> dict:
-        """The options as plain Python values (what a model file or a pickle records)."""
-        return dataclasses.asdict(self)
-
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RecurrentOptions:
         """Checks a dict of ``to_dict()`` form and returns the options it describes.
@@ -106,11 +126,7 @@ class RecurrentOptions:
         Raises:
             TypeError, ValueError: as the module constructors do.
         """
-        d = dict(d)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown module options {unknown}")
+        d = cls._known(d, "module")
         cell = d.pop("cell", None)
         if cell not in CELLS:
             raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
@@ -263,7 +279,7 @@ def check_model_size(cell, input_size, hidden_size, num_layers, bidirectional, p
 
 
 @dataclass(frozen=True)
-class LinearOptions:
+class LinearOptions(_Options):
     """Everything that defines a Linear layer, validated."""
 
     in_features: int
@@ -271,20 +287,14 @@ class LinearOptions:
     bias: bool = True
     dtype: str = "float32"
 
-    @functools.cached_property
-    def np_dtype(self) -> np.dtype:
-        return np.dtype(self.dtype)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LinearOptions:
-        d = dict(d)
-        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown Linear options {unknown}")
-        options, _ = linear_options(**d)
+        """Checks a dict of ``to_dict()`` form and returns the options it describes.
+
+        Raises:
+            TypeError, ValueError: as ``Linear`` does.
+        """
+        options, _ = linear_options(**cls._known(d, "Linear"))
         return options
 
 
