@@ -13,6 +13,7 @@ from ._linear import Linear, LinearTape
 from ._loader import available_isas, supported_isas
 from ._modules import GRU, LSTM, RNN
 from ._recurrent import Tape
+from ._stream import Stream
 from ._tbptt import truncated_bptt
 from .losses import mse_loss, softmax_cross_entropy
 
@@ -23,6 +24,7 @@ __all__ = [
     "Linear",
     "LinearTape",
     "RNN",
+    "Stream",
     "Tape",
     "__version__",
     "build_info",
