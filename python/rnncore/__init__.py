@@ -7,6 +7,7 @@ by a C++/Eigen core, behind NumPy-facing classes that follow ``torch.nn``'s layo
 from __future__ import annotations
 
 from . import _core, _limits, _validation, init, losses, optim
+from ._batcher import StreamBatcher
 from ._clip import clip_grad_norm, clip_grad_value
 from ._files import load, save
 from ._linear import Linear, LinearTape
@@ -25,6 +26,7 @@ __all__ = [
     "LinearTape",
     "RNN",
     "Stream",
+    "StreamBatcher",
     "Tape",
     "__version__",
     "build_info",
