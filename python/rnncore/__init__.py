@@ -1,13 +1,15 @@
 """rnncore: fast, exact recurrent networks for the CPU.
 
-Elman RNN, LSTM and GRU with forward passes and backpropagation through time computed
-by a C++/Eigen core, behind NumPy-facing classes that follow ``torch.nn``'s layouts.
+Elman RNN, LSTM and GRU (and their single-step cells) with forward passes and
+backpropagation through time computed by a C++/Eigen core, behind NumPy-facing classes
+that follow ``torch.nn``'s layouts.
 """
 
 from __future__ import annotations
 
 from . import _core, _limits, _validation, init, losses, optim
 from ._batcher import StreamBatcher
+from ._cells import GRUCell, LSTMCell, RNNCell
 from ._clip import clip_grad_norm, clip_grad_value
 from ._files import load, save
 from ._linear import Linear, LinearTape
@@ -21,10 +23,13 @@ from .losses import mse_loss, softmax_cross_entropy
 __version__ = _core.__version__
 __all__ = [
     "GRU",
+    "GRUCell",
     "LSTM",
+    "LSTMCell",
     "Linear",
     "LinearTape",
     "RNN",
+    "RNNCell",
     "Stream",
     "StreamBatcher",
     "Tape",

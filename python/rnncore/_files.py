@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
+from ._cells import GRUCell, LSTMCell, RNNCell
 from ._linear import Linear
 from ._module import Module
 from ._modules import GRU, LSTM, RNN
@@ -26,7 +27,15 @@ from ._recurrent import RecurrentModule
 #: version and older ones.
 FORMAT_VERSION = 1
 
-_CLASSES: dict[str, type] = {"LSTM": LSTM, "GRU": GRU, "RNN": RNN, "Linear": Linear}
+_CLASSES: dict[str, type] = {
+    "LSTM": LSTM,
+    "GRU": GRU,
+    "RNN": RNN,
+    "Linear": Linear,
+    "LSTMCell": LSTMCell,
+    "GRUCell": GRUCell,
+    "RNNCell": RNNCell,
+}
 #: The parameters a half_weights() copy stores in float16.
 _HALF_PREFIXES = ("weight_ih", "weight_hh", "weight_hr")
 _FILE_DTYPES = {"float32": "<f4", "float64": "<f8", "float16": "<f2"}
@@ -43,7 +52,7 @@ def _class_name(module: Any) -> str:
         if type(module) is cls:
             return name
     raise TypeError(
-        f"rnncore.save saves rnncore LSTM, GRU, RNN and Linear modules, got {type(module).__name__}"
+        f"rnncore.save saves rnncore modules ({', '.join(_CLASSES)}), got {type(module).__name__}"
     )
 
 
@@ -65,8 +74,8 @@ def save(obj: Any, path: Any, *, metadata: Mapping[str, str] | None = None) -> N
     to ``path + ".tmp"`` and renamed, so ``path`` never holds half a file.
 
     Args:
-        obj: an ``LSTM``, ``GRU``, ``RNN`` or ``Linear``, or a mapping of names (non-empty
-            strings without ``"."``) to them.
+        obj: an ``LSTM``, ``GRU``, ``RNN``, ``Linear``, ``LSTMCell``, ``GRUCell`` or
+            ``RNNCell``, or a mapping of names (non-empty strings without ``"."``) to them.
         path: the file to write (``str`` or ``os.PathLike``); an existing file is replaced.
         metadata: extra ``str -> str`` entries for the header's ``__metadata__`` (any
             safetensors reader lists them); the key ``"rnncore"`` is reserved.
@@ -225,6 +234,12 @@ def _load_module(entry: dict, what: str, prefix: str, tensors: dict, claimed: se
         options = cls._options_class.from_dict(options)
     except (TypeError, ValueError, KeyError, MemoryError) as e:
         fail(f"{what}: invalid options: {e}")
+    if cls is not Linear and options.cell != cls._cell:
+        fail(f"{what}: class {entry['class']} does not match its options' cell {options.cell!r}")
+    try:  # e.g. a cell's options must be those of one layer
+        cls._check_options(options)
+    except ValueError as e:
+        fail(f"{what}: {e}")
     # Nothing is allocated for more parameters than the file holds values.
     values = sum(a.size for k, a in tensors.items() if k.startswith(prefix))
     needed = _parameter_lower_bound(options)
@@ -240,13 +255,11 @@ def _load_module(entry: dict, what: str, prefix: str, tensors: dict, claimed: se
     half = weights == "float16"
     if half:
         if cls is Linear or options.dtype != "float32":
-            fail(f"{what}: float16 weights need a float32 LSTM, GRU or RNN")
+            fail(f"{what}: float16 weights need a float32 recurrent module or cell")
         if training:
             fail(f"{what}: a half_weights() copy cannot be in training mode")
     elif weights != options.dtype:
         fail(f"{what}: weights {weights!r} do not match its dtype {options.dtype!r}")
-    if cls is not Linear and options.cell != cls._cell:
-        fail(f"{what}: class {entry['class']} does not match its options' cell {options.cell!r}")
     module = cls.__new__(cls)
     try:
         module._build(options)

@@ -109,6 +109,11 @@ class Module:
     _params: OrderedDict
     _grads: OrderedDict
 
+    @classmethod
+    def _check_options(cls, options: Any) -> None:
+        """Raises ValueError if valid ``options`` do not describe a module of this class
+        (before anything is allocated; ``_build`` checks them too)."""
+
     def _build(self, options: Any) -> None:  # pragma: no cover - every module defines it
         """Allocates the module of ``options`` (parameters not initialized), training mode."""
         raise NotImplementedError

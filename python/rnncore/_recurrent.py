@@ -74,16 +74,24 @@ class RecurrentModule(Module):
         if options.chrono is not None:  # replaces the gate biases set above
             init.chrono(self, options.chrono, init_rng)
 
+    @classmethod
+    def _check_options(cls, options: RecurrentOptions) -> None:
+        if options.cell != cls._cell:
+            raise ValueError(f"{cls.__name__} options must have cell={cls._cell!r}")
+
     def _build(self, options: RecurrentOptions) -> None:
-        if options.cell != self._cell:
-            raise ValueError(f"{type(self).__name__} options must have cell={self._cell!r}")
+        self._check_options(options)
         self._options = options
         self._model = _new_core_model(options)
         self._bind_parameters(
-            self._model.parameter_buffer(), self._model.gradient_buffer(), self._model.layout
+            self._model.parameter_buffer(), self._model.gradient_buffer(), self._layout()
         )
         self.training = True
         self._half = False
+
+    def _layout(self) -> list:
+        """The compiled model's parameter layout under this module's parameter names."""
+        return self._model.layout
 
     # ------------------------------------------------------------ copies, pickles
     def _extra_state(self) -> dict:
@@ -210,7 +218,7 @@ class RecurrentModule(Module):
         self._model.use_half_weights()
         flat = self._model.parameter_buffer()
         flat.flags.writeable = False
-        self._bind_parameters(flat, self._model.gradient_buffer(), self._model.layout)
+        self._bind_parameters(flat, self._model.gradient_buffer(), self._layout())
         self.training = False
         self._half = True
 
@@ -233,14 +241,14 @@ class RecurrentModule(Module):
             if o.batch_first:
                 x = x.transpose(1, 0, 2)
         else:
-            layout = "(B, T, input_size)" if self.batch_first else "(T, B, input_size)"
+            layout = "(B, T, input_size)" if o.batch_first else "(T, B, input_size)"
             raise ValueError(
                 f"x must have shape {layout} or (T, input_size), got {x.ndim} dimensions"
             )
         steps, batch, features = x.shape
         if features != o.input_size:
             raise ValueError(
-                f"x must have {self.input_size} features on its last axis, got {features}"
+                f"x must have {o.input_size} features on its last axis, got {features}"
             )
         if steps < 1 or batch < 1:
             raise ValueError(f"x must have at least one time step and one sequence: {x.shape}")
@@ -380,7 +388,7 @@ class RecurrentModule(Module):
         self._check_writable("forward_train()")
         parameters = self._model.parameter_buffer().copy()
         out, states, core_tape, unbatched, seed = self._run(x, hx, lengths, True, seed)
-        tape = Tape(core_tape, self, self.batch_first, unbatched, seed, parameters)
+        tape = Tape(core_tape, self, self._options.batch_first, unbatched, seed, parameters)
         return out, states, tape
 
     def backward(self, tape, grad_out, grad_h_n=None, *, return_step_norms=False):
@@ -432,7 +440,7 @@ class RecurrentModule(Module):
                 v.check_shape("grad_out", dout, (steps, batch, width))
         gh, gc = self._split_grad_h(grad_h_n)
         gh = self._state("grad_h_n", gh, batch, self._options.out_size, tape._unbatched)
-        gc = self._state("grad_c_n", gc, batch, self.hidden_size, tape._unbatched)
+        gc = self._state("grad_c_n", gc, batch, self._options.hidden_size, tape._unbatched)
         return_step_norms = v.check_bool("return_step_norms", return_step_norms)
         dx, dh0, dc0, norms = self._model.backward(
             tape._core_tape, grad_out=dout, grad_h_n=gh, grad_c_n=gc, step_norms=return_step_norms

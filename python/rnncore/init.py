@@ -158,7 +158,8 @@ def _is_cell(module: Any, cell: str) -> bool:
 
 
 def _gate_biases(module: Any, cell: str) -> tuple[int, list[tuple[np.ndarray, np.ndarray]]]:
-    """(hidden_size, [(bias_ih, bias_hh) live views per layer and direction]) of a module.
+    """(hidden_size, [(bias_ih, bias_hh) live views per layer and direction]) of a module
+    (one pair for a cell).
 
     Raises:
         TypeError: ``module`` is not an rnncore module of class ``cell`` with biases.
@@ -170,8 +171,9 @@ def _gate_biases(module: Any, cell: str) -> tuple[int, list[tuple[np.ndarray, np
     params = module.parameters()
     pairs = []
     for name, p in params.items():
-        if name.startswith("bias_ih_l"):
-            pairs.append((p, params["bias_hh_l" + name[len("bias_ih_l") :]]))
+        # bias_ih_l{k}[_reverse] of a module, bias_ih of a cell
+        if name.startswith("bias_ih"):
+            pairs.append((p, params["bias_hh" + name[len("bias_ih") :]]))
     return module.hidden_size, pairs
 
 
@@ -183,7 +185,7 @@ def forget_gate_bias(module: Any, value: float = 1.0) -> None:
     so the forget gate's total bias is ``value``.
 
     Args:
-        module: an ``rnncore.LSTM`` with ``bias=True``.
+        module: an ``rnncore.LSTM`` or ``rnncore.LSTMCell`` with ``bias=True``.
         value: the forget-gate bias (1.0 is the common choice of Jozefowicz et al. 2015).
 
     Raises:
@@ -205,7 +207,7 @@ def update_gate_bias(module: Any, value: float) -> None:
     ``h = (1 - z) * n + z * h_prev``, a positive value makes the GRU keep its state longer.
 
     Args:
-        module: an ``rnncore.GRU`` with ``bias=True``.
+        module: an ``rnncore.GRU`` or ``rnncore.GRUCell`` with ``bias=True``.
         value: the update-gate bias.
 
     Raises:
@@ -234,7 +236,7 @@ def chrono(module: Any, t_max: float, rng: Any = None) -> None:
     Other gate biases are left unchanged. Each layer and direction draws its own values.
 
     Args:
-        module: an ``rnncore.LSTM`` or ``rnncore.GRU`` with ``bias=True``.
+        module: an ``rnncore.LSTM`` or ``rnncore.GRU`` (or their cells) with ``bias=True``.
         t_max: the longest dependency range expected, in time steps; must be > 2 (the
             uniform range ``[1, t_max - 1]`` must not be empty).
         rng: None, an int seed or a ``numpy.random.Generator``.
