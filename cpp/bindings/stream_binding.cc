@@ -6,6 +6,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -126,6 +127,24 @@ void BindStreamImpl(py::module_& m, const char* name) {
           py::arg("rows"), py::arg("x"),
           "One step of the given distinct rows only: x (n, input_size) -> (n, H_out).")
       .def_property_readonly("batch", [](const BoundT& self) { return self.stream.batch(); })
+      .def(
+          "time_steps",
+          [](BoundT& self, const Array<T>& x, Index n) {
+            // For benchmarks: the core's own time per step, without the call's overhead.
+            Stream<T>& s = self.stream;
+            const ModelConfig& c = s.model().config();
+            if (x.size() != s.batch() * c.input_size || n < 1)
+              throw py::value_error("time_steps takes x of B * input_size values and n >= 1");
+            Buffer<T> out(static_cast<size_t>(s.batch() * c.out_size()));
+            py::gil_scoped_release release;
+            const auto start = std::chrono::steady_clock::now();
+            for (Index i = 0; i < n; ++i) s.Step(1, x.data(), out.data());
+            return std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+                       .count() / static_cast<double>(n);
+          },
+          py::arg("x"), py::arg("n"),
+          "Steps the stream n times through x (B, input_size) inside the core and returns the "
+          "seconds per step (a benchmark of the core without the call's overhead).")
       .def(
           "state",
           [](const BoundT& self) {

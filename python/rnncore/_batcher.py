@@ -61,7 +61,9 @@ class StreamBatcher:
         o = module.options
         self._in_shape = (o.input_size,)
         self._dtype = o.np_dtype
-        self._cond = threading.Condition()
+        self._cond = threading.Lock()  # guards everything below but the core stream
+        self._work = threading.Condition(self._cond)  # the worker waits here for steps
+        self._space = threading.Condition(self._cond)  # full queues: submitters wait here
         self._core_lock = threading.Lock()  # the core stream: resized, started, stepped
         self._rows: dict[int, int] = {}  # open sid -> row
         self._free_rows: list[int] = list(range(self._core.batch - 1, -1, -1))
@@ -140,13 +142,15 @@ class StreamBatcher:
             else:
                 del self._queues[sid]
                 self._free_rows.append(self._rows[sid])
+                self._work.notify()  # one stream fewer to wait for
             del self._rows[sid]
 
     def close_all(self, timeout: float | None = None) -> None:
         """Runs every queued step, then stops the worker thread. Idempotent."""
         with self._cond:
             self._closing = True
-            self._cond.notify_all()
+            self._work.notify_all()
+            self._space.notify_all()
         if threading.current_thread() is not self._worker:
             self._worker.join(timeout)
         _LIVE.discard(self)
@@ -181,7 +185,7 @@ class StreamBatcher:
             self._check_open()
             self._check_sid(sid)
             while self._pending >= self._max_pending:
-                self._cond.wait()
+                self._space.wait()
                 self._check_open()
                 self._check_sid(sid)
             self._push(sid, (kind, payload, fut, self._rows[sid]))
@@ -194,22 +198,29 @@ class StreamBatcher:
             self._ready.append(sid)
         queue.append(entry)
         self._pending += 1
-        self._cond.notify_all()
+        # Wake the worker only when it may go: a first step to wait on, or a full batch.
+        if len(self._ready) == 1 or len(self._ready) >= self._batch_goal():
+            self._work.notify()
+
+    def _batch_goal(self) -> int:
+        """Streams worth waiting for: every open one (or with queued entries), at most
+        max_batch."""
+        return min(self._max_batch, len(self._queues))
 
     def _take(self) -> list | None:
         """Waits for work; returns the next batch's (sid, row, entry) or None to stop."""
         with self._cond:
             while not self._ready and not self._closing:
-                self._cond.wait()
+                self._work.wait()
             if not self._ready:
                 return None
             # Wait for more streams while there is room, time, and a stream that might come.
             deadline = self._first_at + self._max_delay
-            while not self._closing and len(self._ready) < min(self._max_batch, len(self._queues)):
+            while not self._closing and len(self._ready) < self._batch_goal():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                self._cond.wait(left)
+                self._work.wait(left)
             batch = []
             for _ in range(min(self._max_batch, len(self._ready))):
                 sid = self._ready.popleft()
@@ -220,9 +231,11 @@ class StreamBatcher:
                     del self._queues[sid]
                 elif queue:
                     self._ready.append(sid)  # its next entry goes into a later batch
+            full = self._pending >= self._max_pending
             self._pending -= len(batch)
             self._first_at = 0.0  # what is left has waited already: the next batch goes at once
-            self._cond.notify_all()  # room in the queues
+            if full:
+                self._space.notify_all()
             return batch
 
     def _run(self) -> None:
