@@ -244,10 +244,12 @@ def main(argv=None) -> int:
     import onnxruntime
     import torch
 
+    torch.set_num_threads(1)  # one step of a small model: threads only hand off (ORT: 1 too)
+
     print(f"machine: {_cpu_name()}; rnncore {rc.__version__} ({rc.build_info()['isa']}), "
           f"onnxruntime {onnxruntime.__version__}, torch {torch.__version__}")  # fmt: skip
-    print(f"threads: rnncore {rc.get_num_threads()}, ORT 1 intra-op, torch "
-          f"{torch.get_num_threads()}")  # fmt: skip
+    print(f"threads: rnncore {rc.get_num_threads()} (a small step runs on its caller's), "
+          f"ORT 1 intra-op, torch {torch.get_num_threads()}")  # fmt: skip
     part_one(args.quick)
     part_two(args.quick)
     return 0

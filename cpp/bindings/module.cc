@@ -5,6 +5,7 @@
 #include <cstring>
 #include <string>
 
+#include "batcher_binding.h"
 #include "dense_binding.h"
 #include "file_binding.h"
 #include "model_binding.h"
@@ -60,6 +61,7 @@ PYBIND11_MODULE(RNNCORE_MODULE_NAME, m) {
         "Whether this CPU can run the kernels compiled for isa ('baseline', 'avx2', 'avx512').");
   rnncore::bindings::BindModel(m);
   rnncore::bindings::BindStream(m);
+  rnncore::bindings::BindBatcher(m);
   rnncore::bindings::BindDense(m);
   rnncore::bindings::BindFiles(m);
   m.def(
