@@ -23,7 +23,7 @@ namespace {
 std::string Dims(const py::array& a) {
   std::string s = "(";
   for (py::ssize_t i = 0; i < a.ndim(); ++i)
-    s += std::to_string(a.shape(i)) + (a.ndim() == 1 ? ",": i + 1 < a.ndim() ? ", " : "");
+    s += std::to_string(a.shape(i)) + (a.ndim() == 1 ? "," : i + 1 < a.ndim() ? ", " : "");
   return s + ")";
 }
 
@@ -37,13 +37,12 @@ Array<T> Vector(const py::object& obj, Index n, const char* name) {
 }
 
 template <typename T>
-std::optional<Array<T>> State(const py::object& obj, Index layers, Index width,
-                              const char* name) {
+std::optional<Array<T>> State(const py::object& obj, Index layers, Index width, const char* name) {
   if (obj.is_none()) return std::nullopt;
   const py::array a = RealArray(obj, name);
   if (a.ndim() != 2 || a.shape(0) != layers || a.shape(1) != width)
-    throw py::value_error(std::string(name) + " must have shape (" + std::to_string(layers) +
-                          ", " + std::to_string(width) + "), got " + Dims(a));
+    throw py::value_error(std::string(name) + " must have shape (" + std::to_string(layers) + ", " +
+                          std::to_string(width) + "), got " + Dims(a));
   return CoreInput<T>(a);
 }
 
@@ -102,8 +101,7 @@ void BindBatcherImpl(py::module_& m, const char* name) {
              });
              return bound;
            }),
-           py::arg("model"), py::arg("max_batch"), py::arg("max_delay_ms"),
-           py::arg("max_pending"))
+           py::arg("model"), py::arg("max_batch"), py::arg("max_delay_ms"), py::arg("max_pending"))
       .def(
           "open",
           [](BoundT& self, const py::object& h0, const py::object& c0) {
@@ -192,9 +190,8 @@ void BindBatcherImpl(py::module_& m, const char* name) {
              py::gil_scoped_release release;
              self.b->CloseAll();
            })
-      .def_property_readonly("open_streams", [](const BoundT& self) {
-        return self.b->open_streams();
-      })
+      .def_property_readonly("open_streams",
+                             [](const BoundT& self) { return self.b->open_streams(); })
       .def_property_readonly("closed", [](const BoundT& self) { return self.b->closed(); });
 }
 

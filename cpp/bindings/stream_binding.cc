@@ -54,14 +54,13 @@ py::object Step(BoundStream<T>& self, const py::object& x_in) {
   py::array xa = RealArray(x_in, "x");
   const auto wrong = [&](const std::string& want) {
     return py::value_error("x must have shape " + want + " for this stream of " +
-                           std::to_string(B) + (B == 1 ? " row" : " rows") +
-                           " and input_size " + std::to_string(D) + ", got " + ShapeOf(xa));
+                           std::to_string(B) + (B == 1 ? " row" : " rows") + " and input_size " +
+                           std::to_string(D) + ", got " + ShapeOf(xa));
   };
   Index steps = 1;
   if (xa.ndim() == 1) {
     if (B != 1 || xa.shape(0) != D)
-      throw wrong(B == 1 ? ShapeString({D}) + " or " + ShapeString({1, D})
-                         : ShapeString({B, D}));
+      throw wrong(B == 1 ? ShapeString({D}) + " or " + ShapeString({1, D}) : ShapeString({B, D}));
   } else if (xa.ndim() == 2) {
     if (xa.shape(0) != B || xa.shape(1) != D) throw wrong(ShapeString({B, D}));
   } else if (xa.ndim() == 3) {
@@ -75,8 +74,7 @@ py::object Step(BoundStream<T>& self, const py::object& x_in) {
     steps = xa.shape(0);
   } else {
     throw wrong(ShapeString({B, D}) + " for one step or " +
-                (self.batch_first ? "(B, T, input_size)" : "(T, B, input_size)") +
-                " for a chunk");
+                (self.batch_first ? "(B, T, input_size)" : "(T, B, input_size)") + " for a chunk");
   }
   const Array<T> x = CoreInput<T>(xa);
   Array<T> out = NewArray<T>({steps, B, P});
@@ -139,8 +137,8 @@ void BindStreamImpl(py::module_& m, const char* name) {
             py::gil_scoped_release release;
             const auto start = std::chrono::steady_clock::now();
             for (Index i = 0; i < n; ++i) s.Step(1, x.data(), out.data());
-            return std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-                       .count() / static_cast<double>(n);
+            return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() /
+                   static_cast<double>(n);
           },
           py::arg("x"), py::arg("n"),
           "Steps the stream n times through x (B, input_size) inside the core and returns the "
@@ -170,15 +168,13 @@ void BindStreamImpl(py::module_& m, const char* name) {
               h = CoreInput<T>(RealArray(h_in, "h_0"));
               if (h->ndim() != 3 || h->shape(0) != L || h->shape(1) != B ||
                   h->shape(2) != c.out_size())
-                throw py::value_error("h_0 must have shape " +
-                                      ShapeString({L, B, c.out_size()}));
+                throw py::value_error("h_0 must have shape " + ShapeString({L, B, c.out_size()}));
             }
             if (!c_in.is_none() && c.cell == CellKind::kLstm) {
               cc = CoreInput<T>(RealArray(c_in, "c_0"));
               if (cc->ndim() != 3 || cc->shape(0) != L || cc->shape(1) != B ||
                   cc->shape(2) != c.hidden_size)
-                throw py::value_error("c_0 must have shape " +
-                                      ShapeString({L, B, c.hidden_size}));
+                throw py::value_error("c_0 must have shape " + ShapeString({L, B, c.hidden_size}));
             }
             s.SetState(h ? h->data() : nullptr, cc ? cc->data() : nullptr);
           },
@@ -232,8 +228,9 @@ void BindStreamImpl(py::module_& m, const char* name) {
             for (py::ssize_t i = 0; i < r.shape(0); ++i) self.stream.ResetRow(r(i));
           },
           py::arg("rows") = py::none(), "Zeroes the state and step count of some or all rows.")
-      .def("resize", [](BoundT& self, Index batch) { self.stream.Resize(batch); },
-           py::arg("batch"), "Changes the number of rows (new rows start at zero).");
+      .def(
+          "resize", [](BoundT& self, Index batch) { self.stream.Resize(batch); }, py::arg("batch"),
+          "Changes the number of rows (new rows start at zero).");
 }
 
 }  // namespace

@@ -96,8 +96,7 @@ void Stream<T>::StepRows(Index steps, Index n, const Index* rows, const T* x, T*
     T* cg = lstm() ? gc_.data() + L * g0 * H : nullptr;
     for (Index j = 0; j < g; ++j) {
       const Index pos = order[static_cast<size_t>(g0 + j)].second, row = rows[pos];
-      for (Index t = 0; t < steps; ++t)
-        std::copy_n(x + (t * n + pos) * D, D, xg + (t * g + j) * D);
+      for (Index t = 0; t < steps; ++t) std::copy_n(x + (t * n + pos) * D, D, xg + (t * g + j) * D);
       for (Index l = 0; l < L; ++l) {
         std::copy_n(h_.data() + (l * batch_ + row) * P, P, hg + (l * g + j) * P);
         if (cg) std::copy_n(c_.data() + (l * batch_ + row) * H, H, cg + (l * g + j) * H);

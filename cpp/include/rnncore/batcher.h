@@ -131,7 +131,7 @@ class StreamBatcher {
 
   BatcherOptions options_;
   Stream<T> stream_;
-  std::mutex stream_mu_;  // the stream: resized, started, stepped (after mu_)
+  std::mutex stream_mu_;   // the stream: resized, started, stepped (after mu_)
   mutable std::mutex mu_;  // everything below
   std::condition_variable work_cv_, space_cv_;
   std::unordered_map<std::int64_t, Entry> entries_;  // open streams, closed ones with entries
