@@ -97,24 +97,20 @@ def predict(model_or_path: Any, x: Any, lengths: Any = None):
     steps, batch = x.shape[1 - batch_axis], x.shape[batch_axis]
     x = x.rechunk({1 - batch_axis: -1, 2: -1})
     batch_chunks = x.chunks[batch_axis]
-    lengths = _check_lengths(lengths, batch, steps, batch_chunks)
+    lengths = _check_lengths(lengths, batch, steps, batch_chunks, batch_axis)
     width = options.num_directions * options.out_size
     dtype = options.np_dtype
-    x_index = "btf" if options.batch_first else "tbf"
-    return da.blockwise(
-        _predict_block, x_index.replace("f", "h"),
-        x, x_index,
-        lengths, None if lengths is None else "b",
-        source, None,
-        token, None,
-        da.arange(batch, chunks=(batch_chunks,)), "b",
-        batch, None,
-        new_axes={"h": width},
-        concatenate=True,
+    return da.map_blocks(
+        _predict_block,
+        x,
+        lengths,
+        source,
+        token,
+        chunks=x.chunks[:2] + ((width,),),
         dtype=dtype,
         meta=np.empty((0, 0, 0), dtype),
         name=f"rnncore-predict-{dask.base.tokenize(token, x, lengths)}",
-    )  # fmt: skip
+    )
 
 
 # --------------------------------------------------------------------------- client
@@ -172,9 +168,13 @@ def _check_x(x: Any, options: Any):
     return x
 
 
-def _check_lengths(lengths: Any, batch: int, steps: int, chunks: tuple):
+def _check_lengths(lengths: Any, batch: int, steps: int, chunks: tuple, axis: int):
+    """``lengths`` as a 3-D dask array (``B`` along ``axis``, 1 elsewhere) with the batch
+    chunks of ``x``, which broadcasts against its blocks; or None."""
     if lengths is None:
         return None
+    shape = (batch, 1, 1) if axis == 0 else (1, batch, 1)
+    blocks = (chunks, (1,), (1,)) if axis == 0 else ((1,), chunks, (1,))
     if isinstance(lengths, da.Array):
         if lengths.dtype.kind not in "iu":
             raise TypeError(f"lengths must have an integer dtype, got {lengths.dtype}")
@@ -182,30 +182,35 @@ def _check_lengths(lengths: Any, batch: int, steps: int, chunks: tuple):
             raise ValueError(
                 f"lengths must have shape ({batch},) (one per sequence), got {lengths.shape}"
             )
-        return lengths.rechunk((chunks,))
-    return da.from_array(v.lengths_array(lengths, batch, steps), chunks=(chunks,))
+        return lengths.rechunk((chunks,)).reshape(shape).rechunk(blocks)
+    arr = v.lengths_array(lengths, batch, steps)
+    return da.from_array(arr.reshape(shape), chunks=blocks)
 
 
 # --------------------------------------------------------------------------- workers
 def _predict_block(
-    x: np.ndarray, lengths: Any, source: Any, token: str, index: np.ndarray, batch: int
+    x: np.ndarray, lengths: Any, source: Any, token: str, block_info: Any = None
 ) -> np.ndarray:
     """One block of ``predict``: the cached module of ``token`` over the block's rows.
 
-    ``index`` holds the rows' positions in the whole batch of ``batch`` sequences. The
-    rows are computed at their position modulo ``_ALIGN_ROWS``, in a call of ``batch``
-    sequences modulo ``_ALIGN_ROWS`` and at least ``min(batch, _ALIGN_ROWS)``, padded with
+    The rows are computed at their position in the whole batch modulo ``_ALIGN_ROWS``
+    (``block_info`` says where the block starts), in a call of as many sequences as the
+    whole batch modulo ``_ALIGN_ROWS`` and at least ``min(B, _ALIGN_ROWS)``, padded with
     copies of the block's first and last rows (rows are independent in eval mode; the
     copies are dropped).
     """
     model = _model(source, token)
     axis = 0 if model.batch_first else 1
     rows = x.shape[axis]
+    if lengths is not None:
+        lengths = lengths.reshape(rows)
     if rows == 0:  # an empty batch chunk (dask allows them; a module call does not)
         shape = list(x.shape)
         shape[2] = model.options.num_directions * model.options.out_size
         return np.empty(shape, model.dtype)
-    front = int(index[0]) % _ALIGN_ROWS
+    where = block_info[None]
+    batch = where["shape"][axis]
+    front = where["array-location"][axis][0] % _ALIGN_ROWS
     total = front + rows + (batch - front - rows) % _ALIGN_ROWS  # = batch modulo 16
     if total < min(batch, _ALIGN_ROWS):
         total += _ALIGN_ROWS
