@@ -23,6 +23,10 @@ def pytest_configure(config):
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         if importlib.util.find_spec("torch") is None:
             pytest.exit("CI requires PyTorch for the parity tests; install torch==2.13.0", 2)
+        # likewise the dask tests (tests/test_dask.py skips without them elsewhere)
+        for name in ("dask", "distributed"):
+            if importlib.util.find_spec(name) is None:
+                pytest.exit(f"CI requires {name} for tests/test_dask.py; install '.[test]'", 2)
 
 
 @pytest.fixture

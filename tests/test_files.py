@@ -411,3 +411,24 @@ def test_bytes_entry_point_and_errors_name_problems():
         assert np.array_equal(got[k], v)
     with pytest.raises(ValueError, match="truncated"):
         _core.read_safetensors_bytes(good[:-1])
+
+
+def test_module_entries_reads_the_header_only(tmp_path):
+    from rnncore._files import module_entries
+
+    lstm, head = _trained("lstm", norm="batch"), rc.Linear(5, 2, seed=2)
+    rc.save(lstm.half_weights(), tmp_path / "one.safetensors")
+    assert module_entries(tmp_path / "one.safetensors") == [(None, "LSTM", lstm.options)]
+    rc.save({"encoder": lstm, "head": head}, tmp_path / "two.safetensors")
+    assert module_entries(str(tmp_path / "two.safetensors")) == [
+        ("encoder", "LSTM", lstm.options),
+        ("head", "Linear", head.options),
+    ]
+    # a bad header: the loader's error; a bad data section is left to load
+    good, meta, tensors = _good_file()
+    for data, phrase in [(b"abc", "too short"), (good[:12], "header length")]:
+        with pytest.raises(ValueError, match=phrase):
+            module_entries(_load_bytes(tmp_path, data))
+    assert module_entries(_load_bytes(tmp_path, good[:-1]))[0][1] == "LSTM"
+    with pytest.raises(TypeError, match="path must be"):
+        module_entries(b"x.safetensors")

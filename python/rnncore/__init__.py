@@ -50,6 +50,15 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str):
+    """``rnncore.dask`` on first use: ``import rnncore`` does not import dask."""
+    if name == "dask":
+        import importlib  # noqa: PLC0415
+
+        return importlib.import_module(".dask", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def get_num_threads() -> int:
     """The number of threads compute calls use.
 

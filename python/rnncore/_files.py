@@ -39,6 +39,8 @@ _CLASSES: dict[str, type] = {
 #: The parameters a half_weights() copy stores in float16.
 _HALF_PREFIXES = ("weight_ih", "weight_hh", "weight_hr")
 _FILE_DTYPES = {"float32": "<f4", "float64": "<f8", "float16": "<f2"}
+#: The core reader's bound on the header (``kMaxHeaderBytes`` in ``model_file.h``).
+_MAX_HEADER_BYTES = 100_000_000
 
 
 def _path(path: Any) -> str:
@@ -206,6 +208,42 @@ def load(path: Any) -> Any:
     if unexpected:
         fail(f"unexpected tensor {unexpected[0]!r} (no module of the file has it)")
     return next(iter(out.values())) if single else out
+
+
+def module_entries(path: Any) -> list[tuple[Any, str, Any]]:
+    """The modules a file holds, from its header alone: no tensor is read.
+
+    For callers that need a file's classes and options before (or instead of) loading it.
+    A header that is not as ``save`` writes it is handed to ``load``, whose error is
+    raised; the tensors themselves are checked only when the file is loaded.
+
+    Returns:
+        ``[(name, class name, options), ...]`` in the file's order (``name`` is ``None``
+        for a file of one module saved on its own).
+
+    Raises:
+        what ``load`` raises for a bad file; TypeError: ``path`` is not a path.
+    """
+    path = _path(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        size = int.from_bytes(head, "little") if len(head) == 8 else -1
+        text = f.read(size) if 2 <= size <= _MAX_HEADER_BYTES else b""
+    try:
+        info = json.loads(json.loads(text)["__metadata__"]["rnncore"])
+        entries = info["modules"]
+        if info["format_version"] > FORMAT_VERSION or not entries:
+            raise ValueError
+        out = []
+        for e in entries:
+            cls = _CLASSES[e["class"]]
+            name = e["name"] if len(entries) > 1 else (e["name"] or None)
+            out.append((name, e["class"], cls._options_class.from_dict(e["options"])))
+        return out
+    except Exception:  # noqa: BLE001 - the loader names the problem
+        loaded = load(path)
+    items = loaded.items() if isinstance(loaded, dict) else [(None, loaded)]
+    return [(name, type(m).__name__, m.options) for name, m in items]
 
 
 def _parameter_lower_bound(options: Any) -> int:
