@@ -11,6 +11,7 @@ from . import _core, _limits, _validation, init, losses, optim
 from ._cells import GRUCell, LSTMCell, RNNCell
 from ._clip import clip_grad_norm, clip_grad_value
 from ._files import load, save
+from ._interop.onnx_import import from_onnx
 from ._linear import Linear, LinearTape
 from ._loader import available_isas, supported_isas
 from ._modules import GRU, LSTM, RNN
@@ -33,6 +34,7 @@ __all__ = [
     "build_info",
     "clip_grad_norm",
     "clip_grad_value",
+    "from_onnx",
     "get_num_threads",
     "init",
     "load",
