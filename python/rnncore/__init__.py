@@ -11,6 +11,7 @@ from . import _core, _limits, _validation, init, losses, optim
 from ._cells import GRUCell, LSTMCell, RNNCell
 from ._clip import clip_grad_norm, clip_grad_value
 from ._files import load, save
+from ._interop.onnx_export import to_onnx
 from ._interop.onnx_import import from_onnx
 from ._linear import Linear, LinearTape
 from ._loader import available_isas, supported_isas
@@ -44,6 +45,7 @@ __all__ = [
     "save",
     "set_num_threads",
     "softmax_cross_entropy",
+    "to_onnx",
     "truncated_bptt",
 ]
 
