@@ -69,6 +69,7 @@ def feeds_for(m, steps, batch, *, lengths, initial_state, rng, nan_padding=False
         lens = rng.integers(1, steps + 1, batch).astype(np.int64)
         lens[0] = steps
         if nan_padding:  # outputs past a length must not depend on the padding
+            lens = rng.integers(1, steps, batch).astype(np.int64)  # and steps of padding only
             x[np.arange(steps)[:, None] >= lens[None, :]] = np.nan
         feeds["lengths"] = lens
     if m.batch_first:
@@ -108,7 +109,7 @@ F32 = dict(rtol=1e-5, atol=1e-5)
 @pytest.mark.parametrize("cell, norm", MATRIX, ids=[f"{c}-{n}" for c, n in MATRIX])
 def test_export_matches_the_module(tmp_path, cell, norm, bidirectional, lengths):
     initial_state = lengths != bidirectional  # all four combinations per cell and norm
-    batch_first = norm in ("layer", "batch_input")
+    batch_first = (norm in ("layer", "batch_input")) != lengths  # both layouts per norm
     m = make(cell, norm, bidirectional=bidirectional, batch_first=batch_first)
     path = tmp_path / "m.onnx"
     rc.to_onnx(m, path, lengths=lengths, initial_state=initial_state)
@@ -132,6 +133,16 @@ def test_zoneout_exports_its_expectation(cell, norm):
     feeds, args = feeds_for(m, 5, 3, lengths=True, initial_state=True,
                             rng=np.random.default_rng(2))  # fmt: skip
     for g, w in zip(s.run(None, feeds), expected(m, args)):
+        np.testing.assert_allclose(g, w, **F32)
+
+
+@pytest.mark.parametrize("cell, norm", [("lstm", None), ("gru", "batch"), ("rnn", "layer"),
+                                        ("gru_reset_before", None)])  # fmt: skip
+def test_modules_without_biases(cell, norm):
+    m = make(cell, norm, bidirectional=True, bias=False)
+    feeds, args = feeds_for(m, 5, 3, lengths=True, initial_state=False,
+                            rng=np.random.default_rng(8))  # fmt: skip
+    for g, w in zip(session(rc.to_onnx(m, lengths=True)).run(None, feeds), expected(m, args)):
         np.testing.assert_allclose(g, w, **F32)
 
 
