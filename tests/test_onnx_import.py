@@ -14,6 +14,7 @@ build the same models and data when imported. Both are read here. Some cases fee
 from __future__ import annotations
 
 import importlib
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -209,7 +210,7 @@ def ort_run_layout(model, feeds: dict, layout: int) -> dict:
 @pytest.mark.parametrize("direction", ["forward", "bidirectional"])
 @pytest.mark.parametrize("cell", sorted(_CELLS))
 def test_random_graph_matches_onnx_runtime(cell, direction, layout):
-    rng = np.random.default_rng(hash((cell, direction, layout)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(f"{cell} {direction} {layout}".encode()))
     # Two graphs per combination: bias, nothing optional, attributes left to their defaults;
     # no bias, sequence_lens, initial states and the default attributes spelled out.
     for bias, optional in ((True, False), (False, True)):
