@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -215,3 +217,16 @@ def test_tapes_share_one_base_and_refuse_other_modules(make):
     m.backward(tape, grad)
     with pytest.raises(ValueError, match="already been used"):
         m.backward(tape, grad)
+
+
+def test_importing_the_package_imports_no_optional_library():
+    # torch, onnx and keras are imported inside the functions that need them only
+    code = (
+        "import sys, rnncore; "
+        "print(sorted(m for m in ('torch', 'onnx', 'onnxruntime', 'keras') if m in sys.modules))"
+    )
+    # the rnncore this process imported (the source tree or an installation)
+    env = {**os.environ, "PYTHONPATH": str(Path(rc.__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True)  # fmt: skip
+    assert out.stdout.strip() == "[]"

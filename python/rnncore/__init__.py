@@ -12,6 +12,9 @@ from ._batcher import StreamBatcher
 from ._cells import GRUCell, LSTMCell, RNNCell
 from ._clip import clip_grad_norm, clip_grad_value
 from ._files import load, save
+from ._interop.keras import from_keras, lengths_from_mask
+from ._interop.onnx_export import to_onnx
+from ._interop.onnx_import import from_onnx
 from ._linear import Linear, LinearTape
 from ._loader import available_isas, supported_isas
 from ._modules import GRU, LSTM, RNN
@@ -37,8 +40,11 @@ __all__ = [
     "build_info",
     "clip_grad_norm",
     "clip_grad_value",
+    "from_keras",
+    "from_onnx",
     "get_num_threads",
     "init",
+    "lengths_from_mask",
     "load",
     "losses",
     "mse_loss",
@@ -46,6 +52,7 @@ __all__ = [
     "save",
     "set_num_threads",
     "softmax_cross_entropy",
+    "to_onnx",
     "truncated_bptt",
 ]
 

@@ -489,6 +489,28 @@ class RecurrentModule(Module):
     def _torch_options(cls, module: Any) -> dict:
         return {}
 
+    # -------------------------------------------------------------------- keras
+    @classmethod
+    def from_keras(cls, layer: Any):
+        """Builds an equivalent module from a built Keras 3 layer, in eval mode.
+
+        ``RNN``: ``keras.layers.SimpleRNN``; ``LSTM``: ``LSTM``; ``GRU``: ``GRU`` (either
+        ``reset_after``); or ``keras.layers.RNN`` over the matching cell, or a
+        ``Bidirectional(..., merge_mode="concat")`` of one. The module is batch-first, as
+        Keras is; Keras' ``dropout`` / ``recurrent_dropout`` become ``input_dropout`` /
+        ``recurrent_dropout``. A cell class takes the matching Keras cell.
+
+        Raises:
+            TypeError: ``layer`` is not the matching Keras class.
+            ValueError: an option rnncore cannot represent (named in the message):
+                activations other than tanh/sigmoid (SimpleRNN: tanh or relu),
+                ``go_backwards`` outside a Bidirectional, ``stateful``, another
+                ``merge_mode``; or an unbuilt layer.
+        """
+        from ._interop.keras_layers import module_from_keras  # noqa: PLC0415 - needs keras
+
+        return module_from_keras(cls, layer)
+
     def __repr__(self) -> str:
         opts = [f"{self.input_size}", f"{self.hidden_size}"]
         if self.num_layers != 1:
