@@ -64,8 +64,38 @@ def concurrent_linear_backward():
     together(lambda i: [m.backward(tapes[k], np.ones((20, 16))) for k in (i, i + 4)], 4)
 
 
+def streams_and_a_batcher_while_a_module_trains():
+    """Streams of one batch-normalized module stepping concurrently (each reads the running
+    statistics) while a training-mode call of the same module updates them, and a batcher
+    stepping streams submitted by four threads."""
+    m = rc.GRU(8, 32, norm="batch", seed=4)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((6, 4, 8)).astype(np.float32)
+    m(x)
+    streams = [m.eval().stream(2) for _ in range(4)]
+
+    def work(i):
+        if i == 4:
+            m.train()
+            for _ in range(3):
+                m(x)  # writes the running statistics the streams read
+            return
+        for t in range(6):
+            streams[i].step(x[t, :2])  # a stream always computes in eval mode
+
+    together(work, 5)
+    m.eval()
+    with rc.StreamBatcher(m, max_batch=4) as b:
+        def client(i):
+            sid = b.open()
+            for t in range(6):
+                b.step(sid, x[t, i])
+        together(client, 4)
+
+
 if __name__ == "__main__":
     for check in (eval_calls_while_the_thread_count_changes, concurrent_backward,
-                  concurrent_batch_norm_training, concurrent_linear_backward):  # fmt: skip
+                  concurrent_batch_norm_training, concurrent_linear_backward,
+                  streams_and_a_batcher_while_a_module_trains):  # fmt: skip
         check()
         print(f"{check.__name__}: ok", flush=True)

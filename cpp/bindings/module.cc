@@ -5,9 +5,11 @@
 #include <cstring>
 #include <string>
 
+#include "batcher_binding.h"
 #include "dense_binding.h"
 #include "file_binding.h"
 #include "model_binding.h"
+#include "stream_binding.h"
 #include "rnncore/common.h"
 #include "rnncore/limits.h"
 #include "rnncore/thread_pool.h"
@@ -58,6 +60,8 @@ PYBIND11_MODULE(RNNCORE_MODULE_NAME, m) {
   m.def("cpu_supports", &CpuSupports, py::arg("isa"),
         "Whether this CPU can run the kernels compiled for isa ('baseline', 'avx2', 'avx512').");
   rnncore::bindings::BindModel(m);
+  rnncore::bindings::BindStream(m);
+  rnncore::bindings::BindBatcher(m);
   rnncore::bindings::BindDense(m);
   rnncore::bindings::BindFiles(m);
   m.def(

@@ -87,8 +87,18 @@ void Model<T>::SetRunning(Index stats, Index rows, const T* mean, const T* var) 
 }
 
 template <typename T>
-CellConfig Model<T>::LayerConfig(Index layer, Index dir, bool training, std::uint64_t seed) const {
+Index Model<T>::RunningRows() const {
+  std::shared_lock<std::shared_mutex> lock(running_.mutex);
+  Index rows = 0;
+  for (const auto& set : running_.sets) rows = std::max(rows, set.rows());
+  return rows;
+}
+
+template <typename T>
+CellConfig Model<T>::LayerConfig(Index layer, Index dir, bool training, std::uint64_t seed,
+                                 Index step_offset) const {
   CellConfig c;
+  c.step_offset = step_offset;
   c.layer = layer;
   c.direction = dir;
   c.seed = seed;
@@ -177,8 +187,11 @@ CellGrads<T> Model<T>::Grads(Index layer, Index dir) {
 template <typename T>
 void Model<T>::Forward(Index steps, Index batch, const T* x, const T* h0, const T* c0,
                        const std::int64_t* lengths, T* out, T* h_n, T* c_n, bool training,
-                       ModelTape<T>* tape, std::uint64_t seed) const {
+                       ModelTape<T>* tape, std::uint64_t seed, Index step_offset) const {
   Require(steps > 0 && batch > 0, "sequence length and batch size must be positive");
+  Require(step_offset >= 0, "step_offset must be >= 0");
+  Require(step_offset == 0 || (!training && !tape),
+          "a step offset needs an eval-mode call without a tape");
   if (lengths)
     for (Index b = 0; b < batch; ++b)
       Require(lengths[b] >= 1 && lengths[b] <= steps, "lengths must be in 1..T");
@@ -231,7 +244,7 @@ void Model<T>::Forward(Index steps, Index batch, const T* x, const T* h0, const 
     ZeroPadding(layer_out, steps, batch, lengths, width);
     // The directions are independent: run them side by side.
     ParallelFor(Dn, [&](Index d) {
-      const CellConfig cc = LayerConfig(l, d, training, seed);
+      const CellConfig cc = LayerConfig(l, d, training, seed, step_offset);
       const Index s = l * Dn + d;
       const StepIndex seq(steps, batch, lengths, d == 1);
       CellTape<T>* ct = tape ? &tape->cells_[static_cast<size_t>(s)] : nullptr;

@@ -86,7 +86,9 @@ class NormSite {
            const CellConfig& config, RunningStats<T>* stats, NormTape<T>* tape)
       : NormSite(kind, width, seq.steps() * seq.batch(), seq.steps(), seq.MaxLength(), gamma, beta,
                  kind == SiteKind::kLayer ? config.ln_eps : config.bn_eps, config.bn_momentum,
-                 config.training, stats, tape) {}
+                 config.training, stats, tape) {
+    if (!training_) offset_ = config.step_offset;
+  }
 
   // For backward: reads (and never changes) the tape a forward pass
   // recorded, and touches no running statistics.
@@ -148,7 +150,8 @@ class NormSite {
   // The running statistics of step k, for StepRow (batch norm in eval mode).
   void BeginStep(Index k) {
     if ((kind_ == SiteKind::kBatchStep || kind_ == SiteKind::kBatchSeq) && !training_)
-      stats_->EvalRow(kind_ == SiteKind::kBatchSeq ? 0 : k, eps_, mean_.data(), r_.data());
+      stats_->EvalRow(kind_ == SiteKind::kBatchSeq ? 0 : k + offset_, eps_, mean_.data(),
+                      r_.data());
   }
   // Normalizes in place the row of position pos (step_row_local sites): the
   // same values ForwardStep gives it.
@@ -220,7 +223,8 @@ class NormSite {
         Buffer<T> mean(layer ? 0 : static_cast<size_t>(n_)), r(mean.size());
         for (Index k = k0; k < k0 + n; ++k) {
           if (!layer)
-            stats_->EvalRow(kind_ == SiteKind::kBatchSeq ? 0 : k, eps_, mean.data(), r.data());
+            stats_->EvalRow(kind_ == SiteKind::kBatchSeq ? 0 : k + offset_, eps_, mean.data(),
+                            r.data());
           for (Index b = 0; b < seq.batch(); ++b) {
             const Index row = seq.Row(k, b);
             if (row < 0) continue;
@@ -430,6 +434,7 @@ class NormSite {
   const T* beta_;
   T eps_, momentum_;
   bool training_;
+  Index offset_ = 0;  // eval mode: the step of position 0 (CellConfig::step_offset)
   RunningStats<T>* stats_;
   NormTape<T>* tape_;            // written: the forward pass's record, or null
   const NormTape<T>* recorded_;  // read by backward: a recorded tape, or null

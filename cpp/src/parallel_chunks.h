@@ -21,6 +21,12 @@ constexpr Index kStepChunk = 128;    // output columns of a per-step product (St
 // A per-step product is split only when it has at least this many
 // multiply-adds: below it, waking threads costs more than it saves.
 constexpr Index kStepParallelMacs = Index(1) << 16;
+// The first step's two products (the input's and the state's) are split only
+// when together they have at least this many. A first step is often a whole
+// call (a stream's single step), which finds the pool's threads asleep: waking
+// them costs more than a step of a small model takes, and a server stepping
+// many small streams from its own threads should never pay it.
+constexpr Index kFirstStepParallelMacs = Index(1) << 18;
 
 // A step's pointwise work over its batch rows is split when it touches at
 // least this many values, in chunks of kStepRows rows.

@@ -107,7 +107,8 @@ class StepMatrix {
   void Prepare(const T* a, Index lda) {
     if (packed_) kernels::PackRows(a, batch_, K_, lda, Index(1), rows_.data());
   }
-  bool Parallel() const { return batch_ * K_ * N_ >= kStepParallelMacs; }
+  bool Parallel() const { return macs() >= kStepParallelMacs; }
+  Index macs() const { return batch_ * K_ * N_; }
   // Whether a step is better split over threads by its rows (ProductAndRows):
   // a product worth splitting, rows to split, and an M small enough for every
   // core to keep all of it in its cache.
@@ -181,7 +182,7 @@ void FirstStepProducts(const T* x, Index B, Index D, Index ldx, const T* w, T* a
     wx.ChunkColumns(x, ldx, ax, N, c0, n);
     m.ChunkColumns(u, ldu, ah, ldah, c0, n);
   };
-  if (wx.Parallel() || m.Parallel())
+  if ((wx.Parallel() || m.Parallel()) && wx.macs() + m.macs() >= kFirstStepParallelMacs)
     ForChunks(N, kStepChunk, both);
   else
     both(0, N);

@@ -93,6 +93,7 @@ class Pool {
   Pool() : threads_(DefaultThreads()) {}
 
   int threads() const { return threads_.load(); }
+  std::uint64_t dispatches() const { return dispatches_.load(std::memory_order_relaxed); }
   void set_threads(int n) { threads_.store(n); }
 
   void Run(Index num_chunks, const std::function<void(Index)>& fn) {
@@ -117,6 +118,7 @@ class Pool {
         return;
       }
     }
+    dispatches_.fetch_add(1, std::memory_order_relaxed);
     failed_.store(false, std::memory_order_relaxed);
     error_ = nullptr;
     job_ = &fn;
@@ -285,6 +287,7 @@ class Pool {
   std::atomic<std::uint64_t> ticket_{0};  // generation << kCountBits | participants
   std::atomic<std::uint64_t> state_{0};   // see kOpen
   std::atomic<int> sleepers_{0};
+  std::atomic<std::uint64_t> dispatches_{0};  // jobs handed to the workers
 };
 
 // Never destroyed: detached workers may still be polling at exit.
@@ -315,6 +318,8 @@ void SetNumThreads(int n) {
   Require(n >= 1 && n <= kMaxThreads, "the number of threads must be in 1..4096");
   GlobalPool().set_threads(n);
 }
+
+std::uint64_t PoolDispatches() { return GlobalPool().dispatches(); }
 
 void ParallelFor(Index num_chunks, const std::function<void(Index)>& fn) {
   if (num_chunks <= 0) return;

@@ -8,6 +8,7 @@ that follow ``torch.nn``'s layouts.
 from __future__ import annotations
 
 from . import _core, _limits, _validation, init, losses, optim
+from ._batcher import StreamBatcher
 from ._cells import GRUCell, LSTMCell, RNNCell
 from ._clip import clip_grad_norm, clip_grad_value
 from ._files import load, save
@@ -18,6 +19,7 @@ from ._linear import Linear, LinearTape
 from ._loader import available_isas, supported_isas
 from ._modules import GRU, LSTM, RNN
 from ._recurrent import Tape
+from ._stream import Stream
 from ._tbptt import truncated_bptt
 from .losses import mse_loss, softmax_cross_entropy
 
@@ -31,6 +33,8 @@ __all__ = [
     "LinearTape",
     "RNN",
     "RNNCell",
+    "Stream",
+    "StreamBatcher",
     "Tape",
     "__version__",
     "build_info",

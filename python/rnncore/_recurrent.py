@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core, _limits, init
+from . import _core, _limits, _stream, init
 from . import _validation as v
 from ._module import Module, TapeBase
 from ._options import BATCH_NORMS, REGULARIZERS, RecurrentOptions
@@ -453,6 +453,23 @@ class RecurrentModule(Module):
         if return_step_norms:
             return dx, self._pack_states(dh0, dc0), norms
         return dx, self._pack_states(dh0, dc0)
+
+    def stream(self, batch_size: int = 1, hx: Any = None):
+        """A stream: step-by-step inference, the state kept between calls (eval mode).
+
+        ``s = m.stream(); y = s.step(x_t)`` continues the sequence on every call; see
+        ``rnncore.Stream``. Stepping through a sequence gives what ``m(x)`` gives.
+
+        Args:
+            batch_size: the number of rows (sequences) B.
+            hx: the initial state, as for a call (``(num_layers, B, H_out)``; LSTM a
+                ``(h_0, c_0)`` pair; ``(num_layers, H_out)`` when B is 1), or None for zeros.
+
+        Raises:
+            ValueError: a bidirectional module, a module in training mode, or a wrong
+            ``hx``.
+        """
+        return _stream.new_stream(self, batch_size, hx)
 
     # -------------------------------------------------------------------- torch
     @classmethod

@@ -15,7 +15,12 @@
 //     values;
 //   * model files (rnncore/model_file.h): a written buffer and file read back
 //     the same; every truncation of a file, and an out-of-range offset, throw
-//     InvalidArgument.
+//     InvalidArgument;
+//   * streams (rnncore/stream.h) stepped one step or a chunk at a time equal
+//     the whole-sequence Forward, batch norm's rows at each row's own step;
+//     a StreamBatcher (rnncore/batcher.h) stepped from 8 threads gives each
+//     stream what its own Stream gives; unknown streams and a closed batcher
+//     throw.
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
@@ -27,15 +32,18 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
+#include "rnncore/batcher.h"
 #include "rnncore/dense.h"
 #include "rnncore/gru.h"
 #include "rnncore/lstm.h"
 #include "rnncore/model.h"
 #include "rnncore/model_file.h"
 #include "rnncore/rnn.h"
+#include "rnncore/stream.h"
 #include "rnncore/thread_pool.h"
 
 namespace {
@@ -450,11 +458,10 @@ void ModelFiles() {
   const std::vector<double> d = {3.141592653589793};
   const std::map<std::string, std::string> meta = {{"rnncore", "{\"format_version\": 1}"},
                                                    {"note", "caf\xc3\xa9 \"q\"\n"}};
-  const std::vector<mf::TensorData> tensors = {
-      {"w", mf::DType::kF32, {2, 3}, w.data(), 24},
-      {"h", mf::DType::kF16, {3}, h.data(), 6},
-      {"d", mf::DType::kF64, {}, d.data(), 8},
-      {"empty", mf::DType::kI8, {0, 4}, nullptr, 0}};
+  const std::vector<mf::TensorData> tensors = {{"w", mf::DType::kF32, {2, 3}, w.data(), 24},
+                                               {"h", mf::DType::kF16, {3}, h.data(), 6},
+                                               {"d", mf::DType::kF64, {}, d.data(), 8},
+                                               {"empty", mf::DType::kI8, {0, 4}, nullptr, 0}};
   const std::vector<unsigned char> bytes = mf::WriteBuffer(meta, tensors);
   auto same = [&](const mf::Contents& c) {
     bool ok = c.header.metadata == meta && c.header.tensors.size() == tensors.size();
@@ -501,6 +508,95 @@ void ModelFiles() {
   Check(out_of_range, "model file: offsets beyond the data throw InvalidArgument");
 }
 
+void StreamsAndBatcher(std::mt19937& rng) {
+  using rnncore::Index;
+  rnncore::ModelConfig c;
+  c.cell = rnncore::CellKind::kLstm;
+  c.input_size = 3;
+  c.hidden_size = 5;
+  c.num_layers = 2;
+  c.norm = rnncore::Norm::kBatch;
+  auto model = std::make_shared<rnncore::Model<double>>(c);
+  const auto p = Random(rng, model->num_parameters(), 0.5);
+  std::copy(p.begin(), p.end(), model->parameters());
+  for (const auto& b : model->buffer_layout()) {  // 3 rows of running statistics per site
+    if (b.variance) continue;
+    const auto mean = Random(rng, 3 * b.width, 0.3);
+    auto var = Random(rng, 3 * b.width, 0.4);
+    for (auto& v : var) v += 1.0;
+    model->SetRunning(b.stats, 3, mean.data(), var.data());
+  }
+  const Index T = 7, B = 3, D = 3, P = 5;
+  const auto x = Random(rng, T * B * D);
+  std::vector<double> whole(static_cast<size_t>(T * B * P)), hn(2 * B * P), cn(2 * B * P);
+  model->Forward(T, B, x.data(), nullptr, nullptr, nullptr, whole.data(), hn.data(), cn.data(),
+                 false, nullptr);
+  // One step at a time, then a chunk of the rest.
+  rnncore::Stream<double> s(model, B);
+  std::vector<double> got(whole.size());
+  for (Index t = 0; t < 3; ++t) s.Step(1, x.data() + t * B * D, got.data() + t * B * P);
+  s.Step(T - 3, x.data() + 3 * B * D, got.data() + 3 * B * P);
+  double err = 0;
+  for (size_t i = 0; i < got.size(); ++i) err = std::max(err, std::abs(got[i] - whole[i]));
+  for (size_t i = 0; i < hn.size(); ++i) err = std::max(err, std::abs(s.h()[i] - hn[i]));
+  Check(err < 1e-12, "stream: steps and a chunk equal the whole sequence");
+  // Row 1 restarts: from then on it is at its own step, the others past S.
+  s.ResetRow(1);
+  std::vector<double> y(static_cast<size_t>(B * P)), h1(2 * P), c1(2 * P);
+  err = 0;
+  for (Index t = 0; t < 4; ++t) {
+    s.Step(1, x.data() + t * B * D, y.data());
+    std::vector<double> ref(static_cast<size_t>((t + 1) * P));
+    std::vector<double> xs;
+    for (Index u = 0; u <= t; ++u)
+      for (Index k = 0; k < D; ++k) xs.push_back(x[static_cast<size_t>((u * B + 1) * D + k)]);
+    model->Forward(t + 1, 1, xs.data(), nullptr, nullptr, nullptr, ref.data(), h1.data(), c1.data(),
+                   false, nullptr);
+    for (Index k = 0; k < P; ++k)
+      err = std::max(err,
+                     std::abs(y[static_cast<size_t>(P + k)] - ref[static_cast<size_t>(t * P + k)]));
+  }
+  Check(err < 1e-12, "stream: a row reset later runs at its own step");
+  // The batcher from 8 threads, 12 steps each, against a Stream each.
+  rnncore::StreamBatcher<double> batcher(model, rnncore::BatcherOptions{4, 0.5, 1024});
+  const int kThreads = 8, kSteps = 12;
+  std::vector<std::vector<double>> xs(kThreads), want(kThreads), have(kThreads);
+  for (int i = 0; i < kThreads; ++i) {
+    xs[i] = Random(rng, kSteps * D);
+    rnncore::Stream<double> one(model, 1);
+    want[i].resize(static_cast<size_t>(kSteps * P));
+    have[i].resize(want[i].size());
+    for (int t = 0; t < kSteps; ++t) one.Step(1, xs[i].data() + t * D, want[i].data() + t * P);
+  }
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i)
+    threads.emplace_back([&, i] {
+      const std::int64_t sid = batcher.Open(nullptr, nullptr);
+      for (int t = 0; t < kSteps; ++t)
+        batcher.Step(sid, xs[i].data() + t * D, have[i].data() + t * P);
+      batcher.Close(sid);
+    });
+  for (auto& t : threads) t.join();
+  err = 0;
+  for (int i = 0; i < kThreads; ++i)
+    for (size_t k = 0; k < want[i].size(); ++k)
+      err = std::max(err, std::abs(have[i][k] - want[i][k]));
+  Check(err < 1e-12, "batcher: every stream gets what its own stream gives");
+  bool unknown = false, closed = false;
+  try {
+    batcher.Step(12345, x.data(), y.data());
+  } catch (const rnncore::UnknownStream&) {
+    unknown = true;
+  }
+  batcher.CloseAll();
+  try {
+    batcher.Open(nullptr, nullptr);
+  } catch (const rnncore::BatcherClosed&) {
+    closed = true;
+  }
+  Check(unknown && closed, "batcher: unknown streams and a closed batcher throw");
+}
+
 }  // namespace
 
 int main() {
@@ -535,8 +631,9 @@ int main() {
   HalfWeights(rng);
   PoolExceptions();
   ModelFiles();
+  StreamsAndBatcher(rng);
   const int total =
-      3 + static_cast<int>(sizeof(cases) / sizeof(cases[0])) + 18 + 1 + 2 + 2 + 10 + 3 + 6;
+      3 + static_cast<int>(sizeof(cases) / sizeof(cases[0])) + 18 + 1 + 2 + 2 + 10 + 3 + 6 + 4;
   std::printf("%d passed, %d failed\n", total - failures, failures);
   return failures == 0 ? 0 : 1;
 }

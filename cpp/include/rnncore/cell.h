@@ -26,6 +26,10 @@ struct CellConfig {
   double ln_eps = 1e-5;
   double bn_eps = 1e-5;
   double bn_momentum = 0.1;
+  // Eval mode: the time step of the first position (a stream continuing a
+  // sequence). Batch norm at position k reads running-statistics row
+  // min(step_offset + k, S - 1).
+  Index step_offset = 0;
   // Regularization (regularize.h). recurrent_dropout: variational dropout of
   // h_{t-1} in the recurrent product, training only. zoneout: probability
   // that a unit of h (and of the LSTM cell) keeps its previous value in

@@ -171,10 +171,12 @@ class Model {
   // a batch-normalized model update its running statistics one at a time
   // (each sees the statistics some serial order of the calls would). seed
   // draws the regularization masks of a training-mode call (the tape keeps
-  // it, so that Backward replays them).
+  // it, so that Backward replays them). step_offset (eval mode, no tape):
+  // the sequence's time step at x's first position, for a stream continuing
+  // a sequence (batch norm reads running-statistics row step_offset + k).
   void Forward(Index steps, Index batch, const T* x, const T* h0, const T* c0,
                const std::int64_t* lengths, T* out, T* h_n, T* c_n, bool training,
-               ModelTape<T>* tape, std::uint64_t seed = 0) const;
+               ModelTape<T>* tape, std::uint64_t seed = 0, Index step_offset = 0) const;
 
   // Running statistics buffers (see BufferLayout), copied out and in. Set
   // takes rows x width values of the mean and the variance of one site.
@@ -184,6 +186,9 @@ class Model {
     return running_.sets[static_cast<size_t>(stats)];
   }
   void SetRunning(Index stats, Index rows, const T* mean, const T* var);
+  // The most rows of running statistics any site has (0 without batch norm):
+  // eval-mode steps at or past RunningRows() - 1 all read the last row.
+  Index RunningRows() const;
 
   // Backpropagation through time. dout (T, B, Dn*P) or null; dh_n, dc_n as
   // h0 / c0 or null. Writes dx (T, B, input), dh0, dc0 (c0 for LSTM only, may
@@ -197,7 +202,8 @@ class Model {
                 T* dc0, T* step_norms = nullptr);
 
  private:
-  CellConfig LayerConfig(Index layer, Index dir, bool training, std::uint64_t seed) const;
+  CellConfig LayerConfig(Index layer, Index dir, bool training, std::uint64_t seed,
+                         Index step_offset = 0) const;
   CellWeights<T> Weights(Index layer, Index dir) const;
   CellGrads<T> Grads(Index layer, Index dir);
 

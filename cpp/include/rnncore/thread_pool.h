@@ -7,6 +7,7 @@
 #ifndef RNNCORE_THREAD_POOL_H_
 #define RNNCORE_THREAD_POOL_H_
 
+#include <cstdint>
 #include <functional>
 
 #include "rnncore/common.h"
@@ -24,6 +25,11 @@ void SetNumThreads(int n);
 // called from inside another ParallelFor, or when another caller is using the
 // pool (so concurrent callers never oversubscribe the cores).
 void ParallelFor(Index num_chunks, const std::function<void(Index)>& fn);
+
+// How many ParallelFor calls so far handed work to the pool's threads (the
+// others ran on their caller): a diagnostic, e.g. to check that small steps
+// never wake the pool.
+std::uint64_t PoolDispatches();
 
 }  // namespace rnncore
 
