@@ -7,6 +7,7 @@ loader refuses (exception type, path and problem in the message).
 """
 
 import json
+import os
 import struct
 
 import numpy as np
@@ -432,3 +433,208 @@ def test_module_entries_reads_the_header_only(tmp_path):
     assert module_entries(_load_bytes(tmp_path, good[:-1]))[0][1] == "LSTM"
     with pytest.raises(TypeError, match="path must be"):
         module_entries(b"x.safetensors")
+
+
+# ------------------------------------------------------------ direct reads (rc.load)
+# rc.load has the core read each tensor straight into its place (a parameter in the
+# module's dtype into the module's flat parameter buffer, which is not cleared first);
+# these compare it with the generic path (every tensor into an array of its own, then
+# load_state_dict) and check what it relies on.
+def _generic_load(path):
+    """rc.load the long way: _core.read_safetensors, a zeroed module, load_state_dict."""
+    from rnncore._files import _CLASSES, _half_name
+
+    meta, tensors = _core.read_safetensors(str(path))
+    info = json.loads(meta["rnncore"])
+    out = {}
+    for e in info["modules"]:
+        cls = _CLASSES[e["class"]]
+        options = cls._options_class.from_dict(e["options"])
+        module = cls.__new__(cls)
+        module._build(options)
+        module._mask_rng = np.random.default_rng()
+        prefix = f"{e['name']}." if len(info["modules"]) > 1 else ""
+        keys = [*module._params, *module._buffer_names()]
+        half = e["weights"] == "float16"
+        for k in keys:
+            want = np.float16 if half and _half_name(k) else module.dtype
+            assert tensors[prefix + k].dtype == want
+        module.load_state_dict({k: tensors[prefix + k].astype(module.dtype) for k in keys})
+        module.train(e["training"])
+        if half:
+            module._make_half()
+        out[e["name"]] = module
+    return out if len(out) > 1 else next(iter(out.values()))
+
+
+def _outputs_equal(a, b):
+    """Eval-mode outputs of two modules of the same class and options are equal."""
+    for m in (a, b):
+        if not getattr(m, "_half", False):
+            m.eval()
+    size = a.in_features if isinstance(a, rc.Linear) else a.input_size
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, size) if isinstance(a, (rc.Linear, rc.LSTMCell, rc.GRUCell,
+                            rc.RNNCell)) else (6, 2, size)).astype(a.dtype)  # fmt: skip
+    ya, yb = a(x), b(x)
+    ya = ya[0] if isinstance(ya, tuple) else ya
+    yb = yb[0] if isinstance(yb, tuple) else yb
+    assert ya.tobytes() == yb.tobytes()
+
+
+def _modules_for_direct_reads():
+    lstm = _trained("lstm", norm="batch", bidirectional=True, proj_size=2, num_layers=2)
+    gru64 = _trained("gru", dtype="float64", norm="batch_input")
+    return [
+        lstm,
+        gru64.eval(),
+        _trained("rnn", norm="layer").half_weights(),
+        rc.Linear(4, 3, seed=5),
+        rc.Linear(4, 3, bias=False, dtype="float64", seed=6).eval(),
+        rc.LSTMCell(4, 5, seed=7, norm="layer").half_weights(),
+        rc.GRUCell(4, 5, seed=8, dtype="float64"),
+        {"enc": lstm.half_weights(), "mid": gru64, "head": rc.Linear(5, 2, seed=9)},
+    ]
+
+
+@pytest.mark.parametrize("index", range(8))
+def test_direct_reads_equal_the_generic_path(tmp_path, index):
+    obj = _modules_for_direct_reads()[index]
+    path = tmp_path / "m.safetensors"
+    rc.save(obj, path)
+    got, want = rc.load(path), _generic_load(path)
+    if isinstance(want, dict):
+        assert list(got) == list(want)
+        pairs = [(got[k], want[k]) for k in want]
+    else:
+        pairs = [(got, want)]
+    for a, b in pairs:
+        _assert_same(a, b)
+        assert getattr(a, "_half", False) == getattr(b, "_half", False)
+        _outputs_equal(a, b)
+
+
+def _reordered(data: bytes, order, header_order=None) -> bytes:
+    """The file's tensors rewritten with their data in ``order`` (a key function on the
+    names), and the header's entries in ``header_order`` (default: the data's order)."""
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8 : 8 + n])
+    body = data[8 + n :]
+    meta = header.pop("__metadata__")
+    names = sorted(header, key=order)
+    chunks, at, new = [], 0, {}
+    for k in names:
+        b, e = header[k]["data_offsets"]
+        chunks.append(body[b:e])
+        new[k] = dict(header[k], data_offsets=[at, at + e - b])
+        at += e - b
+    entries = {k: new[k] for k in sorted(new, key=header_order or order)}
+    raw = json.dumps({"__metadata__": meta, **entries}).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw + b"".join(chunks)
+
+
+@pytest.mark.parametrize("how", ["reversed", "shuffled", "header_reversed"])
+def test_tensors_in_any_order_load_bitwise(tmp_path, how):
+    lstm = _trained("lstm", norm="batch", num_layers=2, bidirectional=True)
+    obj = {"enc": lstm, "head": rc.Linear(10, 2, seed=1), "half": lstm.half_weights()}
+    path = tmp_path / "m.safetensors"
+    rc.save(obj, path)
+    names = list(_core.read_safetensors(str(path))[1])
+    rank = {k: i for i, k in enumerate(names)}
+    shuffled = {k: i for i, k in enumerate(np.random.default_rng(3).permutation(names))}
+    if how == "reversed":
+        data = _reordered(path.read_bytes(), lambda k: -rank[k])
+    elif how == "shuffled":
+        data = _reordered(path.read_bytes(), shuffled.get)
+    else:  # the data in state_dict order, the header's entries the other way round
+        data = _reordered(path.read_bytes(), rank.get, lambda k: -rank[k])
+    other = _load_bytes(tmp_path, data, "other.safetensors")
+    assert other.read_bytes() != path.read_bytes()
+    back = rc.load(other)
+    for k in obj:
+        _assert_same(obj[k], back[k])
+        _outputs_equal(obj[k], back[k])
+
+
+def test_a_file_truncated_after_its_header_was_read_raises(tmp_path, monkeypatch):
+    # The header is checked against the file's size when it is opened; a file that
+    # shrinks before its tensors are read is refused then, and no module is returned.
+    path = tmp_path / "m.safetensors"
+    rc.save(_trained("gru", norm="batch"), path)
+    size = path.stat().st_size
+    real = _core.SafetensorsFile
+
+    def opened_then_truncated(p):
+        f = real(p)
+        os.truncate(p, size - 5)
+        return f
+
+    monkeypatch.setattr(_core, "SafetensorsFile", opened_then_truncated)
+    with pytest.raises(ValueError, match="truncated") as info:
+        rc.load(path)
+    assert str(path) in str(info.value)
+
+
+def test_safetensors_file_read_into_checks_every_target(tmp_path):
+    path = tmp_path / "t.safetensors"
+    w = np.arange(6, dtype=np.float32).reshape(2, 3)
+    h = np.array([1, -2, 3], np.float16)
+    d = np.array(np.pi)
+    _core.write_safetensors(str(path), {"k": "v"}, [("w", w), ("h", h), ("d", d)])
+    with _core.SafetensorsFile(str(path)) as f:
+        assert f.path == str(path) and f.metadata == {"k": "v"}
+        assert f.tensors == {
+            "w": (np.dtype("<f4"), (2, 3)),
+            "h": (np.dtype("<f2"), (3,)),
+            "d": (np.dtype("<f8"), ()),
+        }
+        flat = np.empty(6 + 2, np.float32)  # w, then room for nothing else it may write
+        flat[6:] = 7
+        hh, dd = np.empty(3, np.float16), np.empty((), np.float64)
+        f.read_into([("d", dd), ("w", flat[:6].reshape(2, 3)), ("h", hh)])
+        assert np.array_equal(flat[:6].reshape(2, 3), w) and np.all(flat[6:] == 7)
+        assert np.array_equal(hh, h) and dd == d
+        f.read_into([])  # nothing to read
+        bad = [
+            ([("x", np.empty(1))], ValueError, "no tensor 'x'"),
+            ([("w", np.empty((3, 2), np.float32))], ValueError, "has shape"),
+            ([("w", np.empty((2, 3), np.float64))], ValueError, "has dtype F32"),
+            ([("w", np.empty((2, 3), ">f4"))], ValueError, "little-endian"),
+            ([("w", np.empty((3, 2), np.float32).T)], ValueError, "not C-contiguous"),
+            ([("h", hh), ("h", np.empty(3, np.float16))], ValueError, "read twice"),
+            ([("w", [[0.0] * 3] * 2)], TypeError, "not a NumPy array"),
+        ]
+        ro = np.empty((2, 3), np.float32)
+        ro.flags.writeable = False
+        bad.append(([("w", ro)], ValueError, "not writable"))
+        for targets, exc, phrase in bad:
+            before = [t.copy() for _, t in targets if isinstance(t, np.ndarray)]
+            with pytest.raises(exc, match=phrase):
+                f.read_into(targets)
+            after = [t for _, t in targets if isinstance(t, np.ndarray)]
+            # checked before anything is read: nothing was written
+            assert all(a.tobytes() == b.tobytes() for a, b in zip(after, before))
+    with pytest.raises(ValueError, match="closed"):
+        f.read_into([("h", hh)])
+    with pytest.raises(ValueError, match="closed"):
+        f.tensors  # noqa: B018 - the property raises
+    with pytest.raises(FileNotFoundError):
+        _core.SafetensorsFile(str(tmp_path / "absent"))
+    with pytest.raises(IsADirectoryError):
+        _core.SafetensorsFile(str(tmp_path))
+    with pytest.raises(ValueError, match="truncated") as info:
+        _core.SafetensorsFile(_load_bytes(tmp_path, path.read_bytes()[:-1]).as_posix())
+    assert "bad.safetensors" in str(info.value)
+
+
+@pytest.mark.parametrize("index", range(8))
+def test_parameters_tile_the_flat_buffer(index):
+    # rc.load leaves the parameter buffer uncleared and relies on the parameters
+    # covering all of it (each byte once).
+    obj = _modules_for_direct_reads()[index]
+    for m in obj.values() if isinstance(obj, dict) else [obj]:
+        flat = m._grad_buffer()  # the gradient buffer has the parameters' layout
+        spans = sorted((g.ctypes.data - flat.ctypes.data, g.nbytes) for g in m.grads.values())
+        assert spans[0][0] == 0 and sum(n for _, n in spans) == flat.nbytes
+        assert all(a + n == b for (a, n), (b, _) in zip(spans, spans[1:]))

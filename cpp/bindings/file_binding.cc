@@ -1,7 +1,8 @@
-// Binds rnncore/model_file.h: safetensors files to and from NumPy arrays. The
-// GIL is released while bytes are read, parsed and written. Bad contents raise
-// ValueError (the message names the path), missing files FileNotFoundError,
-// directories IsADirectoryError, other I/O errors OSError.
+// Binds rnncore/model_file.h: safetensors files to and from NumPy arrays, and
+// SafetensorsFile (a Reader: the header now, chosen tensors straight into
+// arrays later). The GIL is released while bytes are read, parsed and written.
+// Bad contents raise ValueError (the message names the path), missing files
+// FileNotFoundError, directories IsADirectoryError, other I/O errors OSError.
 #include "file_binding.h"
 
 #include <pybind11/numpy.h>
@@ -9,6 +10,7 @@
 
 #include <cstring>
 #include <map>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -82,17 +84,22 @@ mf::DType FileDType(const py::array& a, const std::string& name) {
   throw py::error_already_set();
 }
 
+py::dict Metadata(const mf::Header& h) {
+  py::dict metadata;
+  for (const auto& [k, v] : h.metadata) metadata[py::str(k)] = py::str(v);
+  return metadata;
+}
+
 // (metadata dict, tensors dict name -> array, in the header's order).
 py::tuple ToPython(mf::Contents&& c) {
-  py::dict metadata;
-  for (const auto& [k, v] : c.header.metadata) metadata[py::str(k)] = py::str(v);
+  py::dict metadata = Metadata(c.header);
   py::dict tensors;
   for (std::size_t i = 0; i < c.header.tensors.size(); ++i) {
     const mf::TensorInfo& t = c.header.tensors[i];
     const py::dtype dt = NumpyDType(t.dtype, t.name);
     std::vector<py::ssize_t> shape(t.shape.begin(), t.shape.end());
-    auto* bytes = new std::vector<unsigned char>(std::move(c.data[i]));
-    py::capsule owner(bytes, [](void* p) { delete static_cast<std::vector<unsigned char>*>(p); });
+    auto* bytes = new mf::Bytes(std::move(c.data[i]));
+    py::capsule owner(bytes, [](void* p) { delete static_cast<mf::Bytes*>(p); });
     py::array a(dt, shape, {}, bytes->empty() ? nullptr : bytes->data(), owner);
     tensors[py::str(t.name)] = a;
   }
@@ -100,8 +107,8 @@ py::tuple ToPython(mf::Contents&& c) {
 }
 
 // Refuses (ValueError) dtypes NumPy has no type for, before any array is made.
-void CheckRepresentable(const mf::Contents& c, const std::string& prefix) {
-  for (const mf::TensorInfo& t : c.header.tensors)
+void CheckRepresentable(const mf::Header& h, const std::string& prefix) {
+  for (const mf::TensorInfo& t : h.tensors)
     if (t.dtype == mf::DType::kBF16)
       throw py::value_error(prefix + "tensor '" + t.name + "' has dtype BF16, which NumPy " +
                             "cannot represent");
@@ -117,7 +124,7 @@ py::tuple Read(const std::string& path) {
   } catch (const InvalidArgument& e) {
     throw py::value_error(path + ": " + e.what());
   }
-  CheckRepresentable(c, path + ": ");
+  CheckRepresentable(c.header, path + ": ");
   return ToPython(std::move(c));
 }
 
@@ -128,9 +135,100 @@ py::tuple ReadBytes(const py::bytes& data) {
     py::gil_scoped_release release;
     c = mf::ReadBuffer(reinterpret_cast<const unsigned char*>(s.data()), s.size());
   }
-  CheckRepresentable(c, "");
+  CheckRepresentable(c.header, "");
   return ToPython(std::move(c));
 }
+
+// An open file: its validated header, and read_into, which reads chosen
+// tensors straight into arrays (no intermediate buffer). reader_ is touched
+// only with the GIL held; a read_into that has released the GIL keeps its own
+// reference, so close() never closes the file under it (the last reference
+// does).
+class SafetensorsFile {
+ public:
+  explicit SafetensorsFile(const std::string& path) : path_(path) {
+    try {
+      py::gil_scoped_release release;
+      reader_ = std::make_shared<const mf::Reader>(path);
+    } catch (const mf::FileError& e) {
+      RaiseOSError(e, path);
+    } catch (const InvalidArgument& e) {
+      throw py::value_error(path + ": " + e.what());
+    }
+    CheckRepresentable(reader_->header(), path + ": ");
+  }
+
+  const std::string& path() const { return path_; }
+  py::dict metadata() const { return Metadata(Open()->header()); }
+
+  // name -> (dtype, shape), in the header's order.
+  py::dict tensors() const {
+    py::dict out;
+    const auto reader = Open();
+    for (const mf::TensorInfo& t : reader->header().tensors) {
+      py::tuple shape(t.shape.size());
+      for (std::size_t i = 0; i < t.shape.size(); ++i) shape[i] = py::int_(t.shape[i]);
+      out[py::str(t.name)] = py::make_tuple(NumpyDType(t.dtype, t.name), shape);
+    }
+    return out;
+  }
+
+  // targets: [(name, array), ...]; each array writable, C-contiguous, of the
+  // tensor's dtype and shape. Everything is checked before anything is read.
+  void ReadInto(const py::list& targets) {
+    const std::string prefix = path_ + ": ";
+    std::vector<py::array> keep;  // alive while the GIL is released
+    std::vector<mf::Reader::Target> plan;
+    const std::shared_ptr<const mf::Reader> reader = Open();
+    const mf::Reader& r = *reader;
+    for (const py::handle item : targets) {
+      const auto pair = item.cast<std::pair<std::string, py::object>>();
+      const std::string& name = pair.first;
+      const std::ptrdiff_t index = r.Find(name);
+      if (index < 0) throw py::value_error(prefix + "no tensor '" + name + "' in the file");
+      const mf::TensorInfo& t = r.header().tensors[static_cast<std::size_t>(index)];
+      if (!py::isinstance<py::array>(pair.second))
+        throw py::type_error("the target of tensor '" + name + "' is not a NumPy array");
+      py::array a = py::reinterpret_borrow<py::array>(pair.second);
+      if (!a.writeable())
+        throw py::value_error("the target of tensor '" + name + "' is not writable");
+      if (!(a.flags() & py::array::c_style))
+        throw py::value_error("the target of tensor '" + name + "' is not C-contiguous");
+      bool same = static_cast<std::size_t>(a.ndim()) == t.shape.size();
+      for (py::ssize_t i = 0; same && i < a.ndim(); ++i)
+        same = static_cast<std::uint64_t>(a.shape(i)) == t.shape[static_cast<std::size_t>(i)];
+      if (!same)
+        throw py::value_error(prefix + "tensor '" + name + "' has shape " +
+                              py::str(py::cast(t.shape)).cast<std::string>() + ", its target " +
+                              py::str(a.attr("shape")).cast<std::string>());
+      if (FileDType(a, name) != t.dtype)
+        throw py::value_error(prefix + "tensor '" + name + "' has dtype " + mf::DTypeName(t.dtype) +
+                              ", its target " + py::str(a.dtype()).cast<std::string>());
+      plan.push_back({static_cast<std::size_t>(index), a.mutable_data(),
+                      static_cast<std::uint64_t>(a.nbytes())});
+      keep.push_back(std::move(a));
+    }
+    try {
+      py::gil_scoped_release release;
+      r.Read(plan);
+    } catch (const mf::FileError& e) {
+      RaiseOSError(e, path_);
+    } catch (const InvalidArgument& e) {
+      throw py::value_error(prefix + e.what());
+    }
+  }
+
+  void Close() { reader_.reset(); }
+
+ private:
+  std::shared_ptr<const mf::Reader> Open() const {
+    if (!reader_) throw py::value_error(path_ + ": the file was closed");
+    return reader_;
+  }
+
+  std::string path_;
+  std::shared_ptr<const mf::Reader> reader_;
+};
 
 std::pair<std::vector<mf::TensorData>, std::vector<py::array>> Tensors(const py::list& items) {
   std::vector<mf::TensorData> out;
@@ -160,6 +258,26 @@ void BindFiles(py::module_& m) {
         "Reads a safetensors file: (metadata dict str -> str, dict name -> array in the "
         "header's order). Raises ValueError (naming the path) for a bad file, "
         "FileNotFoundError, IsADirectoryError or OSError.");
+  py::class_<SafetensorsFile>(m, "SafetensorsFile",
+                              "An open safetensors file whose header has been read and "
+                              "validated (as read_safetensors does); read_into reads chosen "
+                              "tensors straight into arrays. A context manager (close on exit).")
+      .def(py::init<const std::string&>(), py::arg("path"),
+           "Opens path and validates its header. Raises ValueError (naming the path) for a "
+           "bad file, FileNotFoundError, IsADirectoryError or OSError.")
+      .def_property_readonly("path", &SafetensorsFile::path)
+      .def_property_readonly("metadata", &SafetensorsFile::metadata,
+                             "The header's __metadata__ (dict str -> str).")
+      .def_property_readonly("tensors", &SafetensorsFile::tensors,
+                             "dict name -> (NumPy dtype, shape), in the header's order.")
+      .def("read_into", &SafetensorsFile::ReadInto, py::arg("targets"),
+           "Reads tensors into arrays: targets is a list of (name, array), each array "
+           "writable, C-contiguous and of the tensor's dtype and shape (checked, all of them, "
+           "before anything is read; ValueError otherwise). Tensors adjacent in the file and "
+           "in memory are read with one read. ValueError if the file is now truncated.")
+      .def("close", &SafetensorsFile::Close, "Closes the file (read_into then raises).")
+      .def("__enter__", [](py::object self) { return self; })
+      .def("__exit__", [](SafetensorsFile& self, const py::args&) { self.Close(); });
   m.def("read_safetensors_bytes", &ReadBytes, py::arg("data"),
         "read_safetensors for a file's bytes held in memory (ValueError for bad bytes).");
   m.def(

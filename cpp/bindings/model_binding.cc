@@ -90,7 +90,8 @@ void BindModelImpl(py::module_& m, const char* model_name, const char* tape_name
                        Index num_layers, bool bidirectional, bool bias, Index proj_size,
                        const std::string& nonlinearity, bool reset_after, const std::string& norm,
                        double ln_eps, double bn_eps, double bn_momentum, double dropout,
-                       double input_dropout, double recurrent_dropout, double zoneout) {
+                       double input_dropout, double recurrent_dropout, double zoneout,
+                       bool zero_parameters) {
              ModelConfig c;
              c.cell = ParseCell(cell);
              c.input_size = input_size;
@@ -110,7 +111,7 @@ void BindModelImpl(py::module_& m, const char* model_name, const char* tape_name
              c.recurrent_dropout = recurrent_dropout;
              c.zoneout = zoneout;
              c.Validate();
-             return std::make_shared<ModelT>(c);
+             return std::make_shared<ModelT>(c, zero_parameters);
            }),
            py::kw_only(), py::arg("cell"), py::arg("input_size"), py::arg("hidden_size"),
            py::arg("num_layers") = 1, py::arg("bidirectional") = false, py::arg("bias") = true,
@@ -118,7 +119,9 @@ void BindModelImpl(py::module_& m, const char* model_name, const char* tape_name
            py::arg("reset_after") = true, py::arg("norm") = "none", py::arg("ln_eps") = 1e-5,
            py::arg("bn_eps") = 1e-5, py::arg("bn_momentum") = 0.1, py::arg("dropout") = 0.0,
            py::arg("input_dropout") = 0.0, py::arg("recurrent_dropout") = 0.0,
-           py::arg("zoneout") = 0.0)
+           py::arg("zoneout") = 0.0, py::arg("zero_parameters") = true,
+           "A model of these options: zero parameters (zero_parameters=False: left unset, for "
+           "a caller that writes every one of them), zero gradients.")
       .def_property_readonly(
           "layout",
           [](const ModelT& self) {

@@ -46,11 +46,15 @@ void ZeroPadding(T* a, Index steps, Index batch, const std::int64_t* lengths, In
 }  // namespace
 
 template <typename T>
-Model<T>::Model(const ModelConfig& config)
+Model<T>::Model(const ModelConfig& config, bool zero_parameters)
     : config_(config), layout_(ParameterLayout(config)), buffers_(BufferLayout(config)) {
   Index total = 0;
   for (const auto& p : layout_) total = std::max(total, p.offset + p.size());
-  params_.assign(static_cast<size_t>(total), T(0));
+  if (zero_parameters) {
+    params_.assign(static_cast<size_t>(total), T(0));
+  } else {
+    params_.resize(static_cast<size_t>(total));  // Buffer: default-initialized
+  }
   grads_.assign(static_cast<size_t>(total), T(0));
   const Index gh = config_.gates() * config_.hidden_size;
   const Index sets = config_.num_layers * config_.directions();

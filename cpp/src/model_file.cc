@@ -8,6 +8,11 @@
 // numbers must be non-negative integers below 2^63.
 #include "rnncore/model_file.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
@@ -16,6 +21,7 @@
 #include <limits>
 #include <numeric>
 #include <set>
+#include <system_error>
 #include <utility>
 
 namespace rnncore {
@@ -500,65 +506,144 @@ Contents ReadBuffer(const unsigned char* bytes, std::size_t size) {
   return c;
 }
 
-Contents ReadFile(const std::string& path) {
+Reader::Reader(const std::string& path) : path_(path) {
   namespace fs = std::filesystem;
   std::error_code ec;
   const fs::file_status st = fs::status(path, ec);
-  if (st.type() == fs::file_type::not_found)
-    throw FileError(ENOENT, "no such file: " + path);
-  if (st.type() == fs::file_type::directory)
-    throw FileError(EISDIR, "is a directory: " + path);
-  File f(path, "rb");
-  if (!f.get()) {
+  if (st.type() == fs::file_type::not_found) throw FileError(ENOENT, "no such file: " + path);
+  if (st.type() == fs::file_type::directory) throw FileError(EISDIR, "is a directory: " + path);
+  // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused
+  // below); it changes nothing for regular files.
+  do {
+    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  } while (fd_ < 0 && errno == EINTR);
+  if (fd_ < 0) {
     const int err = errno;
     throw FileError(err, "cannot open " + path + ": " + ErrnoText(err));
   }
-  // The file's size, from the open file.
-  std::uint64_t size = 0;
-  {
-    const std::uintmax_t s = fs::file_size(path, ec);
-    if (ec) throw FileError(ec.value(), "cannot read " + path + ": " + ec.message());
-    size = static_cast<std::uint64_t>(s);
-  }
-  auto read_exact = [&](void* dst, std::uint64_t nbytes, const char* what) {
-    unsigned char* p = static_cast<unsigned char*>(dst);
-    while (nbytes > 0) {
-      const std::size_t chunk =
-          static_cast<std::size_t>(std::min<std::uint64_t>(nbytes, std::uint64_t{1} << 26));
-      const std::size_t got = std::fread(p, 1, chunk, f.get());
-      if (got != chunk) {
-        if (std::ferror(f.get())) {
-          const int err = errno;
-          throw FileError(err, "cannot read " + path + ": " + ErrnoText(err));
-        }
-        throw InvalidArgument(std::string("the file is truncated (it ended while reading ") +
-                              what + ")");
-      }
-      p += got;
-      nbytes -= got;
+  try {
+    // The size of the file that is open, whatever happens to path meanwhile.
+    struct stat info;
+    if (::fstat(fd_, &info) != 0) {
+      const int err = errno;
+      throw FileError(err, "cannot read " + path + ": " + ErrnoText(err));
     }
-  };
-  unsigned char prefix[8] = {0};
-  if (size >= 8) read_exact(prefix, 8, "the header length");
-  const std::uint64_t n = HeaderLength(prefix, size);
-  std::string json(static_cast<std::size_t>(n), '\0');
-  read_exact(&json[0], n, "the header");
+    if (S_ISDIR(info.st_mode)) throw FileError(EISDIR, "is a directory: " + path);
+    if (!S_ISREG(info.st_mode)) {
+      const int err = static_cast<int>(std::errc::not_supported);
+      throw FileError(err, "cannot read " + path + ": not a regular file");
+    }
+    file_size_ = static_cast<std::uint64_t>(info.st_size);
+#if defined(POSIX_FADV_SEQUENTIAL)
+    ::posix_fadvise(fd_, 0, 0, POSIX_FADV_SEQUENTIAL);  // advice only: a larger readahead
+#endif
+    unsigned char prefix[8] = {0};
+    if (file_size_ >= 8) ReadAt(prefix, 8, 0, "the header length");
+    const std::uint64_t n = HeaderLength(prefix, file_size_);
+    std::string json(static_cast<std::size_t>(n), '\0');
+    ReadAt(&json[0], n, 8, "the header");
+    header_ = ParseHeader(json.data(), json.size(), file_size_ - 8 - n);
+    for (std::size_t i = 0; i < header_.tensors.size(); ++i)
+      index_.emplace(header_.tensors[i].name, i);
+  } catch (...) {
+    ::close(fd_);
+    throw;
+  }
+}
+
+Reader::~Reader() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+std::ptrdiff_t Reader::Find(const std::string& name) const {
+  const auto it = index_.find(name);
+  return it == index_.end() ? -1 : static_cast<std::ptrdiff_t>(it->second);
+}
+
+void Reader::ReadAt(void* dst, std::uint64_t nbytes, std::uint64_t offset,
+                    const std::string& what) const {
+  unsigned char* p = static_cast<unsigned char*>(dst);
+  while (nbytes > 0) {
+    // At most 1 GiB a call (Linux moves at most 2 GiB - 4 KiB per read).
+    const std::size_t chunk =
+        static_cast<std::size_t>(std::min<std::uint64_t>(nbytes, std::uint64_t{1} << 30));
+    const ssize_t got = ::pread(fd_, p, chunk, static_cast<off_t>(offset));
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      const int err = errno;
+      throw FileError(err, "cannot read " + path_ + ": " + ErrnoText(err));
+    }
+    if (got == 0)
+      throw InvalidArgument("the file is truncated (it ended while reading " + what + ")");
+    p += got;
+    offset += static_cast<std::uint64_t>(got);
+    nbytes -= static_cast<std::uint64_t>(got);
+  }
+}
+
+void Reader::Read(const std::vector<Target>& targets) const {
+  const auto& tensors = header_.tensors;
+  std::vector<bool> named(tensors.size(), false);
+  for (const Target& t : targets) {
+    if (t.index >= tensors.size())
+      throw InvalidArgument("no tensor number " + std::to_string(t.index) +
+                            " in the file (it has " + std::to_string(tensors.size()) + ")");
+    const TensorInfo& info = tensors[t.index];
+    if (named[t.index]) throw InvalidArgument("tensor " + Quote(info.name) + " is read twice");
+    named[t.index] = true;
+    if (t.nbytes != info.end - info.begin)
+      throw InvalidArgument("tensor " + Quote(info.name) + " has " +
+                            std::to_string(info.end - info.begin) + " bytes, but its target " +
+                            std::to_string(t.nbytes));
+    if (t.nbytes > 0 && t.data == nullptr)
+      throw InvalidArgument("tensor " + Quote(info.name) + ": no memory to read it into");
+  }
+  // In the order of the offsets (the tensors tile the data section, so the
+  // file is read front to back), empty tensors left out.
+  std::vector<const Target*> order;
+  order.reserve(targets.size());
+  for (const Target& t : targets)
+    if (t.nbytes > 0) order.push_back(&t);
+  std::sort(order.begin(), order.end(), [&](const Target* a, const Target* b) {
+    return tensors[a->index].begin < tensors[b->index].begin;
+  });
+  const std::uint64_t data_start = 8 + header_.header_bytes;
+  for (std::size_t i = 0; i < order.size();) {
+    // A run of tensors adjacent both in the file and in memory: one read.
+    const TensorInfo& first = tensors[order[i]->index];
+    void* const dst = order[i]->data;
+    const std::uintptr_t at = reinterpret_cast<std::uintptr_t>(dst);
+    std::uint64_t end = first.end, nbytes = order[i]->nbytes;
+    std::size_t j = i + 1;
+    for (; j < order.size(); ++j) {
+      const TensorInfo& next = tensors[order[j]->index];
+      if (next.begin != end || reinterpret_cast<std::uintptr_t>(order[j]->data) != at + nbytes)
+        break;
+      end = next.end;
+      nbytes += order[j]->nbytes;
+    }
+    const std::string what = j == i + 1 ? "tensor " + Quote(first.name)
+                                        : "tensors " + Quote(first.name) + " to " +
+                                              Quote(tensors[order[j - 1]->index].name);
+    ReadAt(dst, nbytes, data_start + first.begin, what);
+    i = j;
+  }
+}
+
+Contents ReadFile(const std::string& path) {
+  const Reader reader(path);
   Contents c;
-  c.header = ParseHeader(json.data(), json.size(), size - 8 - n);
-  // The tensors tile the data section: read them in the order of their offsets.
+  c.header = reader.header();
+  // Every buffer is allocated (not cleared: Read fills it) before anything is
+  // read; together they are the data section, which the file holds.
   const auto& tensors = c.header.tensors;
   c.data.resize(tensors.size());
-  std::vector<std::size_t> order(tensors.size());
-  std::iota(order.begin(), order.end(), std::size_t{0});
-  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
-    return tensors[a].begin != tensors[b].begin ? tensors[a].begin < tensors[b].begin
-                                                : tensors[a].end < tensors[b].end;
-  });
-  for (std::size_t i : order) {
-    const TensorInfo& t = tensors[i];
-    c.data[i].resize(static_cast<std::size_t>(t.end - t.begin));
-    read_exact(c.data[i].data(), t.end - t.begin, ("tensor " + Quote(t.name)).c_str());
+  std::vector<Reader::Target> targets(tensors.size());
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    c.data[i].resize(static_cast<std::size_t>(tensors[i].end - tensors[i].begin));
+    targets[i] = {i, c.data[i].data(), c.data[i].size()};
   }
+  reader.Read(targets);
   return c;
 }
 

@@ -33,6 +33,7 @@ same_bytes = _impl.same_bytes
 dense_forward = _impl.dense_forward
 dense_backward = _impl.dense_backward
 read_safetensors = _impl.read_safetensors
+SafetensorsFile = _impl.SafetensorsFile
 read_safetensors_bytes = _impl.read_safetensors_bytes
 write_safetensors = _impl.write_safetensors
 write_safetensors_bytes = _impl.write_safetensors_bytes

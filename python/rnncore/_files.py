@@ -1,14 +1,23 @@
 """Model files: ``save`` and ``load`` in the safetensors format (see docs/file_format.md).
 
 The bytes are parsed, checked and written by the core (``rnncore/model_file.h``, bound as
-``_core.read_safetensors`` / ``_core.write_safetensors``); this module is the rnncore
+``_core.SafetensorsFile`` / ``_core.write_safetensors``); this module is the rnncore
 layer above it: which tensors a module has (from its class and options, recorded in the
 header's ``__metadata__["rnncore"]``), and the modules built from them.
+
+``load`` reads the header first (the core validates it against the file), checks the
+metadata, builds each module and checks every tensor's dtype and shape against it, and
+only then has the core read the tensors: a parameter stored in the module's dtype straight
+into its place in the module's flat parameter buffer (one copy of each byte, from the
+file to its final place, none zero-filled first), float16 weights of a half copy and
+running statistics into arrays of their own, which are then loaded as ``load_state_dict``
+does.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -160,7 +169,18 @@ def load(path: Any) -> Any:
         TypeError: ``path`` is not a path.
     """
     path = _path(path)
-    metadata, tensors = _core.read_safetensors(path)
+    with _core.SafetensorsFile(path) as file:
+        modules, plans = _plan(path, file.metadata, file.tensors)
+        # Every check has passed: the core reads each tensor into its place.
+        file.read_into([target for plan in plans for target in plan.targets])
+    for plan in plans:
+        plan.finish()
+    return modules
+
+
+def _plan(path: str, metadata: dict, tensors: dict) -> tuple[Any, list[_ModulePlan]]:
+    """The modules a file's header and metadata describe (built, checked against the
+    header's dtypes and shapes, not yet filled), and their plans."""
 
     def fail(what: str):
         raise ValueError(f"{path}: {what}")
@@ -199,15 +219,17 @@ def load(path: Any) -> Any:
             fail("duplicate module names in the 'rnncore' metadata")
     claimed: set[str] = set()
     out = {}
+    plans = []
     for entry, name in zip(entries, names):
         prefix = "" if single else f"{name}."
-        module = _load_module(entry, "the module" if single else f"module {name!r}",
-                              prefix, tensors, claimed, fail)  # fmt: skip
-        out[name] = module
+        plan = _plan_module(entry, "the module" if single else f"module {name!r}",
+                            prefix, tensors, claimed, fail)  # fmt: skip
+        out[name] = plan.module
+        plans.append(plan)
     unexpected = [k for k in tensors if k not in claimed]
     if unexpected:
         fail(f"unexpected tensor {unexpected[0]!r} (no module of the file has it)")
-    return next(iter(out.values())) if single else out
+    return (next(iter(out.values())) if single else out), plans
 
 
 def module_entries(path: Any) -> list[tuple[Any, str, Any]]:
@@ -261,7 +283,35 @@ def _parameter_lower_bound(options: Any) -> int:
     return count
 
 
-def _load_module(entry: dict, what: str, prefix: str, tensors: dict, claimed: set, fail):
+class _ModulePlan:
+    """One module of a file, built and checked: where each of its tensors is read to
+    (``targets``, for ``SafetensorsFile.read_into``), and ``finish``, which completes the
+    module once they have been read."""
+
+    def __init__(self, module: Module, what: str, training: bool, half: bool, fail):
+        self.module = module
+        self.targets: list[tuple[str, np.ndarray]] = []
+        self.widen: list[tuple[np.ndarray, np.ndarray]] = []  # (parameter, float16 values)
+        self.buffers: dict[str, np.ndarray] = {}
+        self._what, self._training, self._half, self._fail = what, training, half, fail
+
+    def finish(self) -> None:
+        module = self.module
+        for param, values in self.widen:
+            param[...] = values  # float16 -> float32: exact
+        if self.buffers:
+            try:
+                module.load_state_dict(self.buffers, strict=False)
+            except (TypeError, ValueError, KeyError) as e:
+                self._fail(f"{self._what}: {e}")
+        module.train(self._training)
+        if self._half:
+            module._make_half()
+
+
+def _plan_module(entry: dict, what: str, prefix: str, tensors: dict, claimed: set, fail):
+    """Checks a module's entry and its tensors (``tensors``: name -> (dtype, shape) from
+    the header), builds the module and returns its plan."""
     cls = _CLASSES.get(entry.get("class"))  # type: ignore[arg-type]
     if cls is None:
         fail(f"{what}: unknown class {entry.get('class')!r} (expected one of {list(_CLASSES)})")
@@ -279,7 +329,7 @@ def _load_module(entry: dict, what: str, prefix: str, tensors: dict, claimed: se
     except ValueError as e:
         fail(f"{what}: {e}")
     # Nothing is allocated for more parameters than the file holds values.
-    values = sum(a.size for k, a in tensors.items() if k.startswith(prefix))
+    values = sum(math.prod(shape) for k, (_, shape) in tensors.items() if k.startswith(prefix))
     needed = _parameter_lower_bound(options)
     if needed > values:
         fail(
@@ -300,30 +350,37 @@ def _load_module(entry: dict, what: str, prefix: str, tensors: dict, claimed: se
         fail(f"{what}: weights {weights!r} do not match its dtype {options.dtype!r}")
     module = cls.__new__(cls)
     try:
-        module._build(options)
+        module._build(options, zero=False)  # every parameter is read from the file
     except (ValueError, MemoryError) as e:
         fail(f"{what}: {e}")
     if isinstance(module, RecurrentModule):
         module._mask_rng = np.random.default_rng()
-    expected = list(module._params) + list(module._buffer_names())
-    state = {}
-    for key in expected:
+    plan = _ModulePlan(module, what, training, half, fail)
+    params = module._params
+    for key in [*params, *module._buffer_names()]:
         full = prefix + key
-        arr = tensors.get(full)
-        if arr is None:
+        spec = tensors.get(full)
+        if spec is None:
             fail(f"{what}: tensor {full!r} is missing")
+        dtype, shape = spec
         want = "float16" if half and _half_name(key) else options.dtype
-        if arr.dtype != np.dtype(want):
-            fail(f"tensor {full!r} has dtype {arr.dtype}, expected {want}")
-        if key in module._params and arr.shape != module._params[key].shape:
-            fail(f"tensor {full!r} has shape {arr.shape}, expected {module._params[key].shape}")
-        state[key] = arr.astype(options.dtype, copy=False)
+        if dtype != np.dtype(want):
+            fail(f"tensor {full!r} has dtype {dtype}, expected {want}")
+        if key in params:
+            param = params[key]
+            if shape != param.shape:
+                fail(f"tensor {full!r} has shape {shape}, expected {param.shape}")
+            if dtype == param.dtype:
+                target = param  # its place in the module's flat parameter buffer
+            else:
+                target = np.empty(shape, dtype)
+                plan.widen.append((param, target))
+        else:
+            target = plan.buffers[key] = np.empty(shape, dtype)
+        plan.targets.append((full, target))
         claimed.add(full)
-    try:
-        module.load_state_dict(state)
-    except (TypeError, ValueError, KeyError) as e:
-        fail(f"{what}: {e}")
-    module.train(training)
-    if half:
-        module._make_half()
-    return module
+    wrong: list[str] = []
+    module._check_buffers(plan.buffers, wrong)  # shapes only: nothing is read yet
+    if wrong:
+        fail(f"{what}: load_state_dict: wrong shapes: " + "; ".join(wrong))
+    return plan

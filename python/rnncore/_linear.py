@@ -95,11 +95,11 @@ class Linear(Module):
     _options_class = LinearOptions
     _own_attributes = Module._own_attributes | {"_flat", "_flat_grad", "_backward_lock"}
 
-    def _build(self, options: LinearOptions) -> None:
+    def _build(self, options: LinearOptions, *, zero: bool = True) -> None:
         self._options = options
         n_weight = self.out_features * self.in_features
         size = n_weight + (self.out_features if self.bias else 0)
-        self._flat = np.zeros(size, dtype=self.dtype)
+        self._flat = (np.zeros if zero else np.empty)(size, dtype=self.dtype)
         self._flat_grad = np.zeros(size, dtype=self.dtype)
         layout = [("weight", (self.out_features, self.in_features), 0)]
         if self.bias:

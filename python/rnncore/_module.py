@@ -114,8 +114,10 @@ class Module:
         """Raises ValueError if valid ``options`` do not describe a module of this class
         (before anything is allocated; ``_build`` checks them too)."""
 
-    def _build(self, options: Any) -> None:  # pragma: no cover - every module defines it
-        """Allocates the module of ``options`` (parameters not initialized), training mode."""
+    def _build(self, options: Any, *, zero: bool = True) -> None:  # pragma: no cover
+        """Allocates the module of ``options``, training mode: zero parameters, or with
+        ``zero=False`` parameters left unset, for a caller that writes every one of them
+        (the model file loader); the gradients are zero either way."""
         raise NotImplementedError
 
     def _bind_parameters(self, params: np.ndarray, grads: np.ndarray, layout: Layout) -> None:

@@ -79,10 +79,10 @@ class RecurrentModule(Module):
         if options.cell != cls._cell:
             raise ValueError(f"{cls.__name__} options must have cell={cls._cell!r}")
 
-    def _build(self, options: RecurrentOptions) -> None:
+    def _build(self, options: RecurrentOptions, *, zero: bool = True) -> None:
         self._check_options(options)
         self._options = options
-        self._model = _new_core_model(options)
+        self._model = _new_core_model(options, zero)
         self._bind_parameters(
             self._model.parameter_buffer(), self._model.gradient_buffer(), self._layout()
         )
@@ -539,8 +539,8 @@ for _name in ("input_size", "hidden_size", "num_layers", "bias", "batch_first", 
     setattr(RecurrentModule, _name, _option(_name))
 
 
-def _new_core_model(o: RecurrentOptions):
-    """The compiled model of the options (parameters uninitialized)."""
+def _new_core_model(o: RecurrentOptions, zero: bool = True):
+    """The compiled model of the options: zero parameters, or unset ones (``zero=False``)."""
     core_class = _core.ModelF64 if o.np_dtype == np.float64 else _core.ModelF32
     return core_class(
         cell=o.cell,
@@ -560,6 +560,7 @@ def _new_core_model(o: RecurrentOptions):
         input_dropout=o.input_dropout,
         recurrent_dropout=o.recurrent_dropout,
         zoneout=o.zoneout,
+        zero_parameters=zero,
     )
 
 

@@ -15,7 +15,11 @@
 //     values;
 //   * model files (rnncore/model_file.h): a written buffer and file read back
 //     the same; every truncation of a file, and an out-of-range offset, throw
-//     InvalidArgument;
+//     InvalidArgument; a Reader reads chosen tensors into the caller's memory
+//     (adjacent or not, in any order), refuses bad targets before it reads
+//     anything, and notices a file truncated after it was opened; a model
+//     whose parameters are left unset (Model(config, false)) and then read
+//     from a file is the model of those parameters;
 //   * streams (rnncore/stream.h) stepped one step or a chunk at a time equal
 //     the whole-sequence Forward, batch norm's rows at each row's own step;
 //     a StreamBatcher (rnncore/batcher.h) stepped from 8 threads gives each
@@ -481,6 +485,93 @@ void ModelFiles() {
       (std::filesystem::temp_directory_path() / "rnncore_test_model_file.safetensors").string();
   mf::WriteFile(path, meta, tensors);
   Check(same(mf::ReadFile(path)), "model file: file round trip");
+  {
+    // A Reader: the header first, then chosen tensors straight into the
+    // caller's memory.
+    const mf::Reader reader(path);
+    const mf::Header& hd = reader.header();
+    Check(hd.metadata == meta && hd.tensors.size() == tensors.size() &&
+              reader.file_size() == bytes.size() && reader.Find("h") == 1 && reader.Find("x") == -1,
+          "model file: a Reader reads and validates the header");
+    const unsigned char* data = bytes.data() + 8 + hd.header_bytes;  // 38 bytes: w h d
+    // Every tensor into one buffer, back to back as in the file (one read),
+    // the targets listed in another order.
+    std::vector<unsigned char> all(40, 0xAB);
+    reader.Read({{3, all.data() + 38, 0},
+                 {2, all.data() + 30, 8},
+                 {0, all.data(), 24},
+                 {1, all.data() + 24, 6}});
+    Check(hd.data_bytes == 38 && std::memcmp(all.data(), data, 38) == 0 && all[38] == 0xAB &&
+              all[39] == 0xAB,
+          "model file: Reader::Read into adjacent targets");
+    std::vector<float> w2(6, -1.0f);
+    std::vector<std::uint16_t> h2(3, 0);
+    std::vector<double> d2(1, 0.0);
+    reader.Read({{2, d2.data(), 8}, {1, h2.data(), 6}, {0, w2.data(), 24}});
+    Check(w2 == w && h2 == h && d2 == d, "model file: Reader::Read into separate targets");
+    std::vector<float> untouched(6, 5.0f);
+    auto refused = [&](const std::vector<mf::Reader::Target>& targets) {
+      try {
+        reader.Read(targets);
+      } catch (const rnncore::InvalidArgument&) {
+        return std::all_of(untouched.begin(), untouched.end(), [](float v) { return v == 5.0f; });
+      }
+      return false;
+    };
+    Check(refused({{0, untouched.data(), 24}, {1, h2.data(), 4}}) &&
+              refused({{0, untouched.data(), 24}, {0, untouched.data(), 24}}) &&
+              refused({{0, untouched.data(), 24}, {4, untouched.data(), 0}}) &&
+              refused({{0, untouched.data(), 24}, {1, nullptr, 6}}),
+          "model file: bad targets throw InvalidArgument before anything is read");
+    // The file cut short after it was opened: Read notices.
+    std::filesystem::resize_file(path, bytes.size() - 4);
+    bool truncated = false;
+    try {
+      reader.Read({{2, d2.data(), 8}});
+    } catch (const rnncore::InvalidArgument& e) {
+      truncated = std::string(e.what()).find("truncated") != std::string::npos;
+    }
+    Check(truncated, "model file: a file truncated after it was opened throws InvalidArgument");
+  }
+  bool is_dir = false;
+  try {
+    mf::Reader dir(std::filesystem::temp_directory_path().string());
+  } catch (const mf::FileError& e) {
+    is_dir = e.err() == EISDIR;
+  }
+  Check(is_dir, "model file: a directory throws FileError(EISDIR)");
+  {
+    // A model whose parameter buffer is left unset, filled from a file by a
+    // Reader, is the model of those parameters.
+    rnncore::ModelConfig cfg;
+    cfg.cell = rnncore::CellKind::kLstm;
+    cfg.input_size = 3;
+    cfg.hidden_size = 4;
+    cfg.num_layers = 2;
+    rnncore::Model<float> zeroed(cfg), unset(cfg, false);
+    const rnncore::Index n = zeroed.num_parameters();
+    std::vector<float> p(static_cast<size_t>(n));
+    for (rnncore::Index i = 0; i < n; ++i) p[static_cast<size_t>(i)] = 0.01f * float(i % 37) - 0.2f;
+    Check(unset.num_parameters() == n &&
+              std::all_of(zeroed.parameters(), zeroed.parameters() + n,
+                          [](float v) { return v == 0.0f; }) &&
+              std::all_of(unset.gradients(), unset.gradients() + n,
+                          [](float v) { return v == 0.0f; }),
+          "model: zero parameters by default, zero gradients either way");
+    mf::WriteFile(path, {},
+                  {{"p", mf::DType::kF32, {std::uint64_t(n)}, p.data(), std::uint64_t(n) * 4}});
+    mf::Reader(path).Read({{0, unset.parameters(), std::uint64_t(n) * 4}});
+    std::copy(p.begin(), p.end(), zeroed.parameters());
+    const rnncore::Index T = 3, B = 2;
+    std::vector<float> x(static_cast<size_t>(T * B * 3), 0.5f), out_a(T * B * 4), out_b(T * B * 4);
+    std::vector<float> h_a(2 * B * 4), c_a(2 * B * 4), h_b(2 * B * 4), c_b(2 * B * 4);
+    zeroed.Forward(T, B, x.data(), nullptr, nullptr, nullptr, out_a.data(), h_a.data(), c_a.data(),
+                   false, nullptr);
+    unset.Forward(T, B, x.data(), nullptr, nullptr, nullptr, out_b.data(), h_b.data(), c_b.data(),
+                  false, nullptr);
+    Check(out_a == out_b && h_a == h_b && c_a == c_b,
+          "model: unset parameters read from a file give the model of those parameters");
+  }
   std::remove(path.c_str());
   bool all_throw = true;
   for (std::size_t n = 0; n < bytes.size(); ++n) {

@@ -142,7 +142,11 @@ class ModelTape {
 template <typename T>
 class Model {
  public:
-  explicit Model(const ModelConfig& config);
+  // A model of config: zero parameters, zero gradients, empty running
+  // statistics. With zero_parameters false the parameter buffer is left
+  // unset (not cleared): for a caller that writes every parameter before the
+  // model is used, such as a model file's loader.
+  explicit Model(const ModelConfig& config, bool zero_parameters = true);
 
   const ModelConfig& config() const { return config_; }
   const std::vector<ParamInfo>& layout() const { return layout_; }

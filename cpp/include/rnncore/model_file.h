@@ -16,6 +16,11 @@
 // the reader read outside it, or allocate more than the file holds), and throws
 // InvalidArgument naming the first problem. Missing files, directories and I/O
 // errors throw FileError, which carries the errno value.
+//
+// ReadFile reads a whole file into buffers of its own; a Reader opens a file
+// and validates its header alone, and then reads the tensors a caller names
+// straight into the caller's memory (rnncore's loader reads parameters into a
+// module's flat parameter buffer that way: each byte is copied once).
 #ifndef RNNCORE_MODEL_FILE_H_
 #define RNNCORE_MODEL_FILE_H_
 
@@ -26,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "rnncore/allocator.h"
 #include "rnncore/common.h"
 
 namespace rnncore {
@@ -60,10 +66,14 @@ struct Header {
   std::uint64_t data_bytes = 0;                 // the data section's length
 };
 
+// One tensor's bytes. The core's buffer type: 64-byte aligned, and allocated
+// without being cleared first (a reader fills it completely).
+using Bytes = Buffer<unsigned char>;
+
 // A header and each tensor's bytes (tensors[i] <-> data[i]).
 struct Contents {
   Header header;
-  std::vector<std::vector<unsigned char>> data;
+  std::vector<Bytes> data;
 };
 
 // Thrown for files that cannot be opened, read or written (not for bad
@@ -89,8 +99,60 @@ Header ParseHeader(const char* json, std::size_t json_size, std::uint64_t data_b
 // Reads a whole file held in memory. Throws InvalidArgument.
 Contents ReadBuffer(const unsigned char* bytes, std::size_t size);
 
-// Reads the file at path. Throws InvalidArgument or FileError.
+// Reads the file at path (a Reader that reads every tensor into a buffer of its
+// own). Throws InvalidArgument or FileError.
 Contents ReadFile(const std::string& path);
+
+// An open model file whose header has been read and validated; its data
+// section is read only by Read, into memory the caller provides. The file
+// stays open until the Reader is destroyed.
+class Reader {
+ public:
+  // Opens path, reads its header and validates it against the file's size
+  // (as ReadFile). Throws FileError (ENOENT, EISDIR, other errno values) or
+  // InvalidArgument.
+  explicit Reader(const std::string& path);
+  ~Reader();
+  Reader(const Reader&) = delete;
+  Reader& operator=(const Reader&) = delete;
+
+  const std::string& path() const { return path_; }
+  const Header& header() const { return header_; }
+  // The file's size when it was opened (the header was checked against it).
+  std::uint64_t file_size() const { return file_size_; }
+  // The index in header().tensors of the tensor called name, or -1.
+  std::ptrdiff_t Find(const std::string& name) const;
+
+  // Where Read puts one tensor: header().tensors[index]'s bytes, exactly
+  // nbytes of them, at data.
+  struct Target {
+    std::size_t index = 0;
+    void* data = nullptr;
+    std::uint64_t nbytes = 0;
+  };
+
+  // Reads each target's tensor into its memory. Every target is checked
+  // before anything is read: its index must be in range, its nbytes equal its
+  // tensor's byte count, and no tensor may be named twice (InvalidArgument
+  // otherwise). The ranges are read in the order of their offsets, with pread
+  // and no intermediate buffer; tensors that are adjacent in the file and
+  // whose targets are adjacent in memory are read with one read. A file that
+  // has become shorter since it was opened throws InvalidArgument ("the file
+  // is truncated"); I/O errors throw FileError. On a throw, the targets hold
+  // unspecified bytes. Safe to call from several threads at once (pread has no
+  // shared file position).
+  void Read(const std::vector<Target>& targets) const;
+
+ private:
+  // Reads exactly nbytes at offset (what names them in the truncation error).
+  void ReadAt(void* dst, std::uint64_t nbytes, std::uint64_t offset, const std::string& what) const;
+
+  std::string path_;
+  int fd_ = -1;
+  std::uint64_t file_size_ = 0;
+  Header header_;
+  std::map<std::string, std::size_t> index_;
+};
 
 // A tensor to write: nbytes bytes at data, little-endian, row-major.
 struct TensorData {
