@@ -30,9 +30,6 @@ _PREFIXES = ("test_lstm_", "test_gru_", "test_rnn_", "test_simple_rnn_")
 # The cases that use what rnncore does not compute yet, and the error they must raise.
 _UNSUPPORTED = {
     "test_lstm_with_peepholes": "peepholes .input P. are not supported yet",
-    "test_lstm_reverse": "direction='reverse' is not supported yet",
-    "test_gru_reverse": "direction='reverse' is not supported yet",
-    "test_simple_rnn_reverse": "direction='reverse' is not supported yet",
 }
 # Inputs that are data of a call, not weights.
 _CALL_INPUTS = ("X", "sequence_lens", "initial_h", "initial_c")
@@ -207,7 +204,7 @@ def ort_run_layout(model, feeds: dict, layout: int) -> dict:
 
 
 @pytest.mark.parametrize("layout", [0, 1])
-@pytest.mark.parametrize("direction", ["forward", "bidirectional"])
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
 @pytest.mark.parametrize("cell", sorted(_CELLS))
 def test_random_graph_matches_onnx_runtime(cell, direction, layout):
     rng = np.random.default_rng(zlib.crc32(f"{cell} {direction} {layout}".encode()))
@@ -218,6 +215,7 @@ def test_random_graph_matches_onnx_runtime(cell, direction, layout):
                                   init=optional, explicit=optional, rng=rng)  # fmt: skip
         (m,) = rc.from_onnx(model).values()
         assert m.bidirectional == (direction == "bidirectional")
+        assert m.reverse == (direction == "reverse")
         assert m.batch_first == (layout == 1) and m.bias == bias
         if cell.startswith("gru"):
             assert m.reset_after == cell.endswith("lbr1")
@@ -269,7 +267,6 @@ def _one_node(op="LSTM", attrs=None, extra_inputs=(), weights_as_inputs=False, p
          "activations .* not supported yet"),
         ("RNN", {"activation_alpha": [0.5]}, "activation_alpha is not supported yet"),
         ("GRU", {"activation_beta": [0.5]}, "activation_beta is not supported yet"),
-        ("GRU", {"direction": "reverse"}, "direction='reverse' is not supported yet"),
         ("LSTM", {"hidden_size": 5}, "hidden_size=5"),
     ],
 )  # fmt: skip

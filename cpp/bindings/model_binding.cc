@@ -87,7 +87,8 @@ void BindModelImpl(py::module_& m, const char* model_name, const char* tape_name
   py::class_<ModelT, std::shared_ptr<ModelT>>(m, model_name, py::module_local(),
                                               "A stack of recurrent layers (core object).")
       .def(py::init([](const std::string& cell, Index input_size, Index hidden_size,
-                       Index num_layers, bool bidirectional, bool bias, Index proj_size,
+                       Index num_layers, bool bidirectional, bool reverse, bool bias,
+                       Index proj_size,
                        const std::string& nonlinearity, bool reset_after, const std::string& norm,
                        double ln_eps, double bn_eps, double bn_momentum, double dropout,
                        double input_dropout, double recurrent_dropout, double zoneout,
@@ -98,6 +99,7 @@ void BindModelImpl(py::module_& m, const char* model_name, const char* tape_name
              c.hidden_size = hidden_size;
              c.num_layers = num_layers;
              c.bidirectional = bidirectional;
+             c.reverse = reverse;
              c.bias = bias;
              c.proj_size = proj_size;
              c.activation = ParseActivation(nonlinearity);
@@ -114,7 +116,8 @@ void BindModelImpl(py::module_& m, const char* model_name, const char* tape_name
              return std::make_shared<ModelT>(c, zero_parameters);
            }),
            py::kw_only(), py::arg("cell"), py::arg("input_size"), py::arg("hidden_size"),
-           py::arg("num_layers") = 1, py::arg("bidirectional") = false, py::arg("bias") = true,
+           py::arg("num_layers") = 1, py::arg("bidirectional") = false, py::arg("reverse") = false,
+           py::arg("bias") = true,
            py::arg("proj_size") = 0, py::arg("nonlinearity") = "tanh",
            py::arg("reset_after") = true, py::arg("norm") = "none", py::arg("ln_eps") = 1e-5,
            py::arg("bn_eps") = 1e-5, py::arg("bn_momentum") = 0.1, py::arg("dropout") = 0.0,

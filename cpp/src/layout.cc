@@ -64,6 +64,8 @@ void ModelConfig::Validate() const {
   Require(input_size > 0 && input_size <= kMaxDim, "input_size must be in 1..2^31-1");
   Require(hidden_size > 0 && hidden_size <= kMaxDim, "hidden_size must be in 1..2^31-1");
   Require(num_layers > 0 && num_layers <= kMaxLayers, "num_layers must be in 1..1024");
+  Require(!(reverse && bidirectional),
+          "reverse=True is for a one-direction module (bidirectional runs both ways already)");
   Require(proj_size >= 0, "proj_size must be >= 0");
   Require(proj_size == 0 || cell == CellKind::kLstm, "proj_size is only supported by the LSTM");
   Require(proj_size < hidden_size, "proj_size must be smaller than hidden_size");

@@ -250,7 +250,7 @@ void Model<T>::Forward(Index steps, Index batch, const T* x, const T* h0, const 
     ParallelFor(Dn, [&](Index d) {
       const CellConfig cc = LayerConfig(l, d, training, seed, step_offset);
       const Index s = l * Dn + d;
-      const StepIndex seq(steps, batch, lengths, d == 1);
+      const StepIndex seq(steps, batch, lengths, d == 1 || config_.reverse);
       CellTape<T>* ct = tape ? &tape->cells_[static_cast<size_t>(s)] : nullptr;
       Buffer<T> mask, masked;
       const T* xin = layer_in;
@@ -324,7 +324,7 @@ void Model<T>::Backward(ModelTape<T>* tape, const T* dout, const T* dh_n, const 
       const CellConfig cc = LayerConfig(l, d, training, seed);
       T* dxd = d == 0 ? dxl : dx_rev.data();
       const Index s = l * Dn + d;
-      const StepIndex seq(steps, batch, lengths, d == 1);
+      const StepIndex seq(steps, batch, lengths, d == 1 || config_.reverse);
       const CellTape<T>& ct = tape->cells_[static_cast<size_t>(s)];
       // The input the cell saw: the layer input under this direction's mask.
       Buffer<T> mask, masked;

@@ -11,6 +11,8 @@ Stream<T>::Stream(std::shared_ptr<const Model<T>> model, Index batch) : model_(s
   Require(model_ != nullptr, "a stream needs a model");
   Require(!model_->config().bidirectional,
           "a stream needs a unidirectional model (a bidirectional one reads the whole sequence)");
+  Require(!model_->config().reverse,
+          "a stream needs a forward model (a reverse one starts from the sequence's end)");
   Resize(batch);
 }
 

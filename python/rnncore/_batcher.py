@@ -48,8 +48,8 @@ class StreamBatcher:
         if not isinstance(module, RecurrentModule):
             raise TypeError(f"StreamBatcher takes an RNN, LSTM or GRU, got {type(module).__name__}")
         o = module.options
-        if o.bidirectional:
-            raise ValueError("StreamBatcher needs a unidirectional module")
+        if o.bidirectional or o.reverse:
+            raise ValueError("StreamBatcher needs a forward, unidirectional module")
         if module.training:
             raise ValueError("StreamBatcher needs a module in eval mode (call .eval() first)")
         max_batch = v.check_int("max_batch", max_batch, 1)

@@ -27,6 +27,7 @@ _SEQUENCE_OPTIONS = {
     "num_layers": 1,
     "batch_first": False,
     "bidirectional": False,
+    "reverse": False,
     "dropout": 0.0,
     "proj_size": 0,
     "chrono": None,

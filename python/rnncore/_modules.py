@@ -36,6 +36,7 @@ class RNN(RecurrentModule):
         seed: int | None = None,
         *,
         init: str = "default",
+        reverse: bool = False,
         input_dropout: float = 0.0,
         recurrent_dropout: float = 0.0,
         zoneout: float = 0.0,
@@ -43,7 +44,7 @@ class RNN(RecurrentModule):
     ):
         super().__init__(*recurrent_options(
             "rnn", input_size, hidden_size, num_layers, bias, batch_first, dropout,
-            bidirectional, norm, dtype, seed, init, nonlinearity=nonlinearity,
+            bidirectional, norm, dtype, seed, init, nonlinearity=nonlinearity, reverse=reverse,
             norm_options=norm_options,
             regularizers=dict(input_dropout=input_dropout, recurrent_dropout=recurrent_dropout,
                               zoneout=zoneout),
@@ -95,6 +96,7 @@ class LSTM(RecurrentModule):
         seed: int | None = None,
         *,
         init: str = "default",
+        reverse: bool = False,
         forget_bias: float = 1.0,
         chrono: float | None = None,
         input_dropout: float = 0.0,
@@ -104,7 +106,7 @@ class LSTM(RecurrentModule):
     ):
         super().__init__(*recurrent_options(
             "lstm", input_size, hidden_size, num_layers, bias, batch_first, dropout,
-            bidirectional, norm, dtype, seed, init, proj_size=proj_size,
+            bidirectional, norm, dtype, seed, init, proj_size=proj_size, reverse=reverse,
             forget_bias=forget_bias,
             norm_options=norm_options, chrono=chrono,
             regularizers=dict(input_dropout=input_dropout, recurrent_dropout=recurrent_dropout,
@@ -158,6 +160,7 @@ class GRU(RecurrentModule):
         seed: int | None = None,
         *,
         init: str = "default",
+        reverse: bool = False,
         update_bias: float = 0.0,
         chrono: float | None = None,
         input_dropout: float = 0.0,
@@ -167,7 +170,7 @@ class GRU(RecurrentModule):
     ):
         super().__init__(*recurrent_options(
             "gru", input_size, hidden_size, num_layers, bias, batch_first, dropout,
-            bidirectional, norm, dtype, seed, init, reset_after=reset_after,
+            bidirectional, norm, dtype, seed, init, reset_after=reset_after, reverse=reverse,
             update_bias=update_bias,
             norm_options=norm_options, chrono=chrono,
             regularizers=dict(input_dropout=input_dropout, recurrent_dropout=recurrent_dropout,
@@ -175,5 +178,12 @@ class GRU(RecurrentModule):
         ))  # fmt: skip
 
 
+_REVERSE_DOC = """
+    ``reverse=True``: one direction that runs backward in time, each sequence from its last
+    valid step (``lengths``) to its first, as ONNX's ``direction="reverse"``; ``out`` stays
+    in time order and ``h_n`` is the state after the first step. Not with
+    ``bidirectional``; not streamable.
+"""
+
 for _cls in (RNN, LSTM, GRU):
-    _cls.__doc__ = (_cls.__doc__ or "") + _REGULARIZATION_DOC
+    _cls.__doc__ = (_cls.__doc__ or "") + _REGULARIZATION_DOC + _REVERSE_DOC

@@ -72,6 +72,7 @@ class RecurrentOptions(_Options):
     batch_first: bool = False
     dropout: float = 0.0
     bidirectional: bool = False
+    reverse: bool = False
     dtype: str = "float32"
     nonlinearity: str = "tanh"
     proj_size: int = 0
@@ -155,6 +156,7 @@ def recurrent_options(
     nonlinearity: Any = "tanh",
     proj_size: Any = 0,
     reset_after: Any = True,
+    reverse: Any = False,
     forget_bias: Any = 1.0,
     update_bias: Any = 0.0,
     chrono: Any = None,
@@ -182,6 +184,11 @@ def recurrent_options(
     bias = v.check_bool("bias", bias)
     batch_first = v.check_bool("batch_first", batch_first)
     bidirectional = v.check_bool("bidirectional", bidirectional)
+    reverse = v.check_bool("reverse", reverse)
+    if reverse and bidirectional:
+        raise ValueError(
+            "reverse=True is for a one-direction module; bidirectional=True runs both ways"
+        )
     dropout = v.check_float("dropout", dropout, 0.0, 1.0, high_open=True)
     np_dtype = v.parse_dtype(dtype)
     if nonlinearity not in ("tanh", "relu"):
@@ -228,6 +235,7 @@ def recurrent_options(
         batch_first=batch_first,
         dropout=dropout,
         bidirectional=bidirectional,
+        reverse=reverse,
         dtype=np_dtype.name,
         nonlinearity=nonlinearity,
         proj_size=proj_size,

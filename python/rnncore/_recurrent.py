@@ -517,6 +517,8 @@ class RecurrentModule(Module):
             opts.append(f"num_layers={self.num_layers}")
         if self.bidirectional:
             opts.append("bidirectional=True")
+        if self._options.reverse:
+            opts.append("reverse=True")
         if self.batch_first:
             opts.append("batch_first=True")
         for key in ("dropout", *REGULARIZERS):
@@ -534,7 +536,7 @@ def _option(name: str) -> property:
 
 # The options read as attributes (read-only: the compiled model was built from them).
 for _name in ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout",
-              "bidirectional", "nonlinearity", "proj_size", "reset_after", "norm",
+              "bidirectional", "reverse", "nonlinearity", "proj_size", "reset_after", "norm",
               "forget_bias", "update_bias", "chrono", *REGULARIZERS):  # fmt: skip
     setattr(RecurrentModule, _name, _option(_name))
 
@@ -548,6 +550,7 @@ def _new_core_model(o: RecurrentOptions, zero: bool = True):
         hidden_size=o.hidden_size,
         num_layers=o.num_layers,
         bidirectional=o.bidirectional,
+        reverse=o.reverse,
         bias=o.bias,
         proj_size=o.proj_size,
         nonlinearity=o.nonlinearity,

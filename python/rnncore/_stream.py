@@ -104,6 +104,10 @@ def new_stream(module: Any, batch_size: Any, hx: Any) -> Stream:
             "stream() needs a unidirectional module: a bidirectional one reads the whole "
             "sequence before its first output"
         )
+    if o.reverse:
+        raise ValueError(
+            "stream() needs a forward module: a reverse=True one starts from each sequence's end"
+        )
     if module.training:
         raise ValueError("stream() needs eval mode (call .eval() first): a stream infers")
     batch = v.check_int("batch_size", batch_size, 1)

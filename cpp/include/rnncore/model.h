@@ -29,6 +29,10 @@ struct ModelConfig {
   Index hidden_size = 0;
   Index num_layers = 1;
   bool bidirectional = false;
+  // One direction that runs backward in time: each sequence from its last
+  // valid step to its first (as ONNX direction="reverse"); out stays in time
+  // order. Not with bidirectional.
+  bool reverse = false;
   bool bias = true;
   Index proj_size = 0;                        // LSTM only
   Activation activation = Activation::kTanh;  // RNN only

@@ -224,7 +224,8 @@ def _standard_layer(
         names.append(c0 or "")
     while names[-1] == "":
         names.pop()
-    attrs = {"hidden_size": hs, "direction": "bidirectional" if d == 2 else "forward"}
+    direction = "bidirectional" if d == 2 else "reverse" if o.reverse else "forward"
+    attrs = {"hidden_size": hs, "direction": direction}
     if cell == "rnn":
         attrs["activations"] = ["Relu" if o.nonlinearity == "relu" else "Tanh"] * d
     elif cell == "gru":

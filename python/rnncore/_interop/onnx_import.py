@@ -51,7 +51,7 @@ def from_onnx(model: Any, *, inputs: Mapping[str, Any] | None = None) -> Ordered
         ``(T, B, D*H)`` where the operator's ``Y`` is ``(T, D, B, H)``).
 
     Raises:
-        ValueError: a node rnncore cannot compute (yet): ``direction="reverse"``, ``clip``,
+        ValueError: a node rnncore cannot compute (yet): ``clip``,
             ``input_forget=1``, non-zero peepholes ``P``, activations other than the
             defaults (RNN: ``Tanh`` or ``Relu``), ``activation_alpha`` / ``activation_beta``;
             a weight that is neither an initializer, a ``Constant`` nor given in ``inputs``;
@@ -154,12 +154,7 @@ def _module_of_node(node, name: str, value_of):
     if unknown:
         raise ValueError(f"{where}: unknown attributes {unknown}")
     direction = attrs.get("direction", "forward")
-    if direction == "reverse":
-        raise ValueError(
-            f"{where}: direction='reverse' is not supported yet (rnncore has no reverse-only "
-            f"layer; 'forward' and 'bidirectional' are)"
-        )
-    if direction not in ("forward", "bidirectional"):
+    if direction not in ("forward", "reverse", "bidirectional"):
         raise ValueError(f"{where}: invalid direction {direction!r}")
     for attr, why in (
         ("clip", "rnncore does not clip the cell inputs"),
@@ -213,6 +208,7 @@ def _module_of_node(node, name: str, value_of):
         bias=b is not None,
         batch_first=layout == 1,
         bidirectional=num_dirs == 2,
+        reverse=direction == "reverse",
         dtype=dtype,
         **extra,
     )

@@ -42,12 +42,13 @@ def loop_layer(
     outs, h_n, c_n = [], [], []
     for d in range(o.num_directions):
         tag = f"_l{k}" + ("_reverse" if d else "")
-        xd = _reverse(g, x, lengths) if d else x
+        backward = d == 1 or o.reverse  # a reverse-only module's one direction too
+        xd = _reverse(g, x, lengths) if backward else x
         xb = _input_term(g, o, params, tag, xd, steps)
         y, h_fin, c_fin = _loop(
             g, o, params, tag, xb, steps, active, h0s[d], c0s[d] if c0s else None
         )
-        outs.append(_reverse(g, y, lengths) if d else y)
+        outs.append(_reverse(g, y, lengths) if backward else y)
         h_n.append(h_fin)
         if c_fin is not None:
             c_n.append(c_fin)
