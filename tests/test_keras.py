@@ -102,6 +102,29 @@ def test_layer_matches_keras(kind, bidirectional, masked):
     assert not out[~mask].any()
 
 
+@pytest.mark.parametrize("masked", [False, True], ids=["full", "mask"])
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_go_backwards_is_a_reverse_module(kind, masked):
+    """Keras returns a go_backwards layer's outputs last step first; rnncore's reverse module
+    keeps out in time order: Keras' output j is rnncore's at position T - 1 - j (with a
+    right-padding mask, Keras skips the padding, which comes first in its order)."""
+    rng = np.random.default_rng(11 + len(kind) + masked)
+    layer = keras_layer(kind, False, rng, go_backwards=True, return_sequences=True,
+                        return_state=True)  # fmt: skip
+    m = KINDS[kind][0].from_keras(layer)
+    assert m.reverse and not m.bidirectional
+    x = rng.standard_normal((B, T, IN)).astype(np.float32)
+    mask = np.arange(T)[None, :] < LENGTHS[:, None] if masked else np.ones((B, T), bool)
+    result = layer(x, mask=mask) if masked else layer(x)
+    out, states = m(x, lengths=rc.lengths_from_mask(mask) if masked else None)
+    h_n, c_n = states if kind == "lstm" else (states, None)
+    want_h, want_c = split_states(kind, result[1:], 1)
+    np.testing.assert_allclose(out[mask], numpy(result[0])[:, ::-1][mask], **F32)
+    np.testing.assert_allclose(h_n, want_h, **F32)
+    if c_n is not None:
+        np.testing.assert_allclose(c_n, want_c, **F32)
+
+
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_return_sequences_false_is_the_last_state(bidirectional):
     rng = np.random.default_rng(5)
@@ -224,8 +247,6 @@ def _built(layer):
 @pytest.mark.parametrize(
     "cls, make, match",
     [
-        (rc.LSTM, lambda: keras.layers.LSTM(H, go_backwards=True),
-         "go_backwards is not supported yet"),
         (rc.GRU, lambda: keras.layers.Bidirectional(keras.layers.GRU(H), merge_mode="sum"),
          "merge_mode='sum'"),
         (rc.LSTM, lambda: keras.layers.LSTM(H, activation="relu"), "activation='relu'"),

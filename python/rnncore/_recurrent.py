@@ -504,8 +504,8 @@ class RecurrentModule(Module):
             TypeError: ``layer`` is not the matching Keras class.
             ValueError: an option rnncore cannot represent (named in the message):
                 activations other than tanh/sigmoid (SimpleRNN: tanh or relu),
-                ``go_backwards`` outside a Bidirectional, ``stateful``, another
-                ``merge_mode``; or an unbuilt layer.
+                ``stateful``, another ``merge_mode``; or an unbuilt layer.
+                (``go_backwards`` outside a Bidirectional becomes ``reverse=True``.)
         """
         from ._interop.keras_layers import module_from_keras  # noqa: PLC0415 - needs keras
 

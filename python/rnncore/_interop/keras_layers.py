@@ -79,7 +79,10 @@ def module_from_keras(cls: Any, layer: Any):
         )
     spec = specs[0]
     spec["input_dropout"] = spec.pop("dropout")
-    m = cls(**spec, batch_first=True, bidirectional=len(directions) == 2)
+    # go_backwards outside a Bidirectional wrapper: a reverse module (whose out is in time
+    # order, where Keras returns its outputs in the order it computed them, last step first)
+    reverse = len(directions) == 1 and bool(directions[0][0].go_backwards)
+    m = cls(**spec, batch_first=True, bidirectional=len(directions) == 2, reverse=reverse)
     m.load_state_dict(state)
     return m.eval()
 
@@ -109,11 +112,6 @@ def _directions(layer: Any, kind: str, what: str) -> list:
             (bwd, f"{what}: {layer.name!r} (backward)"),
         ]
     _check_rnn_layer(layer, kind, what, repr(getattr(layer, "name", layer)))
-    if layer.go_backwards:
-        raise ValueError(
-            f"{what}: go_backwards is not supported yet (layer {layer.name!r}): rnncore has no "
-            f"reverse-only layer; a Bidirectional wrapper is supported"
-        )
     return [(layer, f"{what}: {layer.name!r}")]
 
 
