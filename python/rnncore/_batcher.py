@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
+from . import _core, _stream
 from . import _validation as v
 
 _LIVE: weakref.WeakSet = weakref.WeakSet()  # batchers to close at interpreter exit
@@ -47,11 +47,8 @@ class StreamBatcher:
 
         if not isinstance(module, RecurrentModule):
             raise TypeError(f"StreamBatcher takes an RNN, LSTM or GRU, got {type(module).__name__}")
+        _stream.check_streamable(module, "StreamBatcher")
         o = module.options
-        if o.bidirectional or o.reverse:
-            raise ValueError("StreamBatcher needs a forward, unidirectional module")
-        if module.training:
-            raise ValueError("StreamBatcher needs a module in eval mode (call .eval() first)")
         max_batch = v.check_int("max_batch", max_batch, 1)
         max_delay_ms = v.check_float("max_delay_ms", max_delay_ms, 0.0, 60_000.0,
                                      high_open=False)  # fmt: skip

@@ -96,20 +96,28 @@ class Stream:
         return f"<rnncore.Stream of {self._module!r}, {self._batch} row(s)>"
 
 
-def new_stream(module: Any, batch_size: Any, hx: Any) -> Stream:
-    """``module.stream(batch_size, hx)``: checks the module and the arguments."""
+def check_streamable(module: Any, what: str) -> None:
+    """Raises ValueError unless ``module`` can be stepped: one forward direction, eval mode
+    (for ``stream()`` and ``StreamBatcher``, named by ``what``)."""
     o = module.options
     if o.bidirectional:
         raise ValueError(
-            "stream() needs a unidirectional module: a bidirectional one reads the whole "
-            "sequence before its first output"
+            f"{what} needs a unidirectional module: a bidirectional one reads the whole "
+            f"sequence before its first output"
         )
     if o.reverse:
         raise ValueError(
-            "stream() needs a forward module: a reverse=True one starts from each sequence's end"
+            f"{what} needs a forward module: a reverse=True one starts from each sequence's "
+            f"end (streams step forward, unidirectional modules)"
         )
     if module.training:
-        raise ValueError("stream() needs eval mode (call .eval() first): a stream infers")
+        raise ValueError(f"{what} needs eval mode (call .eval() first): a stream infers")
+
+
+def new_stream(module: Any, batch_size: Any, hx: Any) -> Stream:
+    """``module.stream(batch_size, hx)``: checks the module and the arguments."""
+    check_streamable(module, "stream()")
+    o = module.options
     batch = v.check_int("batch_size", batch_size, 1)
     _limits.require_memory(
         batch * o.num_layers * (o.out_size + o.hidden_size) * o.np_dtype.itemsize * 3,
