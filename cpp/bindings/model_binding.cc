@@ -92,6 +92,7 @@ void BindModelImpl(py::module_& m, const char* model_name, const char* tape_name
                        const std::string& nonlinearity, bool reset_after, const std::string& norm,
                        double ln_eps, double bn_eps, double bn_momentum, double dropout,
                        double input_dropout, double recurrent_dropout, double zoneout,
+                       double clip, double cell_clip, bool peephole, bool input_forget,
                        bool zero_parameters) {
              ModelConfig c;
              c.cell = ParseCell(cell);
@@ -112,6 +113,10 @@ void BindModelImpl(py::module_& m, const char* model_name, const char* tape_name
              c.input_dropout = input_dropout;
              c.recurrent_dropout = recurrent_dropout;
              c.zoneout = zoneout;
+             c.clip = clip;
+             c.cell_clip = cell_clip;
+             c.peephole = peephole;
+             c.input_forget = input_forget;
              c.Validate();
              return std::make_shared<ModelT>(c, zero_parameters);
            }),
@@ -122,7 +127,9 @@ void BindModelImpl(py::module_& m, const char* model_name, const char* tape_name
            py::arg("reset_after") = true, py::arg("norm") = "none", py::arg("ln_eps") = 1e-5,
            py::arg("bn_eps") = 1e-5, py::arg("bn_momentum") = 0.1, py::arg("dropout") = 0.0,
            py::arg("input_dropout") = 0.0, py::arg("recurrent_dropout") = 0.0,
-           py::arg("zoneout") = 0.0, py::arg("zero_parameters") = true,
+           py::arg("zoneout") = 0.0, py::arg("clip") = 0.0, py::arg("cell_clip") = 0.0,
+           py::arg("peephole") = false, py::arg("input_forget") = false,
+           py::arg("zero_parameters") = true,
            "A model of these options: zero parameters (zero_parameters=False: left unset, for "
            "a caller that writes every one of them), zero gradients.")
       .def_property_readonly(

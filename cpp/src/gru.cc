@@ -3,6 +3,7 @@
 #include <optional>
 
 #include "cell_pass.h"
+#include "kernels/gate_options.h"
 #include "kernels/pointwise.h"
 #include "norm_site.h"
 #include "parallel_chunks.h"
@@ -49,11 +50,14 @@ void ForwardSequence(CellTag<CellKind::kGru>, const CellConfig& config, const Ce
   Buffer<T> gates_buf(static_cast<size_t>(B * G)), aux_buf(static_cast<size_t>(B * H));
   const Zoneout<T> zone(config, MaskSite::kZoneH, H);
   StepRows<T> step_rows;
+  const T clip = static_cast<T>(config.clip);
   if (tape) {
     ResizePositions(tape->gates, seq, G);
     ResizePositions(tape->h_prev, seq, H);
     ResizePositions(tape->aux, seq, H);
+    if (clip > 0) ResizePositions(tape->keep, seq, G);
   }
+  auto keep_at = [&](Index r) { return tape && clip > 0 ? tape->keep.data() + r * G : nullptr; };
   // Where step rows go: the tape when training, a step buffer otherwise.
   auto gates_at = [&](Index r, Index b) {
     return tape ? tape->gates.data() + r * G : gates_buf.data() + b * G;
@@ -75,8 +79,14 @@ void ForwardSequence(CellTag<CellKind::kGru>, const CellConfig& config, const Ce
         const Index r = seq.Row(k, b);
         if (r < 0) return;
         if (nh_rows) nh.StepRow(ah.data() + b * G, r);
-        kernels::GruForward(H, ax.data() + r * G, ah.data() + b * G, w.b_ih, w.b_hh,
-                            h.data() + b * H, gates_at(r, b), aux_at(r, b), h_new.data() + b * H);
+        if (clip > 0)
+          kernels::GruForwardClip(H, clip, ax.data() + r * G, ah.data() + b * G, w.b_ih, w.b_hh,
+                                  h.data() + b * H, gates_at(r, b), aux_at(r, b),
+                                  h_new.data() + b * H, keep_at(r));
+        else
+          kernels::GruForward(H, ax.data() + r * G, ah.data() + b * G, w.b_ih, w.b_hh,
+                              h.data() + b * H, gates_at(r, b), aux_at(r, b),
+                              h_new.data() + b * H);
       };
       auto whole_step = [&] {  // batch norm in training of the recurrent term
         step_rows.FromStep(seq, k, ah.data(), G);
@@ -89,8 +99,13 @@ void ForwardSequence(CellTag<CellKind::kGru>, const CellConfig& config, const Ce
       for (Index b = 0; b < B; ++b) {
         const Index r = seq.Row(k, b);
         if (r < 0) continue;
-        kernels::GruResetBeforeGates(H, ax.data() + r * G, ah.data() + b * 2 * H, w.b_ih, w.b_hh,
-                                     u + b * H, gates_at(r, b), rh.data() + b * H);
+        if (clip > 0)
+          kernels::GruResetBeforeGatesClip(H, clip, ax.data() + r * G, ah.data() + b * 2 * H,
+                                           w.b_ih, w.b_hh, u + b * H, gates_at(r, b),
+                                           rh.data() + b * H, keep_at(r));
+        else
+          kernels::GruResetBeforeGates(H, ax.data() + r * G, ah.data() + b * 2 * H, w.b_ih,
+                                       w.b_hh, u + b * H, gates_at(r, b), rh.data() + b * H);
       }
       // ah now (B, H): (r h) W_hn^T.
       wn->Product(rh.data(), H, ah.data(), H);
@@ -98,8 +113,13 @@ void ForwardSequence(CellTag<CellKind::kGru>, const CellConfig& config, const Ce
         const Index r = seq.Row(k, b);
         if (r < 0) continue;
         if (tape) CopyRow(rh.data() + b * H, tape->aux.data() + r * H, H);
-        kernels::GruResetBeforeOutput(H, ax.data() + r * G, ah.data() + b * H, w.b_ih, w.b_hh,
-                                      h.data() + b * H, gates_at(r, b), h_new.data() + b * H);
+        if (clip > 0)
+          kernels::GruResetBeforeOutputClip(H, clip, ax.data() + r * G, ah.data() + b * H, w.b_ih,
+                                            w.b_hh, h.data() + b * H, gates_at(r, b),
+                                            h_new.data() + b * H, keep_at(r));
+        else
+          kernels::GruResetBeforeOutput(H, ax.data() + r * G, ah.data() + b * H, w.b_ih, w.b_hh,
+                                        h.data() + b * H, gates_at(r, b), h_new.data() + b * H);
       }
     }
     for (Index b = 0; b < B; ++b) {
@@ -148,6 +168,9 @@ void BackwardSequence(CellTag<CellKind::kGru>, const CellConfig& config, const C
     wn.emplace(w.w_hh + 2 * H * H, H, H, H, 1, B);
   }
 
+  // clip: the mask of the clamped pre-activations.
+  const bool clip = config.clip > 0;
+  auto keep_at = [&](Index r) { return clip ? tape.keep.data() + r * G : nullptr; };
   for (Index k = steps - 1; k >= 0; --k) {
     for (Index b = 0; b < B; ++b) {
       const Index r = seq.Row(k, b);
@@ -167,7 +190,7 @@ void BackwardSequence(CellTag<CellKind::kGru>, const CellConfig& config, const C
         }
         kernels::GruBackward(H, tape.gates.data() + r * G, tape.aux.data() + r * H,
                              tape.h_prev.data() + r * H, dh + b * H, dax.data() + r * G, ds,
-                             direct.data() + b * H);
+                             direct.data() + b * H, keep_at(r));
         CopyRow(ds, dah.data() + r * G, G);
       });
       if (nh.active())
@@ -183,6 +206,7 @@ void BackwardSequence(CellTag<CellKind::kGru>, const CellConfig& config, const C
         }
         kernels::GruResetBeforeBackwardOutput(H, tape.gates.data() + r * G,
                                               tape.h_prev.data() + r * H, dh + b * H, ds);
+        if (clip) kernels::A(ds + H, 2 * H) *= kernels::A(keep_at(r) + H, 2 * H);  // z, n
       }
       // drh (B, H) = da_n W_hn
       wn->Product(dax_step.data() + 2 * H, G, drh.data(), H);
@@ -198,6 +222,7 @@ void BackwardSequence(CellTag<CellKind::kGru>, const CellConfig& config, const C
         kernels::GruResetBeforeBackwardGates(H, tape.gates.data() + r * G, u, dh + b * H,
                                              drh.data() + b * H, ds, direct.data() + b * H,
                                              du.data() + b * H);
+        if (clip) kernels::A(ds, H) *= kernels::A(keep_at(r), H);  // r
         CopyRow(ds, dax.data() + r * G, G);
       }
       wrz->Product(dax_step.data(), G, dh_new.data(), H);

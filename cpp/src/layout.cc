@@ -2,6 +2,7 @@
 // statistics: PyTorch's names, shapes and order.
 #include "layout.h"
 
+#include <cmath>
 #include <string>
 #include <utility>
 #include <vector>
@@ -71,6 +72,11 @@ void ModelConfig::Validate() const {
   Require(proj_size < hidden_size, "proj_size must be smaller than hidden_size");
   Require(norm == Norm::kNone || cell != CellKind::kGru || reset_after,
           "the GRU with reset_after=False is only available with norm=None");
+  Require(std::isfinite(clip) && clip >= 0, "clip must be a positive finite number (0: none)");
+  Require(std::isfinite(cell_clip) && cell_clip >= 0,
+          "cell_clip must be a positive finite number (0: none)");
+  Require(cell == CellKind::kLstm || (!peephole && cell_clip == 0 && !input_forget),
+          "peephole, cell_clip and input_forget are LSTM options");
   Require(ln_eps >= 0 && bn_eps >= 0, "normalization epsilons must be >= 0");
   Require(bn_momentum >= 0 && bn_momentum <= 1, "bn_momentum must be in [0, 1]");
   for (double p : {dropout, input_dropout, recurrent_dropout, zoneout})
@@ -111,6 +117,10 @@ std::vector<ParamInfo> ParameterLayout(const ModelConfig& c) {
         add("bias_hh" + sfx, {gh});
       }
       if (c.proj_size > 0) add("weight_hr" + sfx, {c.proj_size, c.hidden_size});
+      if (c.peephole) {  // consecutive: the cells read them as one (3H) vector
+        for (const char* gate : {"weight_ci", "weight_cf", "weight_co"})
+          add(gate + sfx, {c.hidden_size});
+      }
       for (const auto& np : NormParams(c)) add(np.name + sfx, {np.width});
     }
   }

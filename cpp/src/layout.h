@@ -15,7 +15,8 @@ namespace rnncore {
 namespace internal {
 
 // Parameter slots of one layer and direction, in layout order.
-enum Slot { kWih = 0, kWhh, kBih, kBhh, kWhr, kGx, kGh, kGc, kBc, kNumSlots };
+// kPeep: weight_ci, weight_cf, weight_co, consecutive (3H).
+enum Slot { kWih = 0, kWhh, kBih, kBhh, kWhr, kPeep, kGx, kGh, kGc, kBc, kNumSlots };
 // Normalization sites, for the running statistics.
 enum Site { kSiteX = 0, kSiteH, kSiteC, kNumSites };
 

@@ -3,6 +3,7 @@
 #include <optional>
 
 #include "cell_pass.h"
+#include "kernels/gate_options.h"
 #include "kernels/pointwise.h"
 #include "norm_site.h"
 #include "parallel_chunks.h"
@@ -19,6 +20,20 @@ using internal::NormSite;
 using internal::RecurrentDropout;
 using internal::StepRows;
 using internal::Zoneout;
+
+namespace {
+
+template <typename T>
+kernels::GateOptions<T> Options(const CellConfig& c, const CellWeights<T>& w) {
+  kernels::GateOptions<T> o;
+  o.clip = static_cast<T>(c.clip);
+  o.cell_clip = static_cast<T>(c.cell_clip);
+  o.peep = w.peep;
+  o.input_forget = c.input_forget;
+  return o;
+}
+
+}  // namespace
 
 template <typename T>
 void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h0, const T* c0,
@@ -54,12 +69,19 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
   StepRows<T> step_rows;
   std::optional<internal::StepMatrix<T>> whr;  // W_hr^T
   if (proj) whr.emplace(w_.w_hr, H, P, 1, H, B, w_.w_hr16, steps == 1);
+  // Gate options: the clip's mask and c_t (peepholes, cell_clip) go to the tape.
+  const kernels::GateOptions<T> opt = Options(config_, w_);
+  const bool opts = opt.any();
+  const bool keep_c = opt.peep || opt.cell_clip > 0;
   if (tape) {
     internal::ResizePositions(tape->gates, seq, G);
     internal::ResizePositions(tape->h_prev, seq, P);
     internal::ResizePositions(tape->c_prev, seq, H);
     internal::ResizePositions(tape->aux, seq, H);
+    if (opt.clip > 0) internal::ResizePositions(tape->keep, seq, G);
+    if (keep_c) internal::ResizePositions(tape->c_new, seq, H);
   }
+
   // Where step rows go: the tape when training, step buffers otherwise.
   auto gates_at = [&](Index r, Index b) {
     return tape ? tape->gates.data() + r * G : gates_buf.data() + b * G;
@@ -67,7 +89,19 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
   auto tc_at = [&](Index r, Index b) {
     return tape ? tape->aux.data() + r * H : tc_buf.data() + b * H;
   };
-  // Without a projection or zoneout the step's output m is the new h: the
+  auto keep_at = [&](Index r) {
+    return tape && opt.clip > 0 ? tape->keep.data() + r * G : nullptr;
+  };
+  auto c_new_at = [&](Index r) { return tape && keep_c ? tape->c_new.data() + r * H : nullptr; };
+  // c_t from the step's sums: the plain kernel or the options' one.
+  auto gates_and_c = [&](Index r, Index b, T* cb) {
+    if (opts)
+      kernels::LstmGatesOpt(H, opt, ax.data() + r * G, ah.data() + b * G, bias.data(), cb,
+                            gates_at(r, b), cb, keep_at(r), c_new_at(r));
+    else
+      kernels::LstmGates(H, ax.data() + r * G, ah.data() + b * G, bias.data(), cb, gates_at(r, b),
+                         cb);
+  };  // Without a projection or zoneout the step's output m is the new h: the
   // kernels write it there (the step's product has read the old h already).
   const bool m_is_h = !proj && !zh.active();
   auto m_at = [&](Index b) { return m_is_h ? h.data() + b * P : m.data() + b * H; };
@@ -100,8 +134,7 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
       if (zc.active()) CopyRow(cb, c_old.data() + b * H, H);
       if (row_norms && nh.active()) nh.StepRow(ah.data() + b * G, r);
       if (nc.active()) {
-        kernels::LstmGates(H, ax.data() + r * G, ah.data() + b * G, bias.data(), cb, gates_at(r, b),
-                           cb);
+        gates_and_c(r, b, cb);
         if (row_norms) {  // h = o tanh(N_c(c)); c itself is carried un-normalized
           T* cnb = cn.data() + b * H;
           CopyRow(cb, cnb, H);
@@ -109,6 +142,10 @@ void ForwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const T* h
           kernels::LstmOutput(H, gates_at(r, b), cnb, tc_at(r, b), m_at(b));
           h_to_y(r, b);
         }
+      } else if (opts) {
+        gates_and_c(r, b, cb);
+        kernels::LstmOutput(H, gates_at(r, b), cb, tc_at(r, b), m_at(b));
+        h_to_y(r, b);
       } else {
         kernels::LstmForward(H, ax.data() + r * G, ah.data() + b * G, bias.data(), cb,
                              gates_at(r, b), cb, tc_at(r, b), m_at(b));
@@ -193,6 +230,12 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
   std::optional<internal::StepMatrix<T>> whr;           // W_hr
   if (proj) whr.emplace(w_.w_hr, P, H, H, 1, B);
 
+  const kernels::GateOptions<T> opt = Options(config_, w_);
+  const bool opts = opt.any();
+  auto keep_at = [&](Index r) { return opt.clip > 0 ? tape.keep.data() + r * G : nullptr; };
+  auto c_new_at = [&](Index r) {
+    return opt.peep || opt.cell_clip > 0 ? tape.c_new.data() + r * H : nullptr;
+  };
   const bool nc_rows = nc.active() && nc.backward_row_local();
   const bool nh_rows = nh.active() && nh.backward_row_local();
   const Index slots = internal::NumChunks(B, internal::kStepRows);
@@ -246,8 +289,16 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
           nc.BackwardRow(k, dcnb, r, slot);
         }
         VectorMap<T>(dc + b * H, H) += ConstVectorMap<T>(dcnb, H);
-        kernels::LstmGatesBackward(H, gates, tape.c_prev.data() + r * H, tape.aux.data() + r * H,
-                                   dm + b * H, dc + b * H, ds);
+        if (opts)
+          kernels::LstmGatesBackwardOpt(H, opt, gates, tape.c_prev.data() + r * H, c_new_at(r),
+                                        tape.aux.data() + r * H, dm + b * H, keep_at(r),
+                                        dc + b * H, ds);
+        else
+          kernels::LstmGatesBackward(H, gates, tape.c_prev.data() + r * H,
+                                     tape.aux.data() + r * H, dm + b * H, dc + b * H, ds);
+      } else if (opts) {
+        kernels::LstmBackwardOpt(H, opt, gates, tape.c_prev.data() + r * H, c_new_at(r),
+                                 tape.aux.data() + r * H, dm + b * H, keep_at(r), dc + b * H, ds);
       } else {
         kernels::LstmBackward(H, gates, tape.c_prev.data() + r * H, tape.aux.data() + r * H,
                               dm + b * H, dc + b * H, ds);
@@ -274,6 +325,18 @@ void BackwardPass<T>::Run(const StepIndex& seq, const T* x, Index ldx, const Cel
 
   nc.FinishBackward();
   nh.FinishBackward();
+  if (opt.peep) {  // a_i, a_f read w_ci c_{t-1}, w_cf c_{t-1}; a_o reads w_co c_t
+    auto gi = VectorMap<T>(grads.peep, H), gf = VectorMap<T>(grads.peep + H, H);
+    auto go = VectorMap<T>(grads.peep + 2 * H, H);
+    for (Index r = 0; r < rows; ++r) {
+      const auto c_prev = ConstVectorMap<T>(tape.c_prev.data() + r * H, H);
+      const T* dzr = dz.data() + r * G;
+      gi.array() += ConstVectorMap<T>(dzr, H).array() * c_prev.array();
+      gf.array() += ConstVectorMap<T>(dzr + H, H).array() * c_prev.array();
+      go.array() += ConstVectorMap<T>(dzr + 3 * H, H).array() *
+                    ConstVectorMap<T>(tape.c_new.data() + r * H, H).array();
+    }
+  }
 
   const T* dwh = nh.active() ? dah.data() : dz.data();
   Buffer<T> dax;

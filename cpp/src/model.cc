@@ -24,6 +24,7 @@ using internal::kGh;
 using internal::kGx;
 using internal::kNumSites;
 using internal::kNumSlots;
+using internal::kPeep;
 using internal::kSiteC;
 using internal::kSiteH;
 using internal::kSiteX;
@@ -76,6 +77,10 @@ Model<T>::Model(const ModelConfig& config, bool zero_parameters)
         off[kBhh] = layout_[i++].offset;
       }
       if (config_.proj_size > 0) off[kWhr] = layout_[i++].offset;
+      if (config_.peephole) {
+        off[kPeep] = layout_[i].offset;
+        i += 3;
+      }
       for (const auto& np : norm_params) off[np.slot] = layout_[i++].offset;
       offsets_.push_back(std::move(off));
     }
@@ -118,6 +123,9 @@ CellConfig Model<T>::LayerConfig(Index layer, Index dir, bool training, std::uin
   c.ln_eps = config_.ln_eps;
   c.bn_eps = config_.bn_eps;
   c.bn_momentum = config_.bn_momentum;
+  c.clip = config_.clip;
+  c.cell_clip = config_.cell_clip;
+  c.input_forget = config_.input_forget;
   return c;
 }
 
@@ -127,10 +135,10 @@ void Model<T>::UseHalfWeights() {
     throw InvalidArgument("float16 weights need a float32 model");
   } else {
     half_.assign(params_.size(), Eigen::half(0.0f));
-    // The weight matrices are the parameters PyTorch names weight_*
-    // (weight_ih, weight_hh, weight_hr; norm parameters are ln_* and bn_*).
+    // The weight matrices: weight_ih, weight_hh, weight_hr (the peephole
+    // vectors weight_c* stay float32, as biases and norm parameters do).
     for (const auto& p : layout_) {
-      if (p.name.rfind("weight_", 0) != 0) continue;
+      if (p.shape.size() != 2) continue;
       for (Index i = p.offset; i < p.offset + p.size(); ++i) {
         half_[static_cast<size_t>(i)] = Eigen::half(params_[static_cast<size_t>(i)]);
         params_[static_cast<size_t>(i)] = static_cast<float>(half_[static_cast<size_t>(i)]);
@@ -156,6 +164,7 @@ CellWeights<T> Model<T>::Weights(Index layer, Index dir) const {
   w.b_ih = config_.bias ? at(kBih) : zero_bias_.data();
   w.b_hh = config_.bias ? at(kBhh) : zero_bias_.data();
   w.w_hr = at(kWhr);
+  w.peep = at(kPeep);
   w.gx = at(kGx);
   w.gh = at(kGh);
   w.gc = at(kGc);
@@ -181,6 +190,7 @@ CellGrads<T> Model<T>::Grads(Index layer, Index dir) {
   g.b_ih = config_.bias ? at(kBih) : sink;
   g.b_hh = config_.bias ? at(kBhh) : sink;
   g.w_hr = at(kWhr);
+  g.peep = at(kPeep);
   g.gx = at(kGx);
   g.gh = at(kGh);
   g.gc = at(kGc);

@@ -1,6 +1,7 @@
 #include "rnncore/rnn.h"
 
 #include "cell_pass.h"
+#include "kernels/gate_options.h"
 #include "kernels/pointwise.h"
 #include "norm_site.h"
 #include "parallel_chunks.h"
@@ -40,9 +41,11 @@ void ForwardSequence(CellTag<CellKind::kRnn>, const CellConfig& config, const Ce
   const Zoneout<T> zone(config, MaskSite::kZoneH, H);
   Buffer<T> h_new(zone.active() ? static_cast<size_t>(B * H) : 0);
   StepRows<T> step_rows;
+  const T clip = static_cast<T>(config.clip);
   if (tape) {
     ResizePositions(tape->h_prev, seq, H);
     ResizePositions(tape->aux, seq, H);
+    if (clip > 0) ResizePositions(tape->keep, seq, H);
   }
   // Layer norm (of the sum of both terms) and eval-mode batch norm inside the
   // step's row loop; batch norm in training over the whole step first.
@@ -59,8 +62,12 @@ void ForwardSequence(CellTag<CellKind::kRnn>, const CellConfig& config, const Ce
       if (tape) CopyRow(hb, tape->h_prev.data() + r * H, H);
       // With zoneout the new value h~ is blended with the old one.
       T* out = zone.active() ? h_new.data() + b * H : hb;
-      kernels::RnnForward(H, config.activation, norm_sum ? zeros.data() : ax.data() + r * H,
-                          ah.data() + b * H, bias.data(), out);
+      const T* axr = norm_sum ? zeros.data() : ax.data() + r * H;
+      if (clip > 0)
+        kernels::RnnForwardClip(H, config.activation, clip, axr, ah.data() + b * H, bias.data(),
+                                out, tape ? tape->keep.data() + r * H : nullptr);
+      else
+        kernels::RnnForward(H, config.activation, axr, ah.data() + b * H, bias.data(), out);
       if (tape) CopyRow(out, tape->aux.data() + r * H, H);
       if (zone.active()) {
         zone.Blend(r, hb, out);
@@ -115,6 +122,7 @@ void BackwardSequence(CellTag<CellKind::kRnn>, const CellConfig& config, const C
       }
       if (zone.active()) zone.Split(r, dh + b * H, direct.data() + b * H);
       kernels::RnnBackward(H, config.activation, tape.aux.data() + r * H, dh + b * H, ds);
+      if (config.clip > 0) kernels::A(ds, H) *= kernels::A(tape.keep.data() + r * H, H);
       CopyRow(ds, dz.data() + r * H, H);
     });
     if (nh.active()) nh.BackwardStepRows(seq, k, dstep.data(), grads.gh, nullptr, dah.data());

@@ -30,6 +30,11 @@ struct CellConfig {
   // sequence). Batch norm at position k reads running-statistics row
   // min(step_offset + k, S - 1).
   Index step_offset = 0;
+  // Gate options (ModelConfig): 0 / false is off. The LSTM's peepholes are
+  // on when its weights have them (CellWeights::peep).
+  double clip = 0;
+  double cell_clip = 0;
+  bool input_forget = false;
   // Regularization (regularize.h). recurrent_dropout: variational dropout of
   // h_{t-1} in the recurrent product, training only. zoneout: probability
   // that a unit of h (and of the LSTM cell) keeps its previous value in
@@ -121,6 +126,7 @@ struct CellWeights {
   const T* b_ih = nullptr;
   const T* b_hh = nullptr;
   const T* w_hr = nullptr;
+  const T* peep = nullptr;  // LSTM peepholes w_ci, w_cf, w_co (3H), or null
   const Eigen::half* w_ih16 = nullptr;
   const Eigen::half* w_hh16 = nullptr;
   const Eigen::half* w_hr16 = nullptr;
@@ -152,6 +158,7 @@ struct CellGrads {
   T* b_ih = nullptr;
   T* b_hh = nullptr;
   T* w_hr = nullptr;
+  T* peep = nullptr;
   T* gx = nullptr;
   T* gh = nullptr;
   T* gc = nullptr;
@@ -174,13 +181,16 @@ struct NormTape {
 //   c_prev (T*B, H)    LSTM: cell state before the step
 //   aux    (T*B, H)    LSTM: tanh(N_c(c_t)); GRU reset_after: N_h(h W_hh^T)_n
 //                      + b_hn; GRU reset_before: r * h_prev; RNN: h_t
+//   keep   (T*B, G*H)  clip only: 1 where a gate's pre-activation was inside
+//                      [-clip, clip], 0 where it was clamped
+//   c_new  (T*B, H)    LSTM with peepholes or cell_clip: c_t (clamped)
 //   nx, nh, nc         the normalization sites of the input term, the
 //                      recurrent term (the RNN's layer norm: their sum) and
 //                      the LSTM cell state
 // The layer input x is kept by the caller (it is shared by both directions).
 template <typename T>
 struct CellTape {
-  Buffer<T> gates, h_prev, c_prev, aux;
+  Buffer<T> gates, h_prev, c_prev, aux, keep, c_new;
   NormTape<T> nx, nh, nc;
 };
 

@@ -35,6 +35,18 @@ struct ModelConfig {
   bool reverse = false;
   bool bias = true;
   Index proj_size = 0;                        // LSTM only
+  // Options for fidelity with ONNX, TFLite and oneDNN (0 / false: off).
+  // clip: every gate activation's input is clamped to [-clip, clip] (ONNX's
+  // clip; not the tanh of the LSTM cell state). LSTM only: peephole adds
+  // w_ci c_{t-1}, w_cf c_{t-1} to the input and forget gates and w_co c_t to
+  // the output gate (parameters weight_ci/cf/co, (H,) each); cell_clip clamps
+  // c_t to [-cell_clip, cell_clip] after its update (TFLite's); input_forget
+  // couples the gates, f = 1 - i (ONNX's; the forget gate's parameters are
+  // then unused). The gradient is zero where a value was clamped.
+  double clip = 0;
+  double cell_clip = 0;
+  bool peephole = false;
+  bool input_forget = false;
   Activation activation = Activation::kTanh;  // RNN only
   bool reset_after = true;                    // GRU only
   Norm norm = Norm::kNone;

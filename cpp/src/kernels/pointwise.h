@@ -127,15 +127,18 @@ inline void GruForward(Index H, const T* ax, const T* ah, const T* b_ih, const T
 
 // dh: gradient of h_t. Writes dax, dah (3H each) and dh_direct = dh z (the
 // part of dh_{t-1} that does not go through W_hh).
+// keep (3H) or null: a clip's mask (kernels/gate_options.h).
 template <typename T>
 inline void GruBackward(Index H, const T* gates, const T* rn, const T* h_prev, const T* dh, T* dax,
-                        T* dah, T* dh_direct) {
+                        T* dah, T* dh_direct, const T* keep = nullptr) {
   auto r = A(gates, H), z = A(gates + H, H), n = A(gates + 2 * H, H);
   auto d = A(dh, H);
   auto dn = A(dax + 2 * H, H);
   dn = d * (T(1) - z) * (T(1) - n.square());
+  if (keep) dn *= A(keep + 2 * H, H);
   A(dax, H) = dn * A(rn, H) * r * (T(1) - r);
   A(dax + H, H) = d * (A(h_prev, H) - n) * z * (T(1) - z);
+  if (keep) A(dax, 2 * H) *= A(keep, 2 * H);
   A(dah, 2 * H) = A(dax, 2 * H);
   A(dah + 2 * H, H) = dn * r;
   A(dh_direct, H) = d * z;
