@@ -40,6 +40,24 @@ inline __m512 Load16(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps
 inline __m512 Load16(const Half* p, __mmask16 m) {
   return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
 }
+// out[j] = the lane sum of a[j], j < 4, each summed in the order of
+// _mm512_reduce_add_ps (lanes i + i+8, then i + i+4, i + i+2, i + i+1), so
+// the sums equal it bit for bit; the four reductions share their shuffles.
+inline void Sum4x16(const __m512 a[4], float* out) {
+  // Lanes i + i+8: [a0 (8) | a1 (8)] and [a2 | a3].
+  const __m512 s01 = _mm512_add_ps(_mm512_shuffle_f32x4(a[0], a[1], 0x44),
+                                   _mm512_shuffle_f32x4(a[0], a[1], 0xEE));
+  const __m512 s23 = _mm512_add_ps(_mm512_shuffle_f32x4(a[2], a[3], 0x44),
+                                   _mm512_shuffle_f32x4(a[2], a[3], 0xEE));
+  // Lanes i + i+4: 128-bit lane j holds a_j's 4 partial sums.
+  __m512 v = _mm512_add_ps(_mm512_shuffle_f32x4(s01, s23, 0x88),
+                           _mm512_shuffle_f32x4(s01, s23, 0xDD));
+  v = _mm512_add_ps(v, _mm512_permute_ps(v, 0x4E));  // i + i+2
+  v = _mm512_add_ps(v, _mm512_permute_ps(v, 0xB1));  // i + i+1
+  const __m512 at0 = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0,
+                                                             0, 0, 0, 0), v);
+  _mm_storeu_ps(out, _mm512_castps512_ps128(at0));
+}
 }  // namespace detail
 
 // out[b * ldo + n] = sum_k w[n * K + k] * a[b * lda + k] for b < kB rows
@@ -73,8 +91,15 @@ inline void RowDotsFixed(const W* w, Index K, const float* a, Index lda, float* 
         for (int j = 0; j < kR; ++j) acc[j][b] = _mm512_fmadd_ps(wv[j], av, acc[j][b]);
       }
     }
-    for (int j = 0; j < kR; ++j)
-      for (int b = 0; b < kB; ++b) out[b * ldo + n + j] = _mm512_reduce_add_ps(acc[j][b]);
+    if constexpr (kR == 4) {
+      for (int b = 0; b < kB; ++b) {
+        const __m512 rows[4] = {acc[0][b], acc[1][b], acc[2][b], acc[3][b]};
+        detail::Sum4x16(rows, out + b * ldo + n);
+      }
+    } else {
+      for (int j = 0; j < kR; ++j)
+        for (int b = 0; b < kB; ++b) out[b * ldo + n + j] = _mm512_reduce_add_ps(acc[j][b]);
+    }
   };
   Index n = n0;
   for (; n + kW <= n1; n += kW) block(n, std::integral_constant<int, kW>());
@@ -91,6 +116,20 @@ inline float Sum8(__m256 v) {
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
+}
+// out[j] = Sum8(a[j]), j < 4, bit for bit, the four sharing their shuffles.
+inline void Sum4x8(const __m256 a[4], float* out) {
+  // Lanes i + i+4: [a0 | a1] and [a2 | a3], 4 partial sums each.
+  const __m256 s01 = _mm256_add_ps(_mm256_permute2f128_ps(a[0], a[1], 0x20),
+                                   _mm256_permute2f128_ps(a[0], a[1], 0x31));
+  const __m256 s23 = _mm256_add_ps(_mm256_permute2f128_ps(a[2], a[3], 0x20),
+                                   _mm256_permute2f128_ps(a[2], a[3], 0x31));
+  // Lanes i + i+2: [a0 (2), a2 (2) | a1 (2), a3 (2)]; then i + i+1.
+  const __m256 v = _mm256_add_ps(_mm256_shuffle_ps(s01, s23, 0x44),
+                                 _mm256_shuffle_ps(s01, s23, 0xEE));
+  const __m256 w = _mm256_hadd_ps(v, v);  // [a0, a2, a0, a2 | a1, a3, a1, a3]
+  const __m128 lo = _mm256_castps256_ps128(w), hi = _mm256_extractf128_ps(w, 1);
+  _mm_storeu_ps(out, _mm_unpacklo_ps(lo, hi));  // a0, a1, a2, a3
 }
 }  // namespace detail
 
@@ -113,12 +152,20 @@ inline void RowDotsFixed(const W* w, Index K, const float* a, Index lda, float* 
         for (int j = 0; j < kR; ++j) acc[j][b] = _mm256_fmadd_ps(wv[j], av, acc[j][b]);
       }
     }
-    for (int j = 0; j < kR; ++j)
-      for (int b = 0; b < kB; ++b) {
-        float s = detail::Sum8(acc[j][b]);
+    for (int b = 0; b < kB; ++b) {
+      float sums[kR];
+      if constexpr (kR == 4) {
+        const __m256 rows[4] = {acc[0][b], acc[1][b], acc[2][b], acc[3][b]};
+        detail::Sum4x8(rows, sums);
+      } else {
+        for (int j = 0; j < kR; ++j) sums[j] = detail::Sum8(acc[j][b]);
+      }
+      for (int j = 0; j < kR; ++j) {
+        float s = sums[j];
         for (Index k = kv; k < K; ++k) s += static_cast<float>(r[j * K + k]) * a[b * lda + k];
         out[b * ldo + n + j] = s;
       }
+    }
   };
   Index n = n0;
   for (; n + kW <= n1; n += kW) block(n, std::integral_constant<int, kW>());
