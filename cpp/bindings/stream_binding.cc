@@ -77,14 +77,15 @@ py::object Step(BoundStream<T>& self, const py::object& x_in) {
                 (self.batch_first ? "(B, T, input_size)" : "(T, B, input_size)") + " for a chunk");
   }
   const Array<T> x = CoreInput<T>(xa);
-  Array<T> out = NewArray<T>({steps, B, P});
+  // The output is made in its final shape (a single step's: no reshape call).
+  Array<T> out = xa.ndim() == 1   ? NewArray<T>({P})
+                 : xa.ndim() == 2 ? NewArray<T>({B, P})
+                                  : NewArray<T>({steps, B, P});
   {
     py::gil_scoped_release release;
     s.Step(steps, x.data(), out.mutable_data());
   }
-  if (xa.ndim() == 1) return out.reshape({P});
-  if (xa.ndim() == 2) return out.reshape({B, P});
-  if (self.batch_first) return out.attr("transpose")(1, 0, 2);
+  if (xa.ndim() == 3 && self.batch_first) return out.attr("transpose")(1, 0, 2);
   return std::move(out);
 }
 
