@@ -90,8 +90,9 @@ class LSTM(RecurrentModule):
       after its update (TFLite's cell clip), before the output gate's peephole, ``N_c``,
       the output and zoneout.
     - ``input_forget=True``: coupled gates, ``f = 1 - i`` (ONNX's ``input_forget``); the
-      forget gate's rows of the weights and biases, and ``weight_cf``, are unused (their
-      gradient is zero).
+      forget gate's blocks of the biases and normalization gains, and ``weight_cf``, are
+      unused (zero gradient), and so are its rows of the weights but with
+      ``norm="layer"``, whose statistics over the four gates still read them.
     """
 
     _cell = "lstm"
