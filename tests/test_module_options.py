@@ -201,12 +201,25 @@ def test_forward_matches_reference(rc, rng, variant, opts, norm, training, direc
 def test_forward_with_zoneout_and_dropouts(rc, rng, variant, opts, training):
     regs = (("dropout", 0.3), ("input_dropout", 0.25), ("recurrent_dropout", 0.35),
             ("zoneout", 0.3))  # fmt: skip
-    cfg = config(variant, opts, "layer", training, rng, bidirectional=True, regularizers=regs)
+    cfg = config(variant, opts, "layer", training, rng, bidirectional=True, regularizers=regs,
+                 batch_first=True)  # fmt: skip
     masks = reference_masks(cfg, CALL_SEED, T, B, training)
     params, bufs, x, states, lengths, _ = draw(cfg, rng, training, margin=0.0, masks=masks)
     m = load(rc, cfg, params, bufs, training)
     out, hn = m(x, pack_states(cfg, states), lengths, seed=CALL_SEED)
     ref_out, ref_states = reference(cfg, params, x, states, lengths, masks=masks)
+    np.testing.assert_allclose(out, ref_out, rtol=0, atol=1e-12)
+    for got, want in zip(unpack_states(cfg, hn), ref_states):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("variant,opts", [c for c in CASES if "gru_reset" not in c.id])
+def test_unbatched_input(rc, rng, variant, opts):
+    cfg = config(variant, opts, "layer", True, rng, reverse=True)
+    m = load(rc, cfg, cfg.make_params(rng, scale=0.7), {}, False)
+    x = 2 * rng.standard_normal((T, cfg.input_size))
+    out, hn = m(x)
+    ref_out, ref_states = reference(cfg, m.state_dict(), x, None, None)
     np.testing.assert_allclose(out, ref_out, rtol=0, atol=1e-12)
     for got, want in zip(unpack_states(cfg, hn), ref_states):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
