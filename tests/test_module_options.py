@@ -464,6 +464,20 @@ ONNX_CASES = [
     pytest.param("gru", dict(clip=0.5), "batch_input", "Loop", id="gru-clip-loop"),
     pytest.param("rnn", dict(clip=0.4), None, "RNN", id="rnn-clip-std"),
     pytest.param("rnn", dict(clip=0.4), "layer", "Loop", id="rnn-clip-loop"),
+    pytest.param(
+        "lstm",
+        dict(peephole=True, clip=0.6, input_forget=True, dtype="float64"),
+        None,
+        "Loop",
+        id="lstm-float64-loop",
+    ),  # fmt: skip
+    pytest.param(
+        "gru",
+        dict(clip=0.5, reset_after=False, dtype="float64"),
+        None,
+        "Loop",
+        id="gru-reset_before-float64-loop",
+    ),  # fmt: skip
 ]
 
 
@@ -490,19 +504,20 @@ def test_onnx_export_runs_in_onnx_runtime(rc, cell, opts, norm, op, direction):
     m.eval()
     model = rc.to_onnx(m, lengths=True, initial_state=True)
     assert op in {n.op_type for n in model.graph.node}
-    x = 2 * rng.standard_normal((6, 3, 3)).astype(np.float32)
+    x = 2 * rng.standard_normal((6, 3, 3)).astype(m.dtype)
     lengths = np.array([6, 2, 4], np.int64)
     d = 2 if kw["bidirectional"] else 1
-    h0 = rng.standard_normal((2 * d, 3, 4)).astype(np.float32)
-    c0 = rng.standard_normal((2 * d, 3, 4)).astype(np.float32)
+    h0 = rng.standard_normal((2 * d, 3, 4)).astype(m.dtype)
+    c0 = rng.standard_normal((2 * d, 3, 4)).astype(m.dtype)
     feeds = {"x": x, "lengths": lengths, "h_0": h0}
     if cell == "lstm":
         feeds["c_0"] = c0
     got = _session(ort, model).run(None, feeds)
     want = m(x, (h0, c0) if cell == "lstm" else h0, lengths)
     want = [want[0], *(want[1] if cell == "lstm" else [want[1]])]
+    tol = 1e-12 if m.dtype == np.float64 else 1e-5
     for a, b in zip(got, want):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
     if op != "Loop":  # and the standard operators import back as the same module
         layers = list(rc.from_onnx(model).values())
         # ONNX's clip attribute is a float32
