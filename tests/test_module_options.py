@@ -470,14 +470,14 @@ ONNX_CASES = [
         None,
         "Loop",
         id="lstm-float64-loop",
-    ),  # fmt: skip
+    ),
     pytest.param(
         "gru",
         dict(clip=0.5, reset_after=False, dtype="float64"),
         None,
         "Loop",
         id="gru-reset_before-float64-loop",
-    ),  # fmt: skip
+    ),
 ]
 
 
