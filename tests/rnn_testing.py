@@ -61,6 +61,11 @@ class Config:
     # dropout / input_dropout / recurrent_dropout / zoneout, e.g. (("zoneout", 0.2),):
     # constructor only; the reference gets them as masks (``reference_masks``)
     regularizers: tuple[tuple[str, float], ...] = ()
+    # one direction run backward (ONNX's direction="reverse")
+    reverse: bool = False
+    # the cell options, e.g. (("clip", 0.5), ("peephole", True)): clip, and the LSTM's
+    # peephole, cell_clip, input_forget (constructor and reference alike)
+    cell_options: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
     def from_variant(cls, variant: str, **kw) -> Config:
@@ -92,6 +97,11 @@ class Config:
         return GATES[self.cell]
 
     @property
+    def peephole(self) -> bool:
+        """Whether the LSTM has peepholes (``weight_ci``, ``weight_cf``, ``weight_co``)."""
+        return bool(dict(self.cell_options).get("peephole", False))
+
+    @property
     def is_batch_norm(self) -> bool:
         """Whether the module has running statistics (``norm`` "batch" or "batch_input")."""
         return self.norm in BATCH_NORMS
@@ -112,8 +122,11 @@ class Config:
             kw["reset_after"] = self.reset_after
         if self.norm is not None:
             kw["norm"] = self.norm
+        if self.reverse:
+            kw["reverse"] = True
         kw.update(dict(self.norm_options))
         kw.update(dict(self.regularizers))
+        kw.update(dict(self.cell_options))
         return kw
 
     def reference_kwargs(self) -> dict[str, Any]:
@@ -127,7 +140,9 @@ class Config:
             reset_after=self.reset_after,
             bias=self.bias,
             norm=self.norm,
+            reverse=self.reverse,
             **{k: v for k, v in self.norm_options if k != "bn_gamma"},
+            **dict(self.cell_options),
         )
 
     def make_params(self, rng: np.random.Generator, scale: float | None = None):
@@ -144,6 +159,7 @@ class Config:
             rng,
             scale,
             self.norm,
+            self.peephole,
         )
 
     def x_shape(self, t_len: int, batch: int | None) -> tuple[int, ...]:
@@ -256,6 +272,37 @@ def random_buffers(
         else:
             out[name] = rng.uniform(0.5, 2.0, shape)
     return out
+
+
+def clip_statistics(cfg: Config, params, x, states, lengths, **kw) -> dict[str, tuple]:
+    """What the clips of ``cfg.cell_options`` do in a reference forward pass (``kw`` goes to
+    the reference: ``training``, ``buffers``, ``masks``).
+
+    Returns:
+        ``{"gate": ..., "cell": ...}`` for the clips that are set (``clip``, ``cell_clip``):
+        ``(clipped, kept, margin)``, the numbers of active entries beyond the bound and
+        within it, and the smallest distance of an active entry to the bound (finite
+        differences are meaningless across it).
+    """
+    opts = dict(cfg.cell_options)
+    bounds = {"gate": opts.get("clip"), "cell": opts.get("cell_clip")}
+    stats = {what: [0, 0, float("inf")] for what, bound in bounds.items() if bound is not None}
+
+    def step_norms(_layer, _direction, _k, active):
+        def observe(what, a):
+            if what not in stats:
+                return
+            dist = np.abs(a[active]) - bounds[what]
+            s = stats[what]
+            s[0] += int((dist > 0).sum())
+            s[1] += int((dist <= 0).sum())
+            if dist.size:
+                s[2] = min(s[2], float(np.abs(dist).min()))
+
+        return StepNorms(observe=observe)
+
+    reference(cfg, params, x, states, lengths, step_norms=step_norms, **kw)
+    return {what: tuple(s) for what, s in stats.items()}
 
 
 def relu_margin(cfg: Config, params, x, states, lengths, **kw) -> float:

@@ -27,10 +27,9 @@ ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 _PREFIXES = ("test_lstm_", "test_gru_", "test_rnn_", "test_simple_rnn_")
-# The cases that use what rnncore does not compute yet, and the error they must raise.
-_UNSUPPORTED = {
-    "test_lstm_with_peepholes": "peepholes .input P. are not supported yet",
-}
+# The cases that use what rnncore does not compute yet, and the error they must raise
+# (none now: peepholes, clip and input_forget import as the LSTM's options).
+_UNSUPPORTED: dict[str, str] = {}
 # Inputs that are data of a call, not weights.
 _CALL_INPUTS = ("X", "sequence_lens", "initial_h", "initial_c")
 
@@ -257,9 +256,9 @@ def _one_node(op="LSTM", attrs=None, extra_inputs=(), weights_as_inputs=False, p
 @pytest.mark.parametrize(
     "op, attrs, match",
     [
-        ("LSTM", {"clip": 3.0}, "attribute clip is not supported yet"),
-        ("GRU", {"clip": 3.0}, "attribute clip is not supported yet"),
-        ("LSTM", {"input_forget": 1}, "input_forget=1 .* not supported yet"),
+        ("LSTM", {"clip": -3.0}, "clip must be a positive finite number"),
+        ("GRU", {"input_forget": 1}, "input_forget is an attribute of the LSTM only"),
+        ("LSTM", {"input_forget": 2}, "invalid input_forget"),
         ("RNN", {"activations": ["Sigmoid"]}, "activations .* not supported yet"),
         ("LSTM", {"activations": ["Sigmoid", "Relu", "Tanh"]}, "activations .* not supported yet"),
         ("GRU", {"activations": ["HardSigmoid", "Tanh"]}, "activations .* not supported yet"),
@@ -276,12 +275,17 @@ def test_what_rnncore_does_not_compute_yet_raises_naming_it(op, attrs, match):
         rc.from_onnx(model)
 
 
-def test_peepholes_raise_unless_zero():
-    model, _, _ = _one_node("LSTM", p=np.full((1, 6), 0.1))
-    with pytest.raises(ValueError, match=r"peepholes \(input P\) are not supported yet"):
-        rc.from_onnx(model)
+def test_peepholes_import_unless_zero():
+    model, _, _ = _one_node("LSTM", p=np.arange(6.0).reshape(1, 6))
+    m = rc.from_onnx(model)["LSTM_0"]
+    assert m.peephole  # ONNX's P is p_i, p_o, p_f
+    params = m.parameters()
+    for name, want in (("weight_ci_l0", [0, 1]), ("weight_co_l0", [2, 3]),
+                       ("weight_cf_l0", [4, 5])):  # fmt: skip
+        np.testing.assert_array_equal(params[name], want)
     model, _, _ = _one_node("LSTM", p=np.zeros((1, 6)))
-    assert isinstance(rc.from_onnx(model)["LSTM_0"], rc.LSTM)  # zero peepholes: a plain LSTM
+    m = rc.from_onnx(model)["LSTM_0"]
+    assert isinstance(m, rc.LSTM) and not m.peephole  # zero peepholes: a plain LSTM
 
 
 def test_weights_that_are_graph_inputs_need_inputs():

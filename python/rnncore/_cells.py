@@ -31,6 +31,10 @@ _SEQUENCE_OPTIONS = {
     "dropout": 0.0,
     "proj_size": 0,
     "chrono": None,
+    "clip": None,
+    "cell_clip": None,
+    "peephole": False,
+    "input_forget": False,
     **{k: 0.0 for k in REGULARIZERS},
 }
 _SUFFIX = "_l0"

@@ -88,6 +88,7 @@ class _Model:
         hidden_size: int,
         num_layers: int = 1,
         bidirectional: bool = False,
+        reverse: bool = False,
         bias: bool = True,
         proj_size: int = 0,
         nonlinearity: str = "tanh",
@@ -100,6 +101,11 @@ class _Model:
         input_dropout: float = 0.0,
         recurrent_dropout: float = 0.0,
         zoneout: float = 0.0,
+        zero_parameters: bool = True,
+        clip: float = 0.0,
+        cell_clip: float = 0.0,
+        peephole: bool = False,
+        input_forget: bool = False,
     ) -> None: ...
     @property
     def layout(self) -> list[tuple[str, tuple[int, ...], int]]: ...

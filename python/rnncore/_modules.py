@@ -37,6 +37,7 @@ class RNN(RecurrentModule):
         *,
         init: str = "default",
         reverse: bool = False,
+        clip: float | None = None,
         input_dropout: float = 0.0,
         recurrent_dropout: float = 0.0,
         zoneout: float = 0.0,
@@ -45,7 +46,7 @@ class RNN(RecurrentModule):
         super().__init__(*recurrent_options(
             "rnn", input_size, hidden_size, num_layers, bias, batch_first, dropout,
             bidirectional, norm, dtype, seed, init, nonlinearity=nonlinearity, reverse=reverse,
-            norm_options=norm_options,
+            clip=clip, norm_options=norm_options,
             regularizers=dict(input_dropout=input_dropout, recurrent_dropout=recurrent_dropout,
                               zoneout=zoneout),
         ))  # fmt: skip
@@ -76,6 +77,22 @@ class LSTM(RecurrentModule):
     ``hx`` and the returned state are ``(h, c)`` pairs. ``forget_bias`` is the initial
     forget-gate bias; ``chrono=T_max`` draws the gate biases by chrono initialization
     instead (``rnncore.init.chrono``).
+
+    LSTM cell options (any norm, projection, direction, zoneout), with
+    ``a = N_x(x W_ih^T) + N_h(h W_hh^T) + b_ih + b_hh`` split into ``a_i, a_f, a_g, a_o``:
+
+    - ``peephole=True``: parameters ``weight_ci_l{k}``, ``weight_cf_l{k}``,
+      ``weight_co_l{k}`` (``(hidden_size,)`` each; ``_reverse`` for the backward
+      direction), after ``weight_hr`` in each layer's order; ``a_i += w_ci * c_{t-1}``,
+      ``a_f += w_cf * c_{t-1}``, ``a_o += w_co * c_t`` (the new, un-normalized cell value).
+      Drawn ``U(-1/sqrt(H), 1/sqrt(H))`` with either ``init``.
+    - ``cell_clip``: the new cell value is clamped to ``[-cell_clip, cell_clip]`` right
+      after its update (TFLite's cell clip), before the output gate's peephole, ``N_c``,
+      the output and zoneout.
+    - ``input_forget=True``: coupled gates, ``f = 1 - i`` (ONNX's ``input_forget``); the
+      forget gate's blocks of the biases and normalization gains, and ``weight_cf``, are
+      unused (zero gradient), and so are its rows of the weights but with
+      ``norm="layer"``, whose statistics over the four gates still read them.
     """
 
     _cell = "lstm"
@@ -97,6 +114,10 @@ class LSTM(RecurrentModule):
         *,
         init: str = "default",
         reverse: bool = False,
+        clip: float | None = None,
+        peephole: bool = False,
+        cell_clip: float | None = None,
+        input_forget: bool = False,
         forget_bias: float = 1.0,
         chrono: float | None = None,
         input_dropout: float = 0.0,
@@ -107,8 +128,8 @@ class LSTM(RecurrentModule):
         super().__init__(*recurrent_options(
             "lstm", input_size, hidden_size, num_layers, bias, batch_first, dropout,
             bidirectional, norm, dtype, seed, init, proj_size=proj_size, reverse=reverse,
-            forget_bias=forget_bias,
-            norm_options=norm_options, chrono=chrono,
+            forget_bias=forget_bias, clip=clip, peephole=peephole, cell_clip=cell_clip,
+            input_forget=input_forget, norm_options=norm_options, chrono=chrono,
             regularizers=dict(input_dropout=input_dropout, recurrent_dropout=recurrent_dropout,
                               zoneout=zoneout),
         ))  # fmt: skip
@@ -161,6 +182,7 @@ class GRU(RecurrentModule):
         *,
         init: str = "default",
         reverse: bool = False,
+        clip: float | None = None,
         update_bias: float = 0.0,
         chrono: float | None = None,
         input_dropout: float = 0.0,
@@ -171,7 +193,7 @@ class GRU(RecurrentModule):
         super().__init__(*recurrent_options(
             "gru", input_size, hidden_size, num_layers, bias, batch_first, dropout,
             bidirectional, norm, dtype, seed, init, reset_after=reset_after, reverse=reverse,
-            update_bias=update_bias,
+            update_bias=update_bias, clip=clip,
             norm_options=norm_options, chrono=chrono,
             regularizers=dict(input_dropout=input_dropout, recurrent_dropout=recurrent_dropout,
                               zoneout=zoneout),
@@ -185,5 +207,14 @@ _REVERSE_DOC = """
     ``bidirectional``; not streamable.
 """
 
+_CLIP_DOC = """
+    ``clip``: ONNX's clip, a positive finite number or None: the input of every gate
+    activation is clamped to ``[-clip, clip]`` before the activation (RNN: the activation's
+    input, after the layer norm of ``norm="layer"`` and the biases; GRU: the r and z
+    pre-activations and the whole argument of the candidate's tanh; LSTM: ``a_i``, ``a_f``,
+    ``a_g``, ``a_o`` after the peepholes, not the ``tanh`` of the cell state). The gradient
+    is zero where a value was clamped.
+"""
+
 for _cls in (RNN, LSTM, GRU):
-    _cls.__doc__ = (_cls.__doc__ or "") + _REGULARIZATION_DOC + _REVERSE_DOC
+    _cls.__doc__ = (_cls.__doc__ or "") + _REGULARIZATION_DOC + _REVERSE_DOC + _CLIP_DOC

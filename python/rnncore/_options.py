@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +28,8 @@ BATCH_NORMS = ("batch", "batch_input")
 REGULARIZERS = ("input_dropout", "recurrent_dropout", "zoneout")
 NORM_OPTION_DEFAULTS = {"ln_eps": 1e-5, "bn_eps": 1e-5, "bn_momentum": 0.1, "bn_gamma": None}
 INIT_SCHEMES = ("default", "torch")
+#: The cell options of the LSTM alone (``clip`` is every cell's).
+LSTM_OPTIONS = ("peephole", "cell_clip", "input_forget")
 
 
 class _Options:
@@ -61,7 +65,8 @@ class RecurrentOptions(_Options):
     """Everything that defines an RNN, LSTM or GRU module, validated.
 
     The architecture (``cell`` to ``reset_after``), the normalization's constants, the
-    regularizers, and how the parameters were first drawn (``init`` to ``chrono``).
+    regularizers, how the parameters were first drawn (``init`` to ``chrono``), and the
+    cell options (``clip``; the LSTM's ``peephole``, ``cell_clip``, ``input_forget``).
     """
 
     cell: str
@@ -89,6 +94,10 @@ class RecurrentOptions(_Options):
     forget_bias: float = 1.0
     update_bias: float = 0.0
     chrono: float | None = None
+    clip: float | None = None
+    cell_clip: float | None = None
+    peephole: bool = False
+    input_forget: bool = False
 
     # ----------------------------------------------------------------- derived
     # Cached: the options never change, and calls read these on every step.
@@ -110,6 +119,13 @@ class RecurrentOptions(_Options):
     def out_size(self) -> int:
         """H_out: ``proj_size`` if set, else ``hidden_size``."""
         return self.proj_size if self.proj_size else self.hidden_size
+
+    @property
+    def cell_options(self) -> dict:
+        """The cell options that are set (``clip``, ``peephole``, ``cell_clip``,
+        ``input_forget`` not at their defaults), by name."""
+        return {k: getattr(self, k) for k in ("clip", *LSTM_OPTIONS)
+                if getattr(self, k) not in (None, False)}  # fmt: skip
 
     @property
     def norm_options(self) -> dict:
@@ -160,6 +176,10 @@ def recurrent_options(
     forget_bias: Any = 1.0,
     update_bias: Any = 0.0,
     chrono: Any = None,
+    clip: Any = None,
+    cell_clip: Any = None,
+    peephole: Any = False,
+    input_forget: Any = False,
     norm_options: Mapping[str, Any] | None = None,
     regularizers: Mapping[str, Any] | None = None,
 ) -> tuple[RecurrentOptions, int | None]:
@@ -203,6 +223,8 @@ def recurrent_options(
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
     norm_values = dict(NORM_OPTION_DEFAULTS)
     for key, value in (norm_options or {}).items():
+        if key in LSTM_OPTIONS:  # an RNN's or GRU's constructor took it as a norm option
+            raise TypeError(f"{key} is an LSTM option (unexpected keyword argument {key!r})")
         if key not in NORM_OPTION_DEFAULTS:
             raise TypeError(f"unexpected keyword argument {key!r}")
         if key == "bn_gamma" and value is None:
@@ -217,8 +239,18 @@ def recurrent_options(
         raise ValueError(f"init must be 'default' or 'torch', got {init!r}")
     if seed is not None:
         seed = v.check_int("seed", seed, 0)
+    clip = check_clip("clip", clip)
+    cell_clip = check_clip("cell_clip", cell_clip)
+    peephole = v.check_bool("peephole", peephole)
+    input_forget = v.check_bool("input_forget", input_forget)
+    if cell != "lstm":
+        given = {"peephole": peephole, "cell_clip": cell_clip is not None,
+                 "input_forget": input_forget}  # fmt: skip
+        for key, value in given.items():
+            if value:
+                raise ValueError(f"{key} is an LSTM option")
     check_model_size(cell, input_size, hidden_size, num_layers, bidirectional, proj_size,
-                     np_dtype.itemsize)  # fmt: skip
+                     np_dtype.itemsize, peephole)  # fmt: skip
     forget_bias = v.check_finite("forget_bias", forget_bias)
     update_bias = v.check_finite("update_bias", update_bias)
     regularizers = dict(regularizers or {})
@@ -247,12 +279,35 @@ def recurrent_options(
         forget_bias=forget_bias,
         update_bias=update_bias,
         chrono=chrono,
+        clip=clip,
+        cell_clip=cell_clip,
+        peephole=peephole,
+        input_forget=input_forget,
     )
     return options, seed
 
 
+def check_clip(name: str, value: Any) -> float | None:
+    """``clip`` or ``cell_clip``: None, or a positive finite real number (as a float).
+
+    Raises:
+        TypeError: neither None nor a real number (a bool included).
+        ValueError: zero, negative, infinite or NaN.
+    """
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"{name} must be a positive finite number or None, got {type(value).__name__}"
+        )
+    value = float(value)
+    if not (math.isfinite(value) and value > 0.0):
+        raise ValueError(f"{name} must be a positive finite number or None, got {value}")
+    return value
+
+
 def check_model_size(cell, input_size, hidden_size, num_layers, bidirectional, proj_size,
-                     itemsize) -> None:  # fmt: skip
+                     itemsize, peephole=False) -> None:  # fmt: skip
     """Refuses models that cannot be allocated here, naming the culprit, before allocating.
 
     Raises:
@@ -272,7 +327,7 @@ def check_model_size(cell, input_size, hidden_size, num_layers, bidirectional, p
     count = 0
     for k in range(num_layers):
         inp = input_size if k == 0 else d * p
-        count += d * (g * h * (inp + p + 2) + proj_size * h)
+        count += d * (g * h * (inp + p + 2) + proj_size * h + (3 * h if peephole else 0))
     if count * itemsize > _limits.MAX_PARAMETER_BYTES:
         raise MemoryError(
             f"a model with input_size={input_size}, hidden_size={hidden_size}, "

@@ -20,6 +20,7 @@ from ._module import Module, TapeBase
 from ._options import BATCH_NORMS, REGULARIZERS, RecurrentOptions
 
 _MAX_SEED = 2**64 - 1
+_HALF_WEIGHTS = ("weight_ih", "weight_hh", "weight_hr")  # the matrices half_weights() rounds
 _MASK_STREAM = 0x6D61736B  # the mask generator's second seed word, apart from init's
 
 
@@ -205,7 +206,7 @@ class RecurrentModule(Module):
             raise ValueError("half_weights() needs a float32 module (dtype='float32')")
         for name, p in self._params.items():
             # 65520 and above round to infinity in float16.
-            if name.startswith("weight_") and np.any(np.abs(p) >= 65520):
+            if name.startswith(_HALF_WEIGHTS) and np.any(np.abs(p) >= 65520):
                 raise ValueError(
                     f"half_weights(): {name} has values beyond the float16 range (65504)"
                 )
@@ -519,6 +520,7 @@ class RecurrentModule(Module):
             opts.append("bidirectional=True")
         if self._options.reverse:
             opts.append("reverse=True")
+        opts += [f"{key}={value}" for key, value in self._options.cell_options.items()]
         if self.batch_first:
             opts.append("batch_first=True")
         for key in ("dropout", *REGULARIZERS):
@@ -537,7 +539,8 @@ def _option(name: str) -> property:
 # The options read as attributes (read-only: the compiled model was built from them).
 for _name in ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout",
               "bidirectional", "reverse", "nonlinearity", "proj_size", "reset_after", "norm",
-              "forget_bias", "update_bias", "chrono", *REGULARIZERS):  # fmt: skip
+              "forget_bias", "update_bias", "chrono", "clip", "cell_clip", "peephole",
+              "input_forget", *REGULARIZERS):  # fmt: skip
     setattr(RecurrentModule, _name, _option(_name))
 
 
@@ -564,6 +567,7 @@ def _new_core_model(o: RecurrentOptions, zero: bool = True):
         recurrent_dropout=o.recurrent_dropout,
         zoneout=o.zoneout,
         zero_parameters=zero,
+        **o.cell_options,  # only those set (the core's 0 is no clip): builds on any core
     )
 
 

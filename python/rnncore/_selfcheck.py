@@ -1,7 +1,7 @@
 """The report of ``python -m rnncore``: how this installation was built, and a self-check.
 
 The self-check runs every cell in float64 (two layers, bidirectional, sequences of
-different lengths) and compares:
+different lengths; every norm, the regularizers and the cell options) and compares:
   * the forward pass with ``rnncore.reference``, a slow NumPy transcription of the
     equations that shares no code with the compiled core;
   * the backward pass (BPTT) with central finite differences: the gradient's dot
@@ -54,6 +54,14 @@ for _cls in (rnncore.RNN, rnncore.LSTM, rnncore.GRU):
     CASES.append((f"{_cls.__name__} LN dropout+zoneout train", _cls,
                   {"_reg": _REG, "norm": "layer"}))  # fmt: skip
     CASES.append((f"{_cls.__name__} zoneout eval", _cls, {"_reg": _REG, "_eval": True}))
+# The cell options: clip on every cell; the LSTM's peepholes, cell clip and coupled gates.
+_LSTM_OPTS = {"peephole": True, "clip": 0.5, "cell_clip": 0.8, "input_forget": True}
+CASES += [
+    ("RNN relu clip=0.5", rnncore.RNN, {"nonlinearity": "relu", "clip": 0.5}),
+    ("GRU clip=0.5", rnncore.GRU, {"clip": 0.5}),
+    ("LSTM peephole, clips, coupled", rnncore.LSTM, _LSTM_OPTS),
+    ("LSTM peephole LN", rnncore.LSTM, {"peephole": True, "clip": 0.5, "norm": "layer"}),
+]
 
 
 def print_info() -> None:

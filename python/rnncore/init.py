@@ -278,7 +278,11 @@ def _fill_default_parameters(params: Any, options: Any, rng: np.random.Generator
     orthogonal ``weight_hh``, one block per gate; zero biases but the forget (LSTM) or
     update (GRU) gate's block of ``bias_ih``; normalization gains 1 (layer norm) or
     ``bn_gamma`` (batch norm), shifts 0. ``"torch"``: PyTorch's ``U(-1/sqrt(H), 1/sqrt(H))``
-    for every weight and bias. The numbers drawn for a seed never change.
+    for every weight and bias. The LSTM's peephole vectors (``weight_ci``, ``weight_cf``,
+    ``weight_co``) are ``U(-1/sqrt(H), 1/sqrt(H))`` with either scheme: Glorot's and the
+    orthogonal draw are for matrices, and a vector of per-unit gains has no fans. The numbers
+    drawn for a seed never change (peepholes are drawn where they come in the parameter
+    order, so a model without them draws what it always drew).
     """
     H, gates = options.hidden_size, options.gates
     for name, p in params.items():
@@ -300,6 +304,9 @@ def _fill_default_parameters(params: Any, options: Any, rng: np.random.Generator
             p[...] = np.concatenate([orthogonal((H, p.shape[1]), rng=rng) for _ in range(gates)])
         elif name.startswith("weight_hr"):
             p[...] = glorot_uniform(p.shape, rng=rng)
+        elif name.startswith(("weight_ci", "weight_cf", "weight_co")):  # peephole vectors
+            bound = 1.0 / np.sqrt(H)
+            p[...] = rng.uniform(-bound, bound, size=p.shape)
         elif name.startswith("bias"):
             p[...] = 0.0
             if name.startswith("bias_ih"):

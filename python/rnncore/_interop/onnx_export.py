@@ -1,9 +1,11 @@
 """``rnncore.to_onnx``: a recurrent module as an ONNX model with rnncore's shapes.
 
-Layers of plain float32 cells (``norm=None``, no projection, no zoneout) become the standard
-``RNN`` / ``LSTM`` / ``GRU`` operators, one per layer, so that every runtime's fused kernel
-runs them; other layers become ``Loop`` nodes of standard operators (``onnx_loop``), and so
-do float64 modules, which ONNX Runtime's fused kernels do not take. The graph's inputs and
+Layers of plain float32 cells (``norm=None``, no projection, no zoneout, no ``cell_clip``)
+become the standard ``RNN`` / ``LSTM`` / ``GRU`` operators, one per layer, so that every
+runtime's fused kernel runs them (``clip``, the LSTM's ``input_forget`` and peepholes are
+the operators' ``clip``, ``input_forget`` and ``P``); other layers become ``Loop`` nodes of
+standard operators (``onnx_loop``), and so do float64 modules, which ONNX Runtime's fused
+kernels do not take. The graph's inputs and
 outputs have the shapes of the module's call, not the operators'.
 """
 
@@ -105,7 +107,9 @@ def to_onnx(
     xt = g.op("Transpose", [x], base="x_time_major", perm=[1, 0, 2]) if o.batch_first else x
 
     # ONNX Runtime's RNN/LSTM/GRU kernels are float32 only: float64 modules use the Loop.
-    plain = o.norm is None and o.proj_size == 0 and o.zoneout == 0 and o.np_dtype == np.float32
+    # TFLite's cell_clip has no ONNX attribute: such a layer is a Loop too.
+    plain = (o.norm is None and o.proj_size == 0 and o.zoneout == 0 and o.cell_clip is None
+             and o.np_dtype == np.float32)  # fmt: skip
     if plain:
         lens32 = g.op("Cast", [lens], base="lengths_int32", to=TensorProto.INT32) if lens else None
         steps = active = None
@@ -222,6 +226,9 @@ def _standard_layer(
     names += [lens32 or "", h0 or ""]
     if cell == "lstm":
         names.append(c0 or "")
+        if o.peephole:  # ONNX's P: p_i, p_o, p_f
+            p = np.stack([np.concatenate([params[f"weight_c{w}{t}"] for w in "iof"]) for t in tags])
+            names.append(g.const(p, f"P_l{k}"))
     while names[-1] == "":
         names.pop()
     direction = "bidirectional" if d == 2 else "reverse" if o.reverse else "forward"
@@ -230,6 +237,10 @@ def _standard_layer(
         attrs["activations"] = ["Relu" if o.nonlinearity == "relu" else "Tanh"] * d
     elif cell == "gru":
         attrs["linear_before_reset"] = int(o.reset_after)
+    if o.clip is not None:
+        attrs["clip"] = o.clip
+    if o.input_forget:
+        attrs["input_forget"] = 1
     n_out = 3 if cell == "lstm" else 2
     outs = g.op(
         ONNX_OP[cell], names, n_out=n_out, base=f"{cell}_l{k}", node_name=f"{cell}_l{k}", **attrs

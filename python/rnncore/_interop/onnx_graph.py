@@ -111,6 +111,13 @@ class Graph:
     def scalar(self, value: float, base: str = "scalar") -> str:
         return self.const(np.asarray(value), base)
 
+    def clamp(self, x: str, bound: float | None, base: str = "clip") -> str:
+        """``x`` clamped to ``[-bound, bound]`` (``Clip``), or ``x`` itself for None."""
+        if bound is None:
+            return x
+        low, high = self.scalar(-bound, f"{base}_low"), self.scalar(bound, f"{base}_high")
+        return self.op("Clip", [x, low, high], base=f"{x}_clipped")
+
 
 def layer_norm(
     g: Graph, a: str, gain: np.ndarray, shift: np.ndarray | None, eps: float, base: str

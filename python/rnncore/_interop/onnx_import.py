@@ -3,7 +3,10 @@
 Each operator node of the model's main graph becomes one single-layer module with the
 node's weights (ONNX's gate blocks permuted to rnncore's, ``B = [Wb | Rb]`` split into
 ``bias_ih`` and ``bias_hh``), ``direction``, ``layout`` and the cell options the attributes
-give. What rnncore cannot compute yet raises ``ValueError`` naming the attribute or input.
+give: ``clip`` becomes ``clip``, the LSTM's ``input_forget=1`` ``input_forget=True`` and
+its peepholes ``P`` (``p_i, p_o, p_f``) ``peephole=True`` with ``weight_ci``,
+``weight_co``, ``weight_cf``. What rnncore cannot compute yet raises ``ValueError`` naming
+the attribute or input.
 """
 
 from __future__ import annotations
@@ -44,16 +47,19 @@ def from_onnx(model: Any, *, inputs: Mapping[str, Any] | None = None) -> Ordered
         ``rc.LSTM`` or ``rc.GRU`` in eval mode. ``direction="bidirectional"`` gives
         ``bidirectional=True``, ``layout=1`` ``batch_first=True``; a node without ``B`` gives
         ``bias=False``; GRU ``linear_before_reset=1`` gives ``reset_after=True``, ``0``
-        ``reset_after=False``; RNN ``activations=["Relu"]`` ``nonlinearity="relu"``.
+        ``reset_after=False``; RNN ``activations=["Relu"]`` ``nonlinearity="relu"``;
+        ``clip`` gives ``clip``; LSTM ``input_forget=1`` gives ``input_forget=True``, and a
+        non-zero ``P`` ``peephole=True`` (``P``'s blocks ``p_i, p_o, p_f`` become
+        ``weight_ci``, ``weight_co``, ``weight_cf``; an all-zero ``P`` is no peepholes).
         float64 weights give a float64 module, float32 and float16 ones a float32 module.
         The module's call is the operator's: ``sequence_lens`` is its ``lengths``,
         ``initial_h`` / ``initial_c`` its ``hx`` (rnncore's layouts: ``out`` is
         ``(T, B, D*H)`` where the operator's ``Y`` is ``(T, D, B, H)``).
 
     Raises:
-        ValueError: a node rnncore cannot compute (yet): ``clip``,
-            ``input_forget=1``, non-zero peepholes ``P``, activations other than the
+        ValueError: a node rnncore cannot compute (yet): activations other than the
             defaults (RNN: ``Tanh`` or ``Relu``), ``activation_alpha`` / ``activation_beta``;
+            a ``clip`` that is not a positive finite number;
             a weight that is neither an initializer, a ``Constant`` nor given in ``inputs``;
             inconsistent shapes; a duplicate node name.
         TypeError: ``model`` is neither a ModelProto nor a path.
@@ -157,21 +163,28 @@ def _module_of_node(node, name: str, value_of):
     if direction not in ("forward", "reverse", "bidirectional"):
         raise ValueError(f"{where}: invalid direction {direction!r}")
     for attr, why in (
-        ("clip", "rnncore does not clip the cell inputs"),
         ("activation_alpha", "rnncore's activations take no parameters"),
         ("activation_beta", "rnncore's activations take no parameters"),
     ):
         if attr in attrs:
             raise ValueError(f"{where}: attribute {attr} is not supported yet ({why})")
-    if cell == "lstm" and attrs.get("input_forget", 0) != 0:
-        raise ValueError(
-            f"{where}: input_forget=1 (coupled input and forget gates) is not supported yet"
-        )
+    options = {}
+    if "clip" in attrs:
+        clip = attrs["clip"]
+        if not (isinstance(clip, float) and np.isfinite(clip) and clip > 0):
+            raise ValueError(f"{where}: clip must be a positive finite number, got {clip!r}")
+        options["clip"] = clip
+    if "input_forget" in attrs:
+        if cell != "lstm":
+            raise ValueError(f"{where}: input_forget is an attribute of the LSTM only")
+        if attrs["input_forget"] not in (0, 1):
+            raise ValueError(f"{where}: invalid input_forget {attrs['input_forget']!r}")
+        options["input_forget"] = bool(attrs["input_forget"])
     layout = attrs.get("layout", 0)
     if layout not in (0, 1):
         raise ValueError(f"{where}: invalid layout {layout!r}")
     num_dirs = 2 if direction == "bidirectional" else 1
-    extra = _activation_options(cell, attrs.get("activations"), num_dirs, where)
+    extra = {**_activation_options(cell, attrs.get("activations"), num_dirs, where), **options}
     if cell == "gru":
         lbr = attrs.get("linear_before_reset", 0)
         if lbr not in (0, 1):
@@ -182,10 +195,11 @@ def _module_of_node(node, name: str, value_of):
     r = _float_array(value_of(_input(node, _R), "R", where), "R", where)
     b_name = _input(node, _B)
     b = _float_array(value_of(b_name, "B", where), "B", where) if b_name else None
+    p = None
     if cell == "lstm" and _input(node, _P):
-        p = np.asarray(value_of(_input(node, _P), "P", where))
-        if np.any(p != 0):
-            raise ValueError(f"{where}: peepholes (input P) are not supported yet")
+        p = _float_array(value_of(_input(node, _P), "P", where), "P", where)
+        if not np.any(p != 0):
+            p = None  # all-zero peepholes are no peepholes
     g = GATES[cell]
     if w.ndim != 3 or w.shape[0] != num_dirs or w.shape[1] % g:
         raise ValueError(
@@ -201,6 +215,10 @@ def _module_of_node(node, name: str, value_of):
         )
     if b is not None and b.shape != (num_dirs, 2 * g * hidden):
         raise ValueError(f"{where}: B must have shape {(num_dirs, 2 * g * hidden)}, got {b.shape}")
+    if p is not None:
+        if p.shape != (num_dirs, 3 * hidden):
+            raise ValueError(f"{where}: P must have shape {(num_dirs, 3 * hidden)}, got {p.shape}")
+        extra["peephole"] = True
     dtype = "float64" if w.dtype == np.float64 else "float32"
     module = _CLASSES[cell](
         input_size,
@@ -221,6 +239,11 @@ def _module_of_node(node, name: str, value_of):
         if b is not None:
             state[f"bias_ih_l0{sfx}"] = permute_blocks(b[d, : g * hidden], order)
             state[f"bias_hh_l0{sfx}"] = permute_blocks(b[d, g * hidden :], order)
+        if p is not None:  # ONNX's P is p_i, p_o, p_f
+            p_i, p_o, p_f = np.split(p[d], 3)
+            state[f"weight_ci_l0{sfx}"] = p_i
+            state[f"weight_cf_l0{sfx}"] = p_f
+            state[f"weight_co_l0{sfx}"] = p_o
     module.load_state_dict(state)
     return module.eval()
 

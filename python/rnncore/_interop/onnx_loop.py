@@ -10,7 +10,9 @@ mode, one ``Loop`` per direction:
 - in the loop body, at iteration ``k``: ``A^h = h W_hh^T``, ``N_h`` (batch norm: the row
   ``min(k, S - 1)``, gathered with the loop's iteration counter), the gates, ``N_c`` of the
   LSTM's output path, the projection, zoneout's expectation ``s = p s_prev + (1 - p) s~``
-  and, with ``lengths``, the mask: a sequence past its length keeps its state and outputs 0.
+  and, with ``lengths``, the mask: a sequence past its length keeps its state and outputs 0;
+  the cell options as ``Clip`` nodes (``clip`` on every activation's input, the LSTM's
+  ``cell_clip`` on the new cell value) and the LSTM's peepholes and coupled gates.
 
 The reverse direction reads each sequence backwards from its own last valid step
 (``ReverseSequence`` with the lengths), counts its steps from there, and its outputs are put
@@ -136,6 +138,10 @@ def _recurrent_norm(b: Graph, o, params: dict, tag: str, a: str, k: str, site: s
 def _step(b: Graph, o, params: dict, tag: str, xt: str, h: str, c: str | None, k: str):
     """One step of the cell: ``(h~, c~)`` from the step's input term and the state."""
     hs = o.hidden_size
+
+    def clip(a: str) -> str:  # an activation's input, clamped to +-clip
+        return b.clamp(a, o.clip, f"clip{tag}")
+
     if o.cell == "gru" and not o.reset_after:  # norm=None only (normalization 3.2)
         w_hh = params[f"weight_hh{tag}"]
         b_hh = _bias(params, o, f"bias_hh{tag}")
@@ -146,11 +152,11 @@ def _step(b: Graph, o, params: dict, tag: str, xt: str, h: str, c: str | None, k
         )
         x_r, x_z, x_n = b.split(xt, 3, hs, f"x{tag}")
         h_r, h_z = b.split(ah_rz, 2, hs, f"h{tag}")
-        r = b.op("Sigmoid", [b.op("Add", [x_r, h_r])], base=f"r{tag}")
-        z = b.op("Sigmoid", [b.op("Add", [x_z, h_z])], base=f"z{tag}")
+        r = b.op("Sigmoid", [clip(b.op("Add", [x_r, h_r]))], base=f"r{tag}")
+        z = b.op("Sigmoid", [clip(b.op("Add", [x_z, h_z]))], base=f"z{tag}")
         rh = b.matmul_t(b.op("Mul", [r, h]), w_hh[2 * hs :], f"rh{tag}")
         rh = b.add_const(rh, None if b_hh is None else b_hh[2 * hs :], f"b_hn{tag}")
-        n = b.op("Tanh", [b.op("Add", [x_n, rh])], base=f"n{tag}")
+        n = b.op("Tanh", [clip(b.op("Add", [x_n, rh]))], base=f"n{tag}")
         return _gru_update(b, z, n, h, tag), None
     ah = b.matmul_t(h, params[f"weight_hh{tag}"], f"ah{tag}")
     if o.cell == "rnn" and o.norm == "layer":  # LN0 of the sum, then both biases
@@ -159,23 +165,39 @@ def _step(b: Graph, o, params: dict, tag: str, xt: str, h: str, c: str | None, k
         )
         if o.bias:
             pre = b.add_const(pre, params[f"bias_ih{tag}"] + params[f"bias_hh{tag}"], f"b{tag}")
-        return b.op("Relu" if o.nonlinearity == "relu" else "Tanh", [pre], base=f"h{tag}"), None
+        act = "Relu" if o.nonlinearity == "relu" else "Tanh"
+        return b.op(act, [clip(pre)], base=f"h{tag}"), None
     nh = _recurrent_norm(b, o, params, tag, ah, k, "hh")
     if o.cell == "gru":
         rec = b.add_const(nh, _bias(params, o, f"bias_hh{tag}"), f"b_hh{tag}")
         x_r, x_z, x_n = b.split(xt, 3, hs, f"x{tag}")
         h_r, h_z, h_n = b.split(rec, 3, hs, f"h{tag}")
-        r = b.op("Sigmoid", [b.op("Add", [x_r, h_r])], base=f"r{tag}")
-        z = b.op("Sigmoid", [b.op("Add", [x_z, h_z])], base=f"z{tag}")
-        n = b.op("Tanh", [b.op("Add", [x_n, b.op("Mul", [r, h_n])])], base=f"n{tag}")
+        r = b.op("Sigmoid", [clip(b.op("Add", [x_r, h_r]))], base=f"r{tag}")
+        z = b.op("Sigmoid", [clip(b.op("Add", [x_z, h_z]))], base=f"z{tag}")
+        n = b.op("Tanh", [clip(b.op("Add", [x_n, b.op("Mul", [r, h_n])]))], base=f"n{tag}")
         return _gru_update(b, z, n, h, tag), None
     pre = b.op("Add", [xt, nh], base=f"z{tag}")
     if o.cell == "rnn":
-        return b.op("Relu" if o.nonlinearity == "relu" else "Tanh", [pre], base=f"h{tag}"), None
+        act = "Relu" if o.nonlinearity == "relu" else "Tanh"
+        return b.op(act, [clip(pre)], base=f"h{tag}"), None
     zi, zf, zg, zo = b.split(pre, 4, hs, f"gates{tag}")
-    i, f = b.op("Sigmoid", [zi], base=f"i{tag}"), b.op("Sigmoid", [zf], base=f"f{tag}")
-    gg, og = b.op("Tanh", [zg], base=f"g{tag}"), b.op("Sigmoid", [zo], base=f"o{tag}")
+
+    def peep(a: str, cell: str, w: str) -> str:  # a + w_c{w} * cell (peepholes)
+        if not o.peephole:
+            return a
+        weight = b.const(params[f"weight_c{w}{tag}"], f"w_c{w}{tag}")
+        return b.op("Add", [a, b.op("Mul", [cell, weight])], base=f"a_{w}{tag}")
+
+    zi, zf = peep(zi, c, "i"), peep(zf, c, "f")  # i and f see the previous cell value
+    i = b.op("Sigmoid", [clip(zi)], base=f"i{tag}")
+    if o.input_forget:  # coupled gates
+        f = b.op("Sub", [b.scalar(1.0, "one_f"), i], base=f"f{tag}")
+    else:
+        f = b.op("Sigmoid", [clip(zf)], base=f"f{tag}")
+    gg = b.op("Tanh", [clip(zg)], base=f"g{tag}")
     c_new = b.op("Add", [b.op("Mul", [f, c]), b.op("Mul", [i, gg])], base=f"c{tag}")
+    c_new = b.clamp(c_new, o.cell_clip, f"cell_clip{tag}")
+    og = b.op("Sigmoid", [clip(peep(zo, c_new, "o"))], base=f"o{tag}")  # o: the new cell
     nc = _recurrent_norm(b, o, params, tag, c_new, k, "cell")
     h_new = b.op("Mul", [og, b.op("Tanh", [nc])], base=f"h{tag}")
     if o.proj_size:

@@ -35,7 +35,7 @@ Everything public is importable from ``rnncore.reference`` itself.
 from __future__ import annotations
 
 from ._types import Array
-from .cells import GATES, NormFn, StepNorms, gru_cell, lstm_cell, rnn_cell, sigmoid
+from .cells import GATES, NormFn, StepNorms, clamp, gru_cell, lstm_cell, rnn_cell, sigmoid
 from .direction import run_direction
 from .forward import reference_forward
 from .masks import MASK_SITES, Masks, draw_masks
@@ -49,7 +49,14 @@ from .norms import (
     layer_norm_backward,
     update_running_stats,
 )
-from .params import buffer_names, init_buffers, init_norm_params, make_params, param_names
+from .params import (
+    PEEPHOLES,
+    buffer_names,
+    init_buffers,
+    init_norm_params,
+    make_params,
+    param_names,
+)
 
 __all__ = [
     "Array",
@@ -57,6 +64,7 @@ __all__ = [
     "GATES",
     "MASK_SITES",
     "NORMS",
+    "PEEPHOLES",
     "Masks",
     "NormFn",
     "StepNorms",
@@ -64,6 +72,7 @@ __all__ = [
     "batch_norm_backward",
     "batch_statistics",
     "buffer_names",
+    "clamp",
     "draw_masks",
     "gru_cell",
     "init_buffers",

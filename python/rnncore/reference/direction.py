@@ -77,6 +77,7 @@ def _compose(builtin: StepNorms | None, user: StepNorms | None) -> StepNorms | N
             fields[name] = second if first is None else first
         else:
             fields[name] = lambda a, f=first, s=second: s(f(a))
+    fields["observe"] = user.observe  # the built-in norms observe nothing
     return StepNorms(**fields)
 
 

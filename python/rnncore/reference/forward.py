@@ -64,6 +64,11 @@ def reference_forward(
     bn_eps: float = 1e-5,
     bn_momentum: float = 0.1,
     masks: Masks | None = None,
+    reverse: bool = False,
+    clip: float | None = None,
+    cell_clip: float | None = None,
+    peephole: bool = False,
+    input_forget: bool = False,
 ):
     """Float64 forward pass with the exact semantics of docs/api.md and docs/normalization.md.
 
@@ -103,6 +108,11 @@ def reference_forward(
         bn_momentum: Momentum of the running statistics.
         masks: Regularization (dropout, zoneout) of the call, or None (see :class:`Masks`,
             :func:`draw_masks`). Used with time-major ``x`` positions.
+        reverse: One direction that runs each sequence backward (not with ``bidirectional``).
+        clip: Every gate activation's input clamped to ``[-clip, clip]`` (``None``: none).
+        cell_clip: LSTM: the new cell value clamped to ``[-cell_clip, cell_clip]``.
+        peephole: LSTM peepholes (``weight_ci``, ``weight_cf``, ``weight_co`` in ``params``).
+        input_forget: LSTM: coupled gates, ``f = 1 - i``.
 
     Returns:
         ``(out, h_n)`` for RNN/GRU, ``(out, (h_n, c_n))`` for the LSTM, in float64. For
@@ -123,6 +133,13 @@ def reference_forward(
     h_out = proj_size if (cell == "lstm" and proj_size > 0) else hidden
     if norm is not None and cell == "gru" and not reset_after:
         raise ValueError("reset_after=False is defined for norm=None only")
+    if reverse and bidirectional:
+        raise ValueError("reverse is for a one-direction module")
+    for name, value in (("clip", clip), ("cell_clip", cell_clip)):
+        if value is not None and not (np.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive finite number or None, got {value!r}")
+    if cell != "lstm" and (cell_clip is not None or peephole or input_forget):
+        raise ValueError("cell_clip, peephole and input_forget are LSTM options")
 
     x = np.asarray(x, dtype=np.float64)
     unbatched = x.ndim == 2
@@ -192,22 +209,32 @@ def reference_forward(
             if cell == "rnn":
 
                 def step(xt, st, nm, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh, rec=rec):
-                    return (rnn_cell(xt, rec(st[0]), w_ih, w_hh, b_ih, b_hh, nonlinearity, nm),)
+                    h_new = rnn_cell(xt, rec(st[0]), w_ih, w_hh, b_ih, b_hh, nonlinearity, nm, clip)
+                    return (h_new,)
 
             elif cell == "gru":
 
                 def step(xt, st, nm, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh, rec=rec):
                     return (
-                        gru_cell(xt, st[0], w_ih, w_hh, b_ih, b_hh, reset_after, nm, rec(st[0])),
+                        gru_cell(
+                            xt, st[0], w_ih, w_hh, b_ih, b_hh, reset_after, nm, rec(st[0]), clip
+                        ),
                     )
 
             else:
                 w_hr = p[f"weight_hr_l{k}{sfx}"] if proj_size > 0 else None
+                peep = None
+                if peephole:
+                    peep = tuple(p[f"weight_{w}_l{k}{sfx}"] for w in ("ci", "cf", "co"))
 
                 def step(
-                    xt, st, nm, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh, w_hr=w_hr, rec=rec
-                ):
-                    return lstm_cell(xt, rec(st[0]), st[1], w_ih, w_hh, b_ih, b_hh, w_hr, nm)
+                    xt, st, nm, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh, w_hr=w_hr, rec=rec,
+                    peep=peep,
+                ):  # fmt: skip
+                    return lstm_cell(
+                        xt, rec(st[0]), st[1], w_ih, w_hh, b_ih, b_hh, w_hr, nm,
+                        clip=clip, cell_clip=cell_clip, peephole=peep, input_forget=input_forget,
+                    )  # fmt: skip
 
             zone = None
             if key in masks.zone_h:
@@ -243,7 +270,9 @@ def reference_forward(
                     user = None if step_norms is None else step_norms(k, direction, step_k, active)
                     return _compose(dir_norms(step_k, active), user)
 
-            out_dir, final = run_direction(step, x_dir, state0, lens, bool(direction), sn, zone)
+            out_dir, final = run_direction(
+                step, x_dir, state0, lens, bool(direction) or reverse, sn, zone
+            )
             dir_norms.update_buffers(new_bufs, int(lens.max()), bn_momentum)
             outs.append(out_dir)
             h_n[idx] = final[0]

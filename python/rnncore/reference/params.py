@@ -61,6 +61,9 @@ def _buffer_specs(cell: str, norm: str | None, hidden_size: int) -> list[tuple[s
     return []
 
 
+PEEPHOLES = ("weight_ci", "weight_cf", "weight_co")
+
+
 def param_names(
     cell: str,
     num_layers: int,
@@ -68,9 +71,11 @@ def param_names(
     proj_size: int,
     bias: bool,
     norm: str | None = None,
+    peephole: bool = False,
 ):
-    """Parameter names in PyTorch's order, the normalization parameters (if any) appended after
-    each layer-direction's plain parameters.
+    """Parameter names in PyTorch's order, the LSTM's peepholes (if any) after the projection,
+    the normalization parameters (if any) appended after each layer-direction's plain
+    parameters.
 
     Args:
         cell: ``"rnn"``, ``"lstm"`` or ``"gru"``.
@@ -79,13 +84,16 @@ def param_names(
         proj_size: LSTM projection size (0 for none).
         bias: Whether the biases exist.
         norm: ``None``, ``"layer"``, ``"batch"`` or ``"batch_input"``.
+        peephole: LSTM peepholes ``weight_ci``, ``weight_cf``, ``weight_co`` (each ``(H,)``).
 
     Returns:
         A list of names such as ``weight_ih_l0``, ``bias_hh_l1_reverse``, ``weight_hr_l0``,
-        ``ln_ih_weight_l0``.
+        ``weight_ci_l0``, ``ln_ih_weight_l0``.
     """
     cell = _check_cell(cell)
     norm = _check_norm(norm)
+    if peephole and cell != "lstm":
+        raise ValueError("peephole is for the LSTM only")
     names = []
     for k in range(num_layers):
         for suffix in _suffixes(bidirectional):
@@ -94,6 +102,8 @@ def param_names(
                 names += [f"bias_ih_l{k}{suffix}", f"bias_hh_l{k}{suffix}"]
             if cell == "lstm" and proj_size > 0:
                 names.append(f"weight_hr_l{k}{suffix}")
+            if peephole:
+                names += [f"{base}_l{k}{suffix}" for base in PEEPHOLES]
             names += [f"{base}_l{k}{suffix}" for base, _ in _norm_param_specs(cell, norm, 1)]
     return names
 
@@ -182,6 +192,7 @@ def make_params(
     rng: np.random.Generator,
     scale: float | None = None,
     norm: str | None = None,
+    peephole: bool = False,
 ) -> dict[str, Array]:
     """Random float64 parameters with PyTorch names and shapes (for ``load_state_dict``).
 
@@ -200,6 +211,8 @@ def make_params(
             ``U(-0.5, 0.5)`` -- random rather than the initial values, so that a swapped or
             ignored gain shows. They are drawn after all plain parameters, so the plain values
             do not depend on ``norm``.
+        peephole: Also create the LSTM's peepholes, ``U(-scale, scale)``, drawn after the
+            plain parameters and before the normalization parameters.
 
     Returns:
         An ordered dict name -> array, in :func:`param_names` order.
@@ -225,8 +238,13 @@ def make_params(
         else:
             shape = (g * hidden_size,)
         params[name] = rng.uniform(-scale, scale, size=shape)
+    if peephole:
+        for name in param_names(cell, num_layers, bidirectional, proj_size, bias, None, True):
+            if name.startswith(PEEPHOLES):
+                params[name] = rng.uniform(-scale, scale, size=hidden_size)
+    order = param_names(cell, num_layers, bidirectional, proj_size, bias, norm, peephole)
     if norm is None:
-        return params
+        return {name: params[name] for name in order}
     extra = {}
     for name, init in init_norm_params(cell, hidden_size, num_layers, bidirectional, norm).items():
         if "_bias_" in name:
@@ -237,7 +255,4 @@ def make_params(
             low, high = 0.5, 1.5
         extra[name] = rng.uniform(low, high, size=init.shape)
     all_params = {**params, **extra}
-    return {
-        name: all_params[name]
-        for name in param_names(cell, num_layers, bidirectional, proj_size, bias, norm)
-    }
+    return {name: all_params[name] for name in order}
