@@ -510,20 +510,25 @@ def test_onnx_export_runs_in_onnx_runtime(rc, cell, opts, norm, op, direction):
     m.eval()
     model = rc.to_onnx(m, lengths=True, initial_state=True)
     assert op in {n.op_type for n in model.graph.node}
-    x = 2 * rng.standard_normal((6, 3, 3)).astype(m.dtype)
-    lengths = np.array([6, 2, 4], np.int64)
+    sess = _session(ort, model)
     d = 2 if kw["bidirectional"] else 1
-    h0 = rng.standard_normal((2 * d, 3, 4)).astype(m.dtype)
-    c0 = rng.standard_normal((2 * d, 3, 4)).astype(m.dtype)
-    feeds = {"x": x, "lengths": lengths, "h_0": h0}
-    if cell == "lstm":
-        feeds["c_0"] = c0
-    got = _session(ort, model).run(None, feeds)
-    want = m(x, (h0, c0) if cell == "lstm" else h0, lengths)
-    want = [want[0], *(want[1] if cell == "lstm" else [want[1]])]
-    tol = 1e-12 if m.dtype == np.float64 else 1e-5
-    for a, b in zip(got, want):
-        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+    # One file, two sequence lengths and batch sizes (T and B are symbolic).
+    for lengths in (np.array([6, 2, 4], np.int64), np.array([1, 2, 1, 2, 2], np.int64)):
+        T, B = int(lengths.max()), len(lengths)
+        x = 2 * rng.standard_normal((T, B, 3)).astype(m.dtype)
+        h0 = rng.standard_normal((2 * d, B, 4)).astype(m.dtype)
+        c0 = rng.standard_normal((2 * d, B, 4)).astype(m.dtype)
+        feeds = {"x": x, "lengths": lengths, "h_0": h0}
+        if cell == "lstm":
+            feeds["c_0"] = c0
+        got = sess.run(None, feeds)
+        want = m(x, (h0, c0) if cell == "lstm" else h0, lengths)
+        want = [want[0], *(want[1] if cell == "lstm" else [want[1]])]
+        # float64: the same operations in another order (ULPs, compounding over 6 steps and
+        # 2 layers); float32 likewise, relative to values of order 1.
+        tol = 1e-12 if m.dtype == np.float64 else 1e-5
+        for a, b in zip(got, want):
+            np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
     if op != "Loop":  # and the standard operators import back as the same module
         layers = list(rc.from_onnx(model).values())
         # ONNX's clip attribute is a float32
