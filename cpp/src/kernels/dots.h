@@ -66,9 +66,7 @@ inline void Sum4x16(const __m512 a[4], float* out) {
 template <int kB, typename W>
 inline void RowDotsFixed(const W* w, Index K, const float* a, Index lda, float* out, Index ldo,
                          Index n0, Index n1) {
-  // One row of a (a streamed step): 8 weight rows at a time, so that two
-  // independent reductions overlap.
-  constexpr int kW = kB == 1 ? 8 : kB <= 4 ? 4 : 2;
+  constexpr int kW = kB <= 4 ? 4 : 2;
   const Index kv = K - K % 16;
   const __mmask16 tail = static_cast<__mmask16>((1u << (K % 16)) - 1u);
   auto block = [&](Index n, auto weight_rows) {
@@ -93,12 +91,11 @@ inline void RowDotsFixed(const W* w, Index K, const float* a, Index lda, float* 
         for (int j = 0; j < kR; ++j) acc[j][b] = _mm512_fmadd_ps(wv[j], av, acc[j][b]);
       }
     }
-    if constexpr (kR % 4 == 0) {
-      for (int b = 0; b < kB; ++b)
-        for (int j = 0; j < kR; j += 4) {
-          const __m512 rows[4] = {acc[j][b], acc[j + 1][b], acc[j + 2][b], acc[j + 3][b]};
-          detail::Sum4x16(rows, out + b * ldo + n + j);
-        }
+    if constexpr (kR == 4) {
+      for (int b = 0; b < kB; ++b) {
+        const __m512 rows[4] = {acc[0][b], acc[1][b], acc[2][b], acc[3][b]};
+        detail::Sum4x16(rows, out + b * ldo + n);
+      }
     } else {
       for (int j = 0; j < kR; ++j)
         for (int b = 0; b < kB; ++b) out[b * ldo + n + j] = _mm512_reduce_add_ps(acc[j][b]);
@@ -106,12 +103,6 @@ inline void RowDotsFixed(const W* w, Index K, const float* a, Index lda, float* 
   };
   Index n = n0;
   for (; n + kW <= n1; n += kW) block(n, std::integral_constant<int, kW>());
-  if constexpr (kW > 4) {
-    if (n + 4 <= n1) {
-      block(n, std::integral_constant<int, 4>());
-      n += 4;
-    }
-  }
   for (; n < n1; ++n) block(n, std::integral_constant<int, 1>());
 }
 #elif defined(__AVX__) && defined(__F16C__) && defined(__FMA__)
