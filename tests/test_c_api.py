@@ -31,6 +31,10 @@ from rnncore import _core
 ROOT = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 TOL = {"rtol": 2e-5, "atol": 2e-6}
+#: The instruction-set variants of the library, best first (x86-64; elsewhere baseline only).
+ALL_ISAS = (
+    ("avx512", "avx2", "baseline") if sysconfig.get_platform().endswith("x86_64") else ("baseline",)
+)
 
 
 def _missing_tools() -> list[str]:
@@ -42,14 +46,17 @@ def _missing_tools() -> list[str]:
     return missing
 
 
-def _run(cmd, **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True,
+def _run(cmd, isa=None, **kw) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.pop("RNNCORE_ISA", None)
+    if isa:
+        env["RNNCORE_ISA"] = isa
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env,
                           timeout=kw.pop("timeout", 900), **kw)  # fmt: skip
-    return proc
 
 
-def _check(cmd, **kw) -> str:
-    proc = _run(cmd, **kw)
+def _check(cmd, isa=None, **kw) -> str:
+    proc = _run(cmd, isa, **kw)
     assert proc.returncode == 0, (
         f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n"
         + proc.stdout[-4000:]
@@ -67,6 +74,7 @@ class Installed:
         self.capi_check = base / "capi" / "capi_check"
         self.stream_frames = base / "example_c" / "stream_frames"
         self.scorer = base / "example_cpp" / "scorer"
+        self.isas: list[str] = []  # the variants this CPU runs, best first
 
 
 @pytest.fixture(scope="session")
@@ -79,7 +87,10 @@ def installed(tmp_path_factory) -> Installed:
     generator = ["-G", "Ninja"] if shutil.which("ninja") else []
     eigen = Path(sysconfig.get_paths()["purelib"]) / "cmeel.prefix"
     jobs = str(os.cpu_count() or 1)
-    _check(["cmake", "-S", ROOT, "-B", inst.build, "-DCMAKE_BUILD_TYPE=Release",
+    # -O1: a third of -O3's compile time for the three backends (each compiles the core),
+    # the same code paths (what users build is -O3: Release, the default).
+    _check(["cmake", "-S", ROOT, "-B", inst.build, "-DCMAKE_BUILD_TYPE=RelWithDebInfo",
+            "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -DNDEBUG",
             "-DRNNCORE_PYTHON=OFF", "-DRNNCORE_CAPI=ON", f"-DCMAKE_PREFIX_PATH={eigen}",
             *generator])  # fmt: skip
     _check(["cmake", "--build", inst.build, "--target", "rnncore", "-j", jobs])
@@ -90,6 +101,14 @@ def installed(tmp_path_factory) -> Installed:
         _check(["cmake", "-S", src, "-B", out, "-DCMAKE_BUILD_TYPE=Release",
                 f"-DCMAKE_PREFIX_PATH={inst.prefix}", *generator])  # fmt: skip
         _check(["cmake", "--build", out, "-j", jobs])
+    for isa in ALL_ISAS:
+        proc = _run([inst.capi_check, "isa"], isa)
+        if proc.returncode == 0:
+            assert proc.stdout.strip() == isa
+            inst.isas.append(isa)
+        else:
+            assert f"RNNCORE_ISA='{isa}': this CPU cannot run it" in proc.stdout, proc.stdout
+    assert "baseline" in inst.isas
     return inst
 
 
@@ -102,6 +121,8 @@ def test_package_layout(installed):
     assert "librnncore.so" in libs and soname in libs, libs
     headers = sorted(p.name for p in (installed.prefix / "include" / "rnncore").iterdir())
     assert headers == ["c_api.h", "rnncore.hpp"]  # no internals, no Eigen
+    backends = sorted(p.name for p in (lib / "rnncore").iterdir())
+    assert backends == sorted(f"librnncore_{isa}.so.{version}" for isa in ALL_ISAS)
     cmake_dir = lib / "cmake" / "rnncore"
     for name in ("rnncoreConfig.cmake", "rnncoreConfigVersion.cmake", "rnncoreTargets.cmake"):
         assert (cmake_dir / name).is_file()
@@ -112,6 +133,21 @@ def test_package_layout(installed):
         symbols = _check(["nm", "-D", "--defined-only", lib / "librnncore.so"]).split()
         exported = [s for s in symbols if s.startswith(("rnncore_", "_Z"))]
         assert exported and all(s.startswith("rnncore_") for s in exported), exported
+        for backend in (lib / "rnncore").iterdir():  # their table only
+            symbols = _check(["nm", "-D", "--defined-only", backend]).split()
+            exported = [s for s in symbols if s.startswith(("rnncore_", "_Z"))]
+            assert exported == ["rnncore_backend_v1_table"], (backend, exported)
+
+
+def test_isa_choice(installed):
+    """The best variant the CPU runs by default, each one the CPU runs when forced, and
+    an error (no crash) for one that is not built."""
+    assert _check([installed.capi_check, "isa"]).strip() == installed.isas[0]
+    proc = _run([installed.capi_check, "isa"], "sse9")
+    assert proc.returncode == 1
+    assert "error 1: RNNCORE_ISA='sse9': this build of rnncore has" in proc.stdout
+    proc = _run([installed.capi_check, "forward", "x", "-", "x", 1, 1, "-", "o"], "sse9")
+    assert proc.returncode == 1 and "RNNCORE_ISA='sse9'" in proc.stderr
 
 
 # ----------------------------------------------------------------- models
@@ -195,14 +231,15 @@ def _python_forward(m, x, lengths):
     return f32(out), f32(h), f32(c)
 
 
-def _c_forward(installed, path, x, lengths, tmp, name="-"):
+def _c_forward(installed, path, x, lengths, tmp, name="-", isa=None):
     T, B, _ = x.shape
     x.astype(np.float32).tofile(tmp / "x.bin")
     lpath = "-"
     if lengths is not None:
         np.asarray(lengths, np.int64).tofile(tmp / "l.bin")
         lpath = tmp / "l.bin"
-    _check([installed.capi_check, "forward", path, name, tmp / "x.bin", T, B, lpath, tmp / "o"])
+    _check([installed.capi_check, "forward", path, name, tmp / "x.bin", T, B, lpath, tmp / "o"],
+           isa)  # fmt: skip
     return (np.fromfile(tmp / "o.out", np.float32), np.fromfile(tmp / "o.hn", np.float32),
             np.fromfile(tmp / "o.cn", np.float32))  # fmt: skip
 
@@ -214,9 +251,9 @@ def test_forward_matches_python(installed, saved, name, tmp_path):
     T, B = 7, 3
     x = rng.standard_normal((T, B, 5)).astype(np.float32)
     cases = [None] if _is_cell(m) else [None, [7, 2, 5]]
-    for lengths in cases:
+    for isa, lengths in ((isa, n) for isa in installed.isas for n in cases):
         out, h, c = _python_forward(m, x, lengths)
-        c_out, c_h, c_c = _c_forward(installed, path, x, lengths, tmp_path)
+        c_out, c_h, c_c = _c_forward(installed, path, x, lengths, tmp_path, isa=isa)
         np.testing.assert_allclose(c_out.reshape(out.shape), out, **TOL)
         np.testing.assert_allclose(c_h.reshape(h.shape), h, **TOL)
         if c is None:
@@ -234,11 +271,13 @@ def test_stream_matches_python(installed, saved, name, tmp_path):
     x = rng.standard_normal((T, B, 5)).astype(np.float32)
     out, _, _ = _python_forward(m, x, None)
     x.tofile(tmp_path / "x.bin")
-    _check([installed.capi_check, "stream", path, "-", tmp_path / "x.bin", T, B, tmp_path / "s"])
-    steps = np.fromfile(tmp_path / "s.steps", np.float32).reshape(out.shape)
-    chunks = np.fromfile(tmp_path / "s.chunks", np.float32).reshape(out.shape)
-    np.testing.assert_allclose(steps, out, **TOL)
-    np.testing.assert_allclose(chunks, out, **TOL)
+    for isa in installed.isas:
+        _check([installed.capi_check, "stream", path, "-", tmp_path / "x.bin", T, B,
+                tmp_path / "s"], isa)  # fmt: skip
+        steps = np.fromfile(tmp_path / "s.steps", np.float32).reshape(out.shape)
+        chunks = np.fromfile(tmp_path / "s.chunks", np.float32).reshape(out.shape)
+        np.testing.assert_allclose(steps, out, **TOL)
+        np.testing.assert_allclose(chunks, out, **TOL)
 
 
 def test_stream_refuses_bidirectional_and_reverse(installed, saved, tmp_path):
@@ -263,8 +302,10 @@ def test_mapping_by_name_and_threads(installed, saved, tmp_path):
         np.testing.assert_allclose(c_out.reshape(out.shape), out, **TOL)
         np.testing.assert_allclose(c_h.reshape(h.shape), h, **TOL)
     x.tofile(tmp_path / "x.bin")
-    out = _check([installed.capi_check, "threads", path, "encoder", tmp_path / "x.bin", 6, 4, 8])
-    assert "threads: ok" in out
+    for isa in installed.isas:
+        out = _check([installed.capi_check, "threads", path, "encoder", tmp_path / "x.bin", 6,
+                      4, 8], isa)  # fmt: skip
+        assert "threads: ok" in out
 
 
 # ------------------------------------------------- the core's gate options
@@ -298,11 +339,12 @@ def test_gate_options_load(installed, cell, options, tmp_path):
     core = _write_core_model(path, cell, options, np.random.default_rng(7))
     x = np.random.default_rng(8).standard_normal((5, 2, 5)).astype(np.float32)
     out, h, c, _ = core.forward(x, training=False)
-    c_out, c_h, c_c = _c_forward(installed, path, x, None, tmp_path)
-    np.testing.assert_allclose(c_out.reshape(out.shape), out, **TOL)
-    np.testing.assert_allclose(c_h.reshape(h.shape), h, **TOL)
-    if c is not None:
-        np.testing.assert_allclose(c_c.reshape(c.shape), c, **TOL)
+    for isa in installed.isas:
+        c_out, c_h, c_c = _c_forward(installed, path, x, None, tmp_path, isa=isa)
+        np.testing.assert_allclose(c_out.reshape(out.shape), out, **TOL)
+        np.testing.assert_allclose(c_h.reshape(h.shape), h, **TOL)
+        if c is not None:
+            np.testing.assert_allclose(c_c.reshape(c.shape), c, **TOL)
 
 
 # ------------------------------------------------------------- examples
@@ -343,6 +385,9 @@ def test_bad_input_returns_errors(installed, saved, tmp_path):
     rc.save({"a": saved["lstm"][0], "b": saved["gru"][0], "head": rc.Linear(6, 2)}, mapping)
     d = tmp_path / "dir"
     d.mkdir()
+    for isa in installed.isas[1:]:  # every variant: no crash
+        assert "errors: ok" in _check([installed.capi_check, "errors", good, corrupt, mapping, d],
+                                      isa)  # fmt: skip
     out = _check([installed.capi_check, "errors", good, corrupt, mapping, d])
     assert "errors: ok" in out
     expected = {

@@ -1,5 +1,6 @@
 // The C API (rnncore/c_api.h) over the core's Model<float>, Stream<float>
-// and model-file loader. Every entry point catches everything: no exception
+// and model-file loader, compiled once per instruction set into a backend
+// (backend.cc) that the front library (dispatch.cc) chooses at run time. Every entry point catches everything: no exception
 // crosses into C; the message goes to a thread-local buffer that needs no
 // allocation (so even std::bad_alloc is reported).
 #include "rnncore/c_api.h"
@@ -138,7 +139,9 @@ extern "C" {
 const char* rnncore_version(void) { return RNNCORE_VERSION; }
 
 const char* rnncore_isa(void) {
-#if defined(__AVX512F__)
+#if defined(RNNCORE_ISA_NAME)
+  return RNNCORE_ISA_NAME;
+#elif defined(__AVX512F__)
   return "avx512";
 #elif defined(__AVX2__)
   return "avx2";

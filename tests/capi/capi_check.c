@@ -4,6 +4,7 @@
  *   capi_check stream  MODEL NAME X T B OUT           frame by frame, then in chunks
  *   capi_check threads MODEL NAME X T B N             N threads vs one serial call
  *   capi_check errors  MODEL CORRUPT MAPPING DIR      bad input: errors, no abort
+ *   capi_check isa                                    prints the instruction set in use
  *
  * NAME "-" passes NULL; LENGTHS "-" passes NULL. Outputs are raw float32
  * files (OUT.out, OUT.hn, OUT.cn; OUT.steps, OUT.chunks). */
@@ -257,6 +258,15 @@ static int cmd_errors(char** a) {
 }
 
 int main(int argc, char** argv) {
+  if (argc >= 2 && !strcmp(argv[1], "isa")) {
+    const char* isa = rnncore_isa();
+    if (!isa[0]) {
+      printf("error %d: %s\n", rnncore_last_error_code(), rnncore_last_error());
+      return 1;
+    }
+    printf("%s\n", isa);
+    return 0;
+  }
   if (argc >= 9 && !strcmp(argv[1], "forward")) return cmd_forward(argv + 2);
   if (argc >= 8 && !strcmp(argv[1], "stream")) return cmd_stream(argv + 2);
   if (argc >= 8 && !strcmp(argv[1], "threads")) return cmd_threads(argv + 2);

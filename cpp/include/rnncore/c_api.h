@@ -27,7 +27,9 @@
 
 #include <stdint.h>
 
-#if defined(_WIN32)
+#if defined(RNNCORE_BUILDING_BACKEND)
+#define RNNCORE_API /* internal: a backend exports its table only */
+#elif defined(_WIN32)
 #if defined(RNNCORE_BUILDING_LIBRARY)
 #define RNNCORE_API __declspec(dllexport)
 #else
