@@ -16,6 +16,10 @@
  * errors never overwrite it). No function aborts, throws or prints on bad
  * input. Passing a freed handle is undefined.
  *
+ * Instruction sets: the library loads, on first use, the variant of its
+ * core built for the best instruction set this CPU runs (RNNCORE_ISA forces
+ * one); see rnncore_isa().
+ *
  * Threads: a model is immutable once loaded; every function that takes a
  * model may be called on one model from many threads at once. A stream is
  * not thread-safe: one thread at a time per stream (different streams of one
@@ -61,8 +65,12 @@ typedef struct rnncore_stream rnncore_stream; /* state of B sequences of one mod
 
 /* The library's version, "major.minor.patch". */
 RNNCORE_API const char* rnncore_version(void);
-/* The instruction set the library computes with ("baseline", "avx2",
- * "avx512", "neon", ...). */
+/* The instruction set the library computes with: "avx512", "avx2" or
+ * "baseline" (x86-64; elsewhere "baseline"), the best one this CPU runs,
+ * or the one the environment variable RNNCORE_ISA names. The choice is made
+ * once, by the first call that needs it; "" (and an error) when the
+ * variant cannot be used (RNNCORE_ISA names one not built or that this CPU
+ * cannot run: every call then fails with that message). */
 RNNCORE_API const char* rnncore_isa(void);
 
 /* This thread's last error message ("" if none); valid until this thread's
