@@ -34,7 +34,8 @@ def _build_and_run(build: Path, cmake_args: list[str], runner: list[str]) -> str
     """Configures and builds the core and its C++ test in ``build``, runs the test binary
     (through ``runner``, e.g. an emulator) and returns its output."""
     configure = ["cmake", "-S", str(ROOT), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
-                 "-DRNNCORE_BUILD_TESTS=ON", "-DRNNCORE_PYTHON=OFF", *cmake_args]  # fmt: skip
+                 "-DRNNCORE_BUILD_TESTS=ON", "-DRNNCORE_PYTHON=OFF",
+                 "-DRNNCORE_CAPI=OFF", *cmake_args]  # fmt: skip
     if shutil.which("ninja"):
         configure += ["-G", "Ninja"]
     for cmd in (configure, ["cmake", "--build", str(build), "-j", str(os.cpu_count() or 1)]):
