@@ -47,20 +47,31 @@ def timed(fn, rounds: int, number: int) -> list[float]:
     return out
 
 
-def interleaved(fns: dict, rounds: int, number: int) -> dict[str, float]:
-    """Median seconds per call of each function, the functions taking turns round by round."""
+def interleaved_rounds(fns: dict, rounds: int, number: int) -> dict[str, list[float]]:
+    """Seconds per call of each function in each round, the functions taking turns."""
     times: dict[str, list[float]] = {k: [] for k in fns}
     for fn in fns.values():  # warm-up
         fn()
     for _ in range(rounds):
         for k, fn in fns.items():
             times[k] += timed(fn, 1, number)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
+
+
+def interleaved(fns: dict, rounds: int, number: int) -> dict[str, float]:
+    """Median seconds per call of each function, the functions taking turns round by round."""
+    return {k: statistics.median(v) for k, v in interleaved_rounds(fns, rounds, number).items()}
+
+
+def paired_ratio(times: dict[str, list[float]], key: str, base: str) -> float:
+    """The median over rounds of key's time over base's in the same round: a ratio that the
+    machine's slower and faster moments (which both runs of a round share) move less."""
+    return statistics.median(a / b for a, b in zip(times[key], times[base]))
 
 
 def part_one(quick: bool) -> float:
     T, B, H = (20, 64, 256) if quick else (100, 64, 256)
-    rounds, number = (3, 2) if quick else (9, 5)
+    rounds, number = (3, 2) if quick else (15, 3)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((T, B, H)).astype(np.float32)
     variants = {
@@ -73,7 +84,7 @@ def part_one(quick: bool) -> float:
     mods = {k: rc.LSTM(H, H, seed=0, **kw) for k, kw in variants.items()}
     print(f"== cell options: LSTM H={H}, input {H}, B={B}, T={T} (ms per call, median) ==")
     evals = {k: (lambda m=m: m.eval()(x)) for k, m in mods.items()}
-    t_eval = interleaved(evals, rounds, number)
+    r_eval = interleaved_rounds(evals, rounds, number)
 
     g = np.ones((T, B, H), np.float32)
 
@@ -83,12 +94,18 @@ def part_one(quick: bool) -> float:
         m.zero_grad()
         m.backward(tape, g)
 
-    t_train = interleaved({k: (lambda m=m: train(m)) for k, m in mods.items()}, rounds, number)
+    r_train = interleaved_rounds({k: (lambda m=m: train(m)) for k, m in mods.items()}, rounds,
+                                 number)  # fmt: skip
+    print("(ratio: the median over rounds of the variant's time over the plain LSTM's in the "
+          "same round)")  # fmt: skip
     print(f"{'variant':>12} {'eval':>8} {'ratio':>6} {'train':>8} {'ratio':>6}")
     for k in variants:
-        print(f"{k:>12} {t_eval[k] * 1e3:>8.2f} {t_eval[k] / t_eval['plain']:>6.3f} "
-              f"{t_train[k] * 1e3:>8.2f} {t_train[k] / t_train['plain']:>6.3f}")  # fmt: skip
-    worst = max(t_eval["peephole"] / t_eval["plain"], t_train["peephole"] / t_train["plain"])
+        print(f"{k:>12} {statistics.median(r_eval[k]) * 1e3:>8.2f} "
+              f"{paired_ratio(r_eval, k, 'plain'):>6.3f} "
+              f"{statistics.median(r_train[k]) * 1e3:>8.2f} "
+              f"{paired_ratio(r_train, k, 'plain'):>6.3f}")  # fmt: skip
+    worst = max(paired_ratio(r_eval, "peephole", "plain"),
+                paired_ratio(r_train, "peephole", "plain"))  # fmt: skip
     verdict = "ok" if worst <= PEEPHOLE_TARGET else "MISSED"
     print(f"peephole cost: {worst:.3f}x (target <= {PEEPHOLE_TARGET}x) {verdict}")
     return worst
@@ -108,11 +125,16 @@ def part_two(quick: bool) -> None:
         proto = rc.to_onnx(m)
         graph = "Loop" if any(n.op_type == "Loop" for n in proto.graph.node) else "LSTM"
         sess = make_session(proto, threads)
-        want = m(x)[0]
-        got = sess.run(None, {"x": x})[0]
-        # float32 through different kernels and sum orders: a few units in the last place
-        # of values of order 1, growing slowly with T.
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+        # Both float32 computations are checked against the float64 module: a recurrence
+        # of T=100 steps grows float32 rounding (here to about 1.6e-4 for rnncore's own
+        # float32 call at H=256 with the layer norm), so ORT must be as close to float64
+        # as rnncore is (within 2x, or 1e-5).
+        m64 = rc.LSTM(H, H, seed=2, dtype="float64", **kw).eval()
+        m64.load_state_dict({k: v.astype(np.float64) for k, v in m.state_dict().items()})
+        ref = m64(x.astype(np.float64))[0]
+        err_rc = np.abs(m(x)[0] - ref).max()
+        err_ort = np.abs(sess.run(None, {"x": x})[0] - ref).max()
+        assert err_ort <= max(2 * err_rc, 1e-5), (name, err_ort, err_rc)
         t = interleaved({"rc": lambda m=m: m(x), "ort": lambda s=sess: s.run(None, {"x": x})},
                         rounds, number)
         print(f"{name:>10} {graph:>6} {t['rc'] * 1e3:>8.2f} {t['ort'] * 1e3:>8.2f} "
