@@ -1,16 +1,25 @@
 """The C API and the installed C/C++ package, as their users meet them.
 
-One session fixture configures and builds the library (``librnncore``) from this
-repository with CMake, installs it with ``cmake --install`` to a temporary prefix, and
-builds three projects against that prefix with ``find_package(rnncore)``: the C example
+The package comes from two places, and every test runs on both (the ``installed``
+fixture's two parameters):
+
+- ``cmake-install``: the library (``librnncore``) configured and built from this
+  repository with CMake and installed with ``cmake --install`` to a temporary prefix. To
+  keep the suite's time bounded this build has the baseline backend only (at -O1).
+- ``wheel``: the copy inside the installed Python package, found through
+  ``rnncore.cmake_dir()`` as users find it: the wheel's optimized build with every
+  instruction-set backend. Where the installed rnncore has none (Python sources run from a
+  source checkout) these cases skip; in CI, which installs the wheel, that is a failure.
+
+Against each, three projects are built with ``find_package(rnncore)``: the C example
 (``examples/c``), the multi-threaded C++ example (``examples/cpp``) and the C test
 program ``tests/capi/capi_check.c`` (a C-only project, ``-Wall -Wextra -pedantic
 -Werror``). The tests then run them on models saved by ``rc.save`` and compare with
 Python: every cell, each norm, bidirectional, reverse, projection, zoneout, float64 and
 half copies, cells, lengths, streams (frame by frame and in chunks), 8 threads sharing
-one model, the gate options of the core that Python does not write yet (clip,
-cell_clip, peephole, input_forget), and bad input from C: errors with messages, never
-an abort.
+one model, the gate options (clip, cell_clip, peephole, input_forget), and bad input from
+C: errors with messages, never an abort. Every instruction set the CPU runs is forced in
+turn with ``RNNCORE_ISA``.
 """
 
 from __future__ import annotations
@@ -66,44 +75,66 @@ def _check(cmd, isa=None, **kw) -> str:
 
 
 class Installed:
-    """The installed package and the programs built against it."""
+    """An installed package and the programs built against it."""
 
-    def __init__(self, base: Path):
-        self.prefix = base / "prefix"
+    def __init__(self, base: Path, kind: str):
+        self.kind = kind  # "cmake-install" or "wheel"
+        self.prefix = base / "prefix"  # where lib/, include/ and lib/cmake/rnncore lie
         self.build = base / "build"
         self.capi_check = base / "capi" / "capi_check"
         self.stream_frames = base / "example_c" / "stream_frames"
         self.scorer = base / "example_cpp" / "scorer"
+        self.built: tuple[str, ...] = ()  # the backends in the package
         self.isas: list[str] = []  # the variants this CPU runs, best first
 
 
-@pytest.fixture(scope="session")
-def installed(tmp_path_factory) -> Installed:
-    missing = _missing_tools()
-    if missing and not IN_CI:
-        pytest.skip(f"needs {', '.join(missing)}")
-    base = tmp_path_factory.mktemp("capi")
-    inst = Installed(base)
-    generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+def _build_library(inst: Installed, generator: list[str], jobs: str) -> None:
+    """cmake --install of this repository's C/C++ package, baseline backend only."""
     eigen = Path(sysconfig.get_paths()["purelib"]) / "cmeel.prefix"
-    jobs = str(os.cpu_count() or 1)
-    # -O1: a third of -O3's compile time for the three backends (each compiles the core),
-    # the same code paths (what users build is -O3: Release, the default).
+    # -O1: a third of -O3's compile time, the same code paths (what users build is -O3:
+    # Release, the default). The wheel's case covers the other backends.
     _check(["cmake", "-S", ROOT, "-B", inst.build, "-DCMAKE_BUILD_TYPE=RelWithDebInfo",
-            "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -DNDEBUG",
+            "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -DNDEBUG", "-DRNNCORE_BASELINE_ONLY=ON",
             "-DRNNCORE_PYTHON=OFF", "-DRNNCORE_CAPI=ON", f"-DCMAKE_PREFIX_PATH={eigen}",
             *generator])  # fmt: skip
     _check(["cmake", "--build", inst.build, "--target", "rnncore", "-j", jobs])
     _check(["cmake", "--install", inst.build, "--prefix", inst.prefix])
+
+
+@pytest.fixture(scope="session", params=["cmake-install", "wheel"])
+def installed(request, tmp_path_factory) -> Installed:
+    missing = _missing_tools()
+    if missing and not IN_CI:
+        pytest.skip(f"needs {', '.join(missing)}")
+    base = tmp_path_factory.mktemp(request.param)
+    inst = Installed(base, request.param)
+    generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+    jobs = str(os.cpu_count() or 1)
+    if inst.kind == "wheel":
+        try:
+            package = Path(rc.cmake_dir())
+        except FileNotFoundError as e:
+            if IN_CI:  # CI installs the wheel: its C/C++ package must be there
+                pytest.fail(str(e))
+            pytest.skip(str(e))
+        inst.prefix = package.parents[2]  # <site-packages>/rnncore: lib/cmake/rnncore
+        inst.built = ALL_ISAS
+    else:
+        _build_library(inst, generator, jobs)
+        inst.built = ("baseline",)
     for src, out in ((ROOT / "tests" / "capi", base / "capi"),
                      (ROOT / "examples" / "c", base / "example_c"),
                      (ROOT / "examples" / "cpp", base / "example_cpp")):  # fmt: skip
+        prefix = rc.cmake_dir() if inst.kind == "wheel" else inst.prefix  # as users do
         _check(["cmake", "-S", src, "-B", out, "-DCMAKE_BUILD_TYPE=Release",
-                f"-DCMAKE_PREFIX_PATH={inst.prefix}", *generator])  # fmt: skip
+                f"-DCMAKE_PREFIX_PATH={prefix}", *generator])  # fmt: skip
         _check(["cmake", "--build", out, "-j", jobs])
     for isa in ALL_ISAS:
         proc = _run([inst.capi_check, "isa"], isa)
-        if proc.returncode == 0:
+        if isa not in inst.built:
+            assert proc.returncode == 1
+            assert f"RNNCORE_ISA='{isa}': this build of rnncore has" in proc.stdout, proc.stdout
+        elif proc.returncode == 0:
             assert proc.stdout.strip() == isa
             inst.isas.append(isa)
         else:
@@ -115,22 +146,27 @@ def installed(tmp_path_factory) -> Installed:
 def test_package_layout(installed):
     lib = installed.prefix / "lib"
     libs = sorted(p.name for p in lib.glob("librnncore.so*"))
-    version = rc.__version__ if hasattr(rc, "__version__") else "0.1.0"
+    version = rc.__version__
     major, minor = version.split(".")[:2]
     soname = f"librnncore.so.{major}.{minor}" if major == "0" else f"librnncore.so.{major}"
-    assert "librnncore.so" in libs and soname in libs, libs
+    if installed.kind == "wheel":  # no symbolic links in a wheel: the one file
+        assert libs == [soname], libs
+        assert Path(rc.library_path()) == lib / soname
+        assert Path(rc.include_dir()) == installed.prefix / "include"
+    else:
+        assert "librnncore.so" in libs and soname in libs, libs
     headers = sorted(p.name for p in (installed.prefix / "include" / "rnncore").iterdir())
     assert headers == ["c_api.h", "rnncore.hpp"]  # no internals, no Eigen
     backends = sorted(p.name for p in (lib / "rnncore").iterdir())
-    assert backends == sorted(f"librnncore_{isa}.so.{version}" for isa in ALL_ISAS)
+    assert backends == sorted(f"librnncore_{isa}.so.{version}" for isa in installed.built)
     cmake_dir = lib / "cmake" / "rnncore"
     for name in ("rnncoreConfig.cmake", "rnncoreConfigVersion.cmake", "rnncoreTargets.cmake"):
         assert (cmake_dir / name).is_file()
     if shutil.which("readelf"):
-        dyn = _check(["readelf", "-d", lib / "librnncore.so"])
+        dyn = _check(["readelf", "-d", lib / soname])
         assert f"[{soname}]" in dyn
     if shutil.which("nm"):
-        symbols = _check(["nm", "-D", "--defined-only", lib / "librnncore.so"]).split()
+        symbols = _check(["nm", "-D", "--defined-only", lib / soname]).split()
         exported = [s for s in symbols if s.startswith(("rnncore_", "_Z"))]
         assert exported and all(s.startswith("rnncore_") for s in exported), exported
         for backend in (lib / "rnncore").iterdir():  # their table only
@@ -308,37 +344,33 @@ def test_mapping_by_name_and_threads(installed, saved, tmp_path):
         assert "threads: ok" in out
 
 
-# ------------------------------------------------- the core's gate options
-def _write_core_model(path, cell, options: dict, rng):
-    """A model file for options Python's modules may not have yet: the core model
-    built from them, random parameters, metadata as rc.save writes it. Returns the core
-    model (eval mode computes the expected result)."""
-    core_options = {k: 0.0 if v is None else v for k, v in options.items()}  # None: off
-    core = _core.ModelF32(cell=cell, input_size=5, hidden_size=6, **core_options)
-    params = core.parameter_buffer()
-    params[...] = rng.uniform(-0.8, 0.8, params.shape).astype(np.float32)
-    base = rc.LSTM(5, 6) if cell == "lstm" else rc.GRU(5, 6)
-    opts = base.options.to_dict()
-    opts.update(options)
-    info = {"format_version": 1, "modules": [{"name": None, "class": type(base).__name__,
-            "options": opts, "training": False, "weights": "float32"}]}  # fmt: skip
-    tensors = [(name, params[off:off + int(np.prod(shape))].reshape(shape).copy())
-               for name, shape, off in core.layout]  # fmt: skip
-    _core.write_safetensors(str(path), {"rnncore": json.dumps(info)}, tensors)
-    return core
-
-
+# ------------------------------------------------------------ gate options
 @pytest.mark.parametrize("cell, options", [
     ("lstm", {"clip": 0.5}),
     ("lstm", {"cell_clip": 0.3, "peephole": True}),
     ("lstm", {"input_forget": True, "clip": None}),
     ("gru", {"clip": 0.4}),
+    ("rnn", {"clip": 0.4}),
 ])  # fmt: skip
 def test_gate_options_load(installed, cell, options, tmp_path):
+    """Files of modules with the cell options, saved by Python: the C library computes
+    what the Python module computes (clip bounds small enough that entries clip)."""
+    cls = {"lstm": rc.LSTM, "gru": rc.GRU, "rnn": rc.RNN}[cell]
+    m = cls(5, 6, num_layers=2, seed=3, **options).eval()
+    rng = np.random.default_rng(7)
+    for p in m.parameters().values():  # larger than the default: gate inputs pass the bounds
+        p[...] = rng.uniform(-0.8, 0.8, p.shape)
     path = tmp_path / "gates.safetensors"
-    core = _write_core_model(path, cell, options, np.random.default_rng(7))
+    rc.save(m, path)
     x = np.random.default_rng(8).standard_normal((5, 2, 5)).astype(np.float32)
-    out, h, c, _ = core.forward(x, training=False)
+    out, h, c = _python_forward(m, x, None)
+    bounds = {k: v for k, v in options.items() if k in ("clip", "cell_clip") and v}
+    if bounds:  # the bounds matter: without them the same weights compute otherwise
+        free = cls(5, 6, num_layers=2, seed=3, **{k: v for k, v in options.items()
+                                                  if k not in bounds}).eval()  # fmt: skip
+        for name, p in free.parameters().items():
+            p[...] = m.parameters()[name]
+        assert np.abs(_python_forward(free, x, None)[0] - out).max() > 1e-2
     for isa in installed.isas:
         c_out, c_h, c_c = _c_forward(installed, path, x, None, tmp_path, isa=isa)
         np.testing.assert_allclose(c_out.reshape(out.shape), out, **TOL)

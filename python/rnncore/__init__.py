@@ -18,6 +18,7 @@ from ._interop.onnx_import import from_onnx
 from ._linear import Linear, LinearTape
 from ._loader import available_isas, supported_isas
 from ._modules import GRU, LSTM, RNN
+from ._package import cmake_dir, include_dir, library_path
 from ._recurrent import Tape
 from ._stream import Stream
 from ._tbptt import truncated_bptt
@@ -40,11 +41,14 @@ __all__ = [
     "build_info",
     "clip_grad_norm",
     "clip_grad_value",
+    "cmake_dir",
     "from_keras",
     "from_onnx",
     "get_num_threads",
+    "include_dir",
     "init",
     "lengths_from_mask",
+    "library_path",
     "load",
     "losses",
     "mse_loss",

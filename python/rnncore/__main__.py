@@ -5,6 +5,9 @@ Usage:
     python -m rnncore info       build information only
     python -m rnncore selfcheck  the self-check only
     python -m rnncore demo ...   train small models and compare them (--help for options)
+    python -m rnncore --cmake-dir    the CMake package's directory (for CMAKE_PREFIX_PATH)
+    python -m rnncore --include-dir  the C/C++ headers' directory
+    python -m rnncore --library      the C library's path
 
 The build information and the self-check live in ``rnncore._selfcheck`` (its docstring
 says what is checked, and how); the demo in ``rnncore.demo``.
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ._package import cmake_dir, include_dir, library_path
 from ._selfcheck import print_info, selfcheck
 from .demo import main as demo_main
 
@@ -37,7 +41,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "command", nargs="?", default="all", choices=["all", "info", "selfcheck", "demo"]
     )
+    paths = parser.add_mutually_exclusive_group()
+    for flag, helptext in (
+        ("--cmake-dir", "print the directory of the C/C++ CMake package and exit"),
+        ("--include-dir", "print the directory of the C/C++ headers and exit"),
+        ("--library", "print the path of the C library and exit"),
+    ):
+        paths.add_argument(flag, action="store_true", help=helptext)
     args = parser.parse_args(argv)
+    for flag, where in (
+        (args.cmake_dir, cmake_dir),
+        (args.include_dir, include_dir),
+        (args.library, library_path),
+    ):
+        if flag:
+            try:
+                print(where())
+            except FileNotFoundError as e:
+                print(f"python -m rnncore: {e}", file=sys.stderr)
+                return 1
+            return 0
     if args.command in ("all", "info"):
         print_info()
     if args.command in ("all", "selfcheck"):
