@@ -6,6 +6,7 @@
 #include <string>
 
 #include "batcher_binding.h"
+#include "cpu_features.h"
 #include "dense_binding.h"
 #include "file_binding.h"
 #include "model_binding.h"
@@ -30,21 +31,8 @@ std::string CompilerString() {
 #endif
 }
 
-bool CpuSupports(const std::string& isa) {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-  __builtin_cpu_init();
-  if (isa == "baseline") return true;
-  if (isa == "avx2")
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2");
-  if (isa == "avx512")
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
-  return false;
-#else
-  return isa == "baseline";
-#endif
-}
+// Whether this CPU runs the variant isa (cpu_features.h).
+bool CpuSupports(const std::string& isa) { return rnncore::cpu::Runs(isa); }
 
 }  // namespace
 

@@ -6,8 +6,7 @@
 #define RNNCORE_ISA_NAME "baseline"
 #endif
 
-extern "C" __attribute__((visibility("default"))) const rnncore_backend_v1* rnncore_backend_v1_table(
-    void) {
+extern "C" RNNCORE_BACKEND_EXPORT const rnncore_backend_v1* rnncore_backend_v1_table(void) {
   static const rnncore_backend_v1 table = {
       sizeof(rnncore_backend_v1),
       rnncore_version(),

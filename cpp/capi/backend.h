@@ -1,8 +1,9 @@
 // The table of functions one instruction-set variant of the library
-// (lib/rnncore/librnncore_<isa>.so.<version>) hands to the dispatching
-// front library (librnncore.so, dispatch.cc). Internal: the front and its
-// backends are built and installed together, and the front checks the
-// version and the table's size before it uses one.
+// (lib/rnncore/librnncore_<isa>.so.<version>; on Windows
+// rnncore/rnncore_<isa>.dll beside rnncore.dll) hands to the dispatching
+// front library (librnncore.so, rnncore.dll: dispatch.cc). Internal: the
+// front and its backends are built and installed together, and the front
+// checks the version and the table's size before it uses one.
 #ifndef RNNCORE_CAPI_BACKEND_H_
 #define RNNCORE_CAPI_BACKEND_H_
 
@@ -37,6 +38,15 @@ struct rnncore_backend_v1 {
   int (*set_num_threads)(int);
   int (*get_num_threads)(void);
 };
+
+/* How a backend exports it. */
+#if defined(_WIN32)
+#define RNNCORE_BACKEND_EXPORT __declspec(dllexport)
+#elif defined(__GNUC__)
+#define RNNCORE_BACKEND_EXPORT __attribute__((visibility("default")))
+#else
+#define RNNCORE_BACKEND_EXPORT
+#endif
 
 /* The one symbol a backend exports. */
 typedef const struct rnncore_backend_v1* (*rnncore_backend_v1_fn)(void);

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "../src/portable.h"  // relative: the baseline backend has no src/ include path
 #include "rnncore/limits.h"
 #include "rnncore/loader.h"
 #include "rnncore/model.h"
@@ -92,7 +93,7 @@ const rnncore::ModelConfig& Config(const rnncore_model* m) { return m->model->co
 // a * b for sizes already known to be >= 0, or an error naming what.
 Index Mul(Index a, Index b, const char* what) {
   Index r;
-  if (__builtin_mul_overflow(a, b, &r)) Bad(std::string(what) + " is too large");
+  if (rnncore::portable::MulOverflow(a, b, &r)) Bad(std::string(what) + " is too large");
   return r;
 }
 

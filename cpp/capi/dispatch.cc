@@ -5,22 +5,34 @@
 // library, each loaded RTLD_LOCAL with its table as its only exported
 // symbol, so code compiled with different -m flags never meets (no ODR
 // mixing), as Python's per-ISA extension modules. This file includes no
-// Eigen and no core header.
+// Eigen and no core header. On Windows the front is rnncore.dll and the
+// backends rnncore\rnncore_<isa>.dll beside it (RNNCORE_BACKEND_PREFIX and
+// RNNCORE_BACKEND_SUFFIX, below, name the files; the build may set them).
 //
-// The choice: RNNCORE_ISA (baseline, avx2, avx512) when set (refused with an
-// error when not built or not runnable on this CPU), else the best variant
-// built that the CPU runs (x86-64: AVX-512 F/BW/DQ/VL, else AVX2 + FMA + F16C
-// + BMI2, else baseline). It is made once per process.
+// The choice (cpu_features.h): RNNCORE_ISA (baseline, avx2, avx512) when set
+// (refused with an error when not built or not runnable on this CPU), else
+// the best variant built that the CPU runs (x86-64: AVX-512 F/BW/DQ/VL, else
+// AVX2 + FMA + F16C + BMI2, else baseline). It is made once per process.
+#if defined(_WIN32)
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
+#include <windows.h>
+#else
 #include <dlfcn.h>
+#endif
 
 #include <atomic>
-#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <string>
 
+#include "../src/cpu_features.h"  // relative: Eigen-free, and no src/ include path here
 #include "backend.h"
 #include "rnncore/c_api.h"
 
@@ -30,6 +42,21 @@
 // The variants built, best first, separated by spaces.
 #ifndef RNNCORE_ISAS
 #define RNNCORE_ISAS "baseline"
+#endif
+// A backend's file: <this library's directory>/rnncore/PREFIX<isa>SUFFIX.
+#ifndef RNNCORE_BACKEND_PREFIX
+#if defined(_WIN32)
+#define RNNCORE_BACKEND_PREFIX "rnncore_"
+#else
+#define RNNCORE_BACKEND_PREFIX "librnncore_"
+#endif
+#endif
+#ifndef RNNCORE_BACKEND_SUFFIX
+#if defined(_WIN32)
+#define RNNCORE_BACKEND_SUFFIX ".dll"
+#else
+#define RNNCORE_BACKEND_SUFFIX ".so." RNNCORE_VERSION
+#endif
 #endif
 
 namespace {
@@ -42,35 +69,87 @@ int g_load_code = RNNCORE_OK;
 thread_local char t_error[2048] = "";  // this front's own errors (no backend)
 thread_local int t_code = RNNCORE_OK;
 
-bool CpuRuns(const std::string& isa) {
-#if defined(__x86_64__) || defined(_M_X64)
-  __builtin_cpu_init();
-  if (isa == "baseline") return true;
-  if (isa == "avx2")
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2");
-  if (isa == "avx512")
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
-  return false;
-#else
-  return isa == "baseline";
-#endif
-}
-
-std::string Built() { return RNNCORE_ISAS; }
-
-bool IsBuilt(const std::string& isa) {
-  const std::string list = " " + Built() + " ";
-  return !isa.empty() && list.find(" " + isa + " ") != std::string::npos;
-}
-
 void LoadFailed(int code, const std::string& message) {
   g_load_code = code;
   std::snprintf(g_load_error, sizeof g_load_error, "%s", message.c_str());
 }
 
-// The directory of this library (where lib/rnncore/ is).
+// Loading a shared library and finding its table: dlopen (Linux, macOS) or
+// LoadLibrary (Windows), with paths in UTF-8 there.
+#if defined(_WIN32)
+std::wstring Widen(const std::string& s) {
+  if (s.empty()) return std::wstring();
+  const int n = MultiByteToWideChar(CP_UTF8, 0, s.data(), static_cast<int>(s.size()), nullptr, 0);
+  std::wstring w(static_cast<size_t>(n > 0 ? n : 0), L'\0');
+  if (n > 0) MultiByteToWideChar(CP_UTF8, 0, s.data(), static_cast<int>(s.size()), &w[0], n);
+  return w;
+}
+
+std::string Narrow(const std::wstring& w) {
+  if (w.empty()) return std::string();
+  const int n = WideCharToMultiByte(CP_UTF8, 0, w.data(), static_cast<int>(w.size()), nullptr, 0,
+                                    nullptr, nullptr);
+  std::string s(static_cast<size_t>(n > 0 ? n : 0), '\0');
+  if (n > 0)
+    WideCharToMultiByte(CP_UTF8, 0, w.data(), static_cast<int>(w.size()), &s[0], n, nullptr,
+                        nullptr);
+  return s;
+}
+
+// The system's message for a GetLastError() code.
+std::string SystemMessage(DWORD code) {
+  wchar_t* text = nullptr;
+  const DWORD n = FormatMessageW(
+      FORMAT_MESSAGE_ALLOCATE_BUFFER | FORMAT_MESSAGE_FROM_SYSTEM | FORMAT_MESSAGE_IGNORE_INSERTS,
+      nullptr, code, 0, reinterpret_cast<wchar_t*>(&text), 0, nullptr);
+  std::wstring message = n && text ? std::wstring(text, n) : std::wstring();
+  if (text) LocalFree(text);
+  while (!message.empty() && (message.back() == L'\n' || message.back() == L'\r' ||
+                              message.back() == L' ' || message.back() == L'.'))
+    message.pop_back();
+  return message.empty() ? "error " + std::to_string(code) : Narrow(message);
+}
+
+// The directory of this library (where rnncore\ is), or "." if unknown.
+std::string OwnDirectory() {
+  HMODULE self = nullptr;
+  if (!GetModuleHandleExW(
+          GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS | GET_MODULE_HANDLE_EX_FLAG_UNCHANGED_REFCOUNT,
+          reinterpret_cast<LPCWSTR>(&rnncore_version), &self))
+    return ".";
+  std::wstring path(MAX_PATH, L'\0');
+  for (;;) {  // long paths: a larger buffer until the name fits
+    const DWORD n = GetModuleFileNameW(self, &path[0], static_cast<DWORD>(path.size()));
+    if (n == 0) return ".";
+    if (n < path.size()) {
+      path.resize(n);
+      break;
+    }
+    if (path.size() >= 32768) return ".";
+    path.resize(path.size() * 2);
+  }
+  const size_t slash = path.find_last_of(L"\\/");
+  return slash == std::wstring::npos ? "." : Narrow(path.substr(0, slash));
+}
+
+constexpr char kSeparator = '\\';
+
+// The library at path, or null with why set.
+void* OpenLibrary(const std::string& path, std::string* why) {
+  // With an absolute path, the backend's own dependencies are looked for
+  // beside it first (the flag is undefined for relative paths).
+  const bool absolute = (path.size() > 2 && path[1] == ':') || path.rfind("\\\\", 0) == 0;
+  HMODULE h =
+      LoadLibraryExW(Widen(path).c_str(), nullptr, absolute ? LOAD_WITH_ALTERED_SEARCH_PATH : 0);
+  if (!h) *why = SystemMessage(GetLastError());
+  return reinterpret_cast<void*>(h);
+}
+
+void* FindSymbol(void* library, const char* name) {
+  return reinterpret_cast<void*>(GetProcAddress(static_cast<HMODULE>(library), name));
+}
+#else
+// The directory of this library (where rnncore/ is), or "." if unknown.
 std::string OwnDirectory() {
   Dl_info info;
   if (dladdr(reinterpret_cast<void*>(&rnncore_version), &info) == 0 || !info.dli_fname)
@@ -80,37 +159,35 @@ std::string OwnDirectory() {
   return slash == std::string::npos ? "." : path.substr(0, slash);
 }
 
-void LoadBackend() {
-  std::string isa;
-  if (const char* env = std::getenv("RNNCORE_ISA")) {
-    for (const char* p = env; *p; ++p)
-      if (!std::isspace(static_cast<unsigned char>(*p)))
-        isa += static_cast<char>(std::tolower(static_cast<unsigned char>(*p)));
-  }
-  if (!isa.empty()) {
-    if (!IsBuilt(isa))
-      return LoadFailed(RNNCORE_ERROR_ARGUMENT, "RNNCORE_ISA='" + isa +
-                                                    "': this build of rnncore has " + Built());
-    if (!CpuRuns(isa))
-      return LoadFailed(RNNCORE_ERROR_ARGUMENT, "RNNCORE_ISA='" + isa + "': this CPU cannot run it");
-  } else {
-    for (const char* candidate : {"avx512", "avx2", "baseline"}) {
-      if (IsBuilt(candidate) && CpuRuns(candidate)) {
-        isa = candidate;
-        break;
-      }
-    }
-    if (isa.empty()) return LoadFailed(RNNCORE_ERROR_INTERNAL, "no rnncore backend runs on this CPU");
-  }
-  const std::string path =
-      OwnDirectory() + "/rnncore/librnncore_" + isa + ".so." + RNNCORE_VERSION;
+constexpr char kSeparator = '/';
+
+// The library at path, or null with why set.
+void* OpenLibrary(const std::string& path, std::string* why) {
   void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!handle) {
-    const char* why = dlerror();
-    return LoadFailed(RNNCORE_ERROR_FILE, "cannot load the rnncore backend " + path + ": " +
-                                              (why ? why : "unknown error"));
+    const char* error = dlerror();
+    *why = error ? error : "unknown error";
   }
-  const auto get = reinterpret_cast<rnncore_backend_v1_fn>(dlsym(handle, RNNCORE_BACKEND_SYMBOL));
+  return handle;
+}
+
+void* FindSymbol(void* library, const char* name) { return dlsym(library, name); }
+#endif
+
+void LoadBackend() {
+  const rnncore::cpu::Choice choice = rnncore::cpu::ChooseIsa(RNNCORE_ISAS);
+  if (choice.status != rnncore::cpu::Choice::kOk)
+    return LoadFailed(choice.status == rnncore::cpu::Choice::kBadOverride ? RNNCORE_ERROR_ARGUMENT
+                                                                          : RNNCORE_ERROR_INTERNAL,
+                      choice.error);
+  const std::string path = OwnDirectory() + kSeparator + "rnncore" + kSeparator +
+                           RNNCORE_BACKEND_PREFIX + choice.isa + RNNCORE_BACKEND_SUFFIX;
+  std::string why;
+  void* handle = OpenLibrary(path, &why);
+  if (!handle)
+    return LoadFailed(RNNCORE_ERROR_FILE, "cannot load the rnncore backend " + path + ": " + why);
+  const auto get =
+      reinterpret_cast<rnncore_backend_v1_fn>(FindSymbol(handle, RNNCORE_BACKEND_SYMBOL));
   const rnncore_backend_v1* table = get ? get() : nullptr;
   if (!table || table->size != sizeof(rnncore_backend_v1) ||
       std::strcmp(table->version, RNNCORE_VERSION) != 0)

@@ -5,6 +5,8 @@
 #include <mutex>
 #include <new>
 
+#include "portable.h"
+
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
@@ -94,7 +96,7 @@ void* AllocateBytes(std::size_t bytes) {
   bytes = RoundUp(bytes);
   if (bytes < kCachedBlock) return AllocateSmall(bytes);
   if (void* p = Cache().Take(bytes)) return p;
-  void* p = std::aligned_alloc(BlockAlignment(bytes), bytes);
+  void* p = portable::AlignedAlloc(BlockAlignment(bytes), bytes);
   if (!p) throw std::bad_alloc();
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   // Large tapes and projections: fewer TLB misses and page faults. Advice
@@ -109,7 +111,7 @@ void FreeBytes(void* p, std::size_t bytes) {
   bytes = RoundUp(bytes);
   if (bytes < kCachedBlock) return FreeSmall(p);
   if (Cache().Give(p, bytes)) return;
-  std::free(p);
+  portable::AlignedFree(p);
 }
 
 }  // namespace rnncore

@@ -8,10 +8,24 @@
 // numbers must be non-negative integers below 2^63.
 #include "rnncore/model_file.h"
 
+#if defined(_WIN32)
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
+#include <fcntl.h>
+#include <io.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <windows.h>
+#else
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
+#endif
 
 #include <algorithm>
 #include <cerrno>
@@ -423,6 +437,62 @@ void AppendJsonString(std::string* out, const std::string& s) {
 
 std::string ErrnoText(int err) { return std::strerror(err); }
 
+// The file calls of Reader: POSIX, or the C runtime's and ReadFile on
+// Windows. Each returns -1 with errno set on failure.
+#if defined(_WIN32)
+using FileStat = struct _stat64;
+bool IsDirectory(const FileStat& s) { return (s.st_mode & _S_IFMT) == _S_IFDIR; }
+bool IsRegular(const FileStat& s) { return (s.st_mode & _S_IFMT) == _S_IFREG; }
+
+// Opens path for reading, not inherited by child processes (as O_CLOEXEC).
+// The path is in the narrow encoding that std::filesystem and fopen use.
+int OpenForReading(const std::string& path) {
+  return ::_wopen(std::filesystem::path(path).c_str(), _O_RDONLY | _O_BINARY | _O_NOINHERIT);
+}
+int StatOpen(int fd, FileStat* info) { return ::_fstat64(fd, info); }
+void CloseFile(int fd) { ::_close(fd); }
+
+// pread: ReadFile at an offset, which does not use the descriptor's position
+// (calls from several threads are serialized by the system, each at its own
+// offset). The number of bytes read, 0 at the end of the file.
+std::int64_t ReadAtOffset(int fd, void* dst, std::size_t nbytes, std::uint64_t offset) {
+  const HANDLE h = reinterpret_cast<HANDLE>(::_get_osfhandle(fd));
+  if (h == INVALID_HANDLE_VALUE) {
+    errno = EBADF;
+    return -1;
+  }
+  OVERLAPPED at = {};
+  at.Offset = static_cast<DWORD>(offset & 0xFFFFFFFFu);
+  at.OffsetHigh = static_cast<DWORD>(offset >> 32);
+  DWORD got = 0;
+  if (!::ReadFile(h, dst, static_cast<DWORD>(nbytes), &got, &at)) {
+    const DWORD err = ::GetLastError();
+    if (err == ERROR_HANDLE_EOF) return 0;
+    errno = err == ERROR_NOT_ENOUGH_MEMORY || err == ERROR_OUTOFMEMORY ? ENOMEM
+            : err == ERROR_ACCESS_DENIED || err == ERROR_LOCK_VIOLATION ? EACCES
+                                                                         : EIO;
+    return -1;
+  }
+  return static_cast<std::int64_t>(got);
+}
+#else
+using FileStat = struct stat;
+bool IsDirectory(const FileStat& s) { return S_ISDIR(s.st_mode); }
+bool IsRegular(const FileStat& s) { return S_ISREG(s.st_mode); }
+
+// O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused
+// after the open); it changes nothing for regular files.
+int OpenForReading(const std::string& path) {
+  return ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+}
+int StatOpen(int fd, FileStat* info) { return ::fstat(fd, info); }
+void CloseFile(int fd) { ::close(fd); }
+
+std::int64_t ReadAtOffset(int fd, void* dst, std::size_t nbytes, std::uint64_t offset) {
+  return ::pread(fd, dst, nbytes, static_cast<off_t>(offset));
+}
+#endif
+
 class File {
  public:
   File(const std::string& path, const char* mode) : f_(std::fopen(path.c_str(), mode)) {}
@@ -512,10 +582,10 @@ Reader::Reader(const std::string& path) : path_(path) {
   const fs::file_status st = fs::status(path, ec);
   if (st.type() == fs::file_type::not_found) throw FileError(ENOENT, "no such file: " + path);
   if (st.type() == fs::file_type::directory) throw FileError(EISDIR, "is a directory: " + path);
-  // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused
-  // below); it changes nothing for regular files.
+  // A FIFO is opened without waiting for a writer (OpenForReading), and
+  // refused below.
   do {
-    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    fd_ = OpenForReading(path);
   } while (fd_ < 0 && errno == EINTR);
   if (fd_ < 0) {
     const int err = errno;
@@ -523,13 +593,13 @@ Reader::Reader(const std::string& path) : path_(path) {
   }
   try {
     // The size of the file that is open, whatever happens to path meanwhile.
-    struct stat info;
-    if (::fstat(fd_, &info) != 0) {
+    FileStat info;
+    if (StatOpen(fd_, &info) != 0) {
       const int err = errno;
       throw FileError(err, "cannot read " + path + ": " + ErrnoText(err));
     }
-    if (S_ISDIR(info.st_mode)) throw FileError(EISDIR, "is a directory: " + path);
-    if (!S_ISREG(info.st_mode)) {
+    if (IsDirectory(info)) throw FileError(EISDIR, "is a directory: " + path);
+    if (!IsRegular(info)) {
       const int err = static_cast<int>(std::errc::not_supported);
       throw FileError(err, "cannot read " + path + ": not a regular file");
     }
@@ -546,13 +616,13 @@ Reader::Reader(const std::string& path) : path_(path) {
     for (std::size_t i = 0; i < header_.tensors.size(); ++i)
       index_.emplace(header_.tensors[i].name, i);
   } catch (...) {
-    ::close(fd_);
+    CloseFile(fd_);
     throw;
   }
 }
 
 Reader::~Reader() {
-  if (fd_ >= 0) ::close(fd_);
+  if (fd_ >= 0) CloseFile(fd_);
 }
 
 std::ptrdiff_t Reader::Find(const std::string& name) const {
@@ -567,7 +637,7 @@ void Reader::ReadAt(void* dst, std::uint64_t nbytes, std::uint64_t offset,
     // At most 1 GiB a call (Linux moves at most 2 GiB - 4 KiB per read).
     const std::size_t chunk =
         static_cast<std::size_t>(std::min<std::uint64_t>(nbytes, std::uint64_t{1} << 30));
-    const ssize_t got = ::pread(fd_, p, chunk, static_cast<off_t>(offset));
+    const std::int64_t got = ReadAtOffset(fd_, p, chunk, offset);
     if (got < 0) {
       if (errno == EINTR) continue;
       const int err = errno;

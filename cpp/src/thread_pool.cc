@@ -15,9 +15,13 @@
 #if defined(__linux__)
 #include <pthread.h>
 #include <sched.h>
+#elif defined(__APPLE__)
+#include <pthread.h>
 #endif
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
+#elif defined(_MSC_VER) && defined(_M_ARM64)
+#include <intrin.h>
 #endif
 
 namespace rnncore {
@@ -49,6 +53,8 @@ inline void CpuRelax() {
   _mm_pause();
 #elif defined(__aarch64__)
   asm volatile("yield");
+#elif defined(_MSC_VER) && defined(_M_ARM64)
+  __yield();
 #endif
 }
 
@@ -297,7 +303,7 @@ std::once_flag g_pool_once;
 Pool& GlobalPool() {
   std::call_once(g_pool_once, [] {
     g_pool.store(new Pool());
-#if defined(__linux__)
+#if defined(__linux__) || defined(__APPLE__)
     // A forked child has none of the parent's worker threads (and maybe a
     // locked mutex): give it a fresh pool with the same setting.
     pthread_atfork(nullptr, nullptr, [] {

@@ -16,11 +16,12 @@
 
 #include <type_traits>
 
+#include "portable.h"
+#include "rnncore/common.h"
+
 #if defined(__AVX__)
 #include <immintrin.h>
 #endif
-
-#include "rnncore/common.h"
 
 namespace rnncore {
 namespace kernels {
@@ -105,7 +106,7 @@ inline void RowDotsFixed(const W* w, Index K, const float* a, Index lda, float* 
   for (; n + kW <= n1; n += kW) block(n, std::integral_constant<int, kW>());
   for (; n < n1; ++n) block(n, std::integral_constant<int, 1>());
 }
-#elif defined(__AVX__) && defined(__F16C__) && defined(__FMA__)
+#elif defined(__AVX__) && defined(RNNCORE_HAVE_F16C) && defined(RNNCORE_HAVE_FMA)
 namespace detail {
 inline __m256 Load8(const float* p) { return _mm256_loadu_ps(p); }
 inline __m256 Load8(const Half* p) {

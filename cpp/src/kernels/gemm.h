@@ -16,9 +16,11 @@
 // which at batch sizes of a recurrent step costs as much as the multiply.
 //
 // Written with GCC/Clang vector extensions, so one source compiles to
-// 512-, 256- or 128-bit code in each ISA's module. The order in which each
-// output value is accumulated is fixed by kDepth alone: results do not
-// depend on how the columns or rows are split over threads.
+// 512-, 256- or 128-bit code in each ISA's module (for MSVC, which has none,
+// a small vector type over the intrinsics of the same width: Vector below).
+// The order in which each output value is accumulated is fixed by kDepth
+// alone: results do not depend on how the columns or rows are split over
+// threads.
 #ifndef RNNCORE_KERNELS_GEMM_H_
 #define RNNCORE_KERNELS_GEMM_H_
 
@@ -27,11 +29,14 @@
 #include <type_traits>
 #include <vector>
 
+#include "portable.h"
+#include "rnncore/common.h"
+
 #if defined(__AVX__)
 #include <immintrin.h>
+#elif defined(__SSE2__) || defined(_M_X64)
+#include <emmintrin.h>  // Vector without vector extensions (MSVC)
 #endif
-
-#include "rnncore/common.h"
 
 namespace rnncore {
 namespace kernels {
@@ -120,10 +125,128 @@ inline void TransposeFloats(const float*, Index, int, float*, Index, int) {}
 template <typename T>
 constexpr bool kTransposes = std::is_same_v<T, float> && kTransposeLanes > 0;
 
+#if defined(RNNCORE_GNU_EXTENSIONS) && !defined(RNNCORE_TEST_PORTABLE_FALLBACKS)
 template <typename T>
 struct Vector {
   typedef T type __attribute__((vector_size(kVectorBytes)));
 };
+#else
+// Without GCC's vector extensions (MSVC): a vector of kVectorBytes with the
+// operations PanelBlock uses: V{} (zeros), v += w, and v += s * w, a
+// multiply-add (fused where the instruction set has FMA, as GCC contracts it
+// in the AVX2 and AVX-512 builds).
+namespace detail {
+// One vector's register type and operations: Add, and MulAdd(s, m, acc) = acc + s m.
+template <typename T>
+struct Simd {};
+#if defined(__AVX512F__)
+template <>
+struct Simd<float> {
+  static constexpr bool kDefined = true;
+  using Reg = __m512;
+  static Reg Add(Reg a, Reg b) { return _mm512_add_ps(a, b); }
+  static Reg MulAdd(float s, Reg m, Reg acc) { return _mm512_fmadd_ps(_mm512_set1_ps(s), m, acc); }
+};
+template <>
+struct Simd<double> {
+  static constexpr bool kDefined = true;
+  using Reg = __m512d;
+  static Reg Add(Reg a, Reg b) { return _mm512_add_pd(a, b); }
+  static Reg MulAdd(double s, Reg m, Reg acc) { return _mm512_fmadd_pd(_mm512_set1_pd(s), m, acc); }
+};
+#elif defined(__AVX__)
+template <>
+struct Simd<float> {
+  static constexpr bool kDefined = true;
+  using Reg = __m256;
+  static Reg Add(Reg a, Reg b) { return _mm256_add_ps(a, b); }
+  static Reg MulAdd(float s, Reg m, Reg acc) {
+#if defined(RNNCORE_HAVE_FMA)
+    return _mm256_fmadd_ps(_mm256_set1_ps(s), m, acc);
+#else
+    return _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(s), m));
+#endif
+  }
+};
+template <>
+struct Simd<double> {
+  static constexpr bool kDefined = true;
+  using Reg = __m256d;
+  static Reg Add(Reg a, Reg b) { return _mm256_add_pd(a, b); }
+  static Reg MulAdd(double s, Reg m, Reg acc) {
+#if defined(RNNCORE_HAVE_FMA)
+    return _mm256_fmadd_pd(_mm256_set1_pd(s), m, acc);
+#else
+    return _mm256_add_pd(acc, _mm256_mul_pd(_mm256_set1_pd(s), m));
+#endif
+  }
+};
+#elif defined(__SSE2__) || defined(_M_X64)
+template <>
+struct Simd<float> {
+  static constexpr bool kDefined = true;
+  using Reg = __m128;
+  static Reg Add(Reg a, Reg b) { return _mm_add_ps(a, b); }
+  static Reg MulAdd(float s, Reg m, Reg acc) {
+    return _mm_add_ps(acc, _mm_mul_ps(_mm_set1_ps(s), m));
+  }
+};
+template <>
+struct Simd<double> {
+  static constexpr bool kDefined = true;
+  using Reg = __m128d;
+  static Reg Add(Reg a, Reg b) { return _mm_add_pd(a, b); }
+  static Reg MulAdd(double s, Reg m, Reg acc) {
+    return _mm_add_pd(acc, _mm_mul_pd(_mm_set1_pd(s), m));
+  }
+};
+#endif
+
+// Any other target (MSVC on ARM64): lanes in an array, left to the
+// auto-vectorizer.
+template <typename T, typename = void>
+struct Lanes {
+  struct Reg {
+    T v[kVectorBytes / sizeof(T)];
+  };
+  static Reg Add(Reg a, Reg b) {
+    for (std::size_t i = 0; i < kVectorBytes / sizeof(T); ++i) a.v[i] += b.v[i];
+    return a;
+  }
+  static Reg MulAdd(T s, Reg m, Reg acc) {
+    for (std::size_t i = 0; i < kVectorBytes / sizeof(T); ++i) acc.v[i] += s * m.v[i];
+    return acc;
+  }
+};
+template <typename T>
+struct Lanes<T, std::void_t<decltype(Simd<T>::kDefined)>> : Simd<T> {};
+
+template <typename T>
+struct Scaled {  // s * m, added by SimdVector::operator+= as one multiply-add
+  T s;
+  typename Lanes<T>::Reg m;
+};
+template <typename T>
+struct SimdVector {
+  typename Lanes<T>::Reg v;  // SimdVector{} value-initializes it: zeros
+  SimdVector& operator+=(const SimdVector& o) {
+    v = Lanes<T>::Add(v, o.v);
+    return *this;
+  }
+  SimdVector& operator+=(const Scaled<T>& p) {
+    v = Lanes<T>::MulAdd(p.s, p.m, v);
+    return *this;
+  }
+  friend Scaled<T> operator*(T s, const SimdVector& m) { return {s, m.v}; }
+};
+}  // namespace detail
+
+template <typename T>
+struct Vector {
+  using type = detail::SimdVector<T>;
+  static_assert(sizeof(type) == kVectorBytes, "a vector is kVectorBytes");
+};
+#endif
 
 // Columns per packed panel: two vectors.
 template <typename T>
@@ -158,7 +281,7 @@ void PackPanels(const T* src, Index K, Index N, Index sk, Index sn, T* dst, Inde
       // The hardware prefetchers do not follow PW streams at once.
       auto prefetch_ahead = [&](Index k0) {
         if (k0 + kAhead * kTile < K)
-          for (Index j = 0; j < cols; ++j) __builtin_prefetch(in + j * sn + k0 + kAhead * kTile);
+          for (Index j = 0; j < cols; ++j) RNNCORE_PREFETCH(in + j * sn + k0 + kAhead * kTile);
       };
       Index k0 = 0;
       if constexpr (kTransposes<T>) {
@@ -247,21 +370,21 @@ inline void PanelBlock(const T* a, Index K, const T* panel, T* c, Index ldc, Ind
   // from start to end (a loop left rolled makes the compiler keep them in an
   // array on the stack: zeroed with a memset, spilled and reloaded).
   V acc0[R], acc1[R];
-#pragma GCC unroll 16
+  RNNCORE_UNROLL(16)
   for (int r = 0; r < R; ++r) acc0[r] = acc1[r] = V{};
   for (Index k = 0; k < K; ++k) {
     V m0, m1;
     std::memcpy(&m0, panel + k * 2 * W, sizeof(V));
     std::memcpy(&m1, panel + k * 2 * W + W, sizeof(V));
     const T* ak = a + k * R;
-#pragma GCC unroll 16
+  RNNCORE_UNROLL(16)
     for (int r = 0; r < R; ++r) {
       const T s = ak[r];
       acc0[r] += s * m0;
       acc1[r] += s * m1;
     }
   }
-#pragma GCC unroll 16
+  RNNCORE_UNROLL(16)
   for (int r = 0; r < R; ++r) {
     T* cr = c + r * ldc;
     if (cols == 2 * W) {  // a whole panel: vector stores (c + acc is acc + c exactly)
